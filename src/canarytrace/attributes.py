@@ -1,0 +1,70 @@
+"""Every span attribute and span name canarytrace writes or reads, in one place.
+
+The instrumentation writes these names and the analysis loaders read them back, so
+each name is spelled exactly once. `gen_ai.*`, `server.*` and `error.type` come from
+the OpenTelemetry semantic conventions; the project's own live under `canarytrace.`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- OpenTelemetry GenAI semantic conventions -------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+# The older name that some back-ends still read; written beside the provider name.
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+
+# GenAI client metrics (semantic conventions) and the project's cost counter.
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_TOKEN_TYPE: Final = "gen_ai.token.type"
+METRIC_COST: Final = "canarytrace.cost"
+
+# --- canarytrace's own, on every LLM span ------------------------------------------
+ROUTE: Final = "canarytrace.route"
+TIER: Final = "canarytrace.tier"  # production | canary | fallback
+PINNED: Final = "canarytrace.pinned"  # bool: the request model carries a snapshot date/version
+ALIAS_DRIFT: Final = "canarytrace.alias_drift"  # bool: response model is not what the pin implies
+COST_USD: Final = "canarytrace.cost_usd"
+ROLLOUT_PERCENT: Final = "canarytrace.rollout_percent"  # the stage's canary share, 0-100
+COHORT_BUCKET: Final = "canarytrace.cohort_bucket"  # 0..9999, the user's routing bucket
+USER_HASH: Final = "canarytrace.user_hash"  # keyed hash of the user id, never the id itself
+TIME_TO_FIRST_TOKEN_MS: Final = "canarytrace.time_to_first_token_ms"
+
+TIERS: Final = ("production", "canary", "fallback")
+
+# --- feedback and outcome records ---------------------------------------------------
+# canarytrace.feedback() and canarytrace.outcome() each emit one short span of their own
+# (it may come minutes later, from another process), linked to the LLM call's span and
+# carrying that call's ids as attributes, so any loader can join it to its call.
+FEEDBACK_SPAN_NAME: Final = "canarytrace.feedback"
+OUTCOME_SPAN_NAME: Final = "canarytrace.outcome"
+TARGET_TRACE_ID: Final = "canarytrace.target.trace_id"  # 32 lowercase hex digits
+TARGET_SPAN_ID: Final = "canarytrace.target.span_id"  # 16 lowercase hex digits
+FEEDBACK_SCORE: Final = "canarytrace.feedback.score"  # float, the app's scale (e.g. 1-5)
+FEEDBACK_COMMENT: Final = "canarytrace.feedback.comment"
+OUTCOME_OK: Final = "canarytrace.outcome.ok"  # bool: False = a wrong answer the app caught
+OUTCOME_KIND: Final = "canarytrace.outcome.kind"  # str, e.g. "wrong_answer"
+
+# The instrumentation scope name of canarytrace's tracer and meter.
+INSTRUMENTATION_SCOPE: Final = "canarytrace"
