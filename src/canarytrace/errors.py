@@ -3,7 +3,8 @@
     CanaryTraceError            root: catch this to catch every canarytrace error
     ├── RegistryError           models.yaml is malformed or breaks a rule (names file, line, key)
     ├── RoutingError            a route that the registry does not know, a refused promotion
-    └── TraceSourceError        a trace source that cannot be read at all (names the source)
+    ├── TraceSourceError        a trace source that cannot be read at all (names the source)
+    └── SnapshotError           snapshot plugin/review/compare: bad option, embedder missing
 
 Every message says where the problem is and what to do about it.
 """
@@ -25,3 +26,7 @@ class RoutingError(CanaryTraceError):
 
 class TraceSourceError(CanaryTraceError):
     """A trace source that cannot be read at all."""
+
+
+class SnapshotError(CanaryTraceError):
+    """A snapshot test, review or compare that cannot run as asked (names what to fix)."""
