@@ -1,23 +1,56 @@
 """The model registry: `models.yaml`, the one source of truth for pinned models.
 
 A registry holds, per route, the production, canary and fallback model ids with the
-rollout stages and the current stage, and per model why and when it was pinned.
-JSON with the same schema is accepted too.
+rollout stages and the current stage, and per model why and when it was pinned. JSON with
+the same schema is accepted too (it is read as YAML, so its line numbers are known).
+
+Every mistake gets one message naming the file, the line and the key, and all of them are
+reported together (`InvalidRegistryError.problems`), so one run of `canarytrace validate`
+shows everything to fix.
+
+Environment variables override a route's tiers without editing the file, e.g. to point
+one deployment at a different model: `CANARYTRACE_ROUTE_<ROUTE>_PRODUCTION`, `..._CANARY`,
+`..._FALLBACK` and `..._STAGE`, where `<ROUTE>` is the route name upper-cased with every
+character other than a letter or digit turned into `_` (route `chat-v2` ->
+`CANARYTRACE_ROUTE_CHAT_V2_CANARY`). An empty CANARY or FALLBACK removes that tier. The
+overridden values pass the same checks as the file's.
+
+Dates and loading. Loading a registry (what routing does at start-up and on every reload)
+never refuses a model because of its retirement date: it logs a warning instead. Taking an
+application down the day a date passes would be worse than the provider's own 404, and a
+provider sometimes extends a date. The date policy is enforced where a person is in the
+loop: `canarytrace validate` and `promote` refuse a retired model, `status` and `lint` flag
+it (see `canarytrace.deprecations`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from canarytrace.deprecations import Lifecycle, load_table
 from canarytrace.errors import RegistryError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_STAGES: tuple[int, ...] = (5, 25, 50, 100)
+TIERS: tuple[str, ...] = ("production", "canary", "fallback")
+ENV_PREFIX = "CANARYTRACE_ROUTE_"
 Provider = Literal["openai", "anthropic", "google", "other"]
+
+# A snapshot date or version: -20241022, @20241022, -2024-11-20, -0125(-preview), -001.
+_PINNED = re.compile(r"(?:[-@]\d{8}|-\d{4}-\d{2}-\d{2}|-\d{4}|-\d{3})(?=$|[-:@._v])")
 
 
 class _Strict(BaseModel):
@@ -48,6 +81,8 @@ class Route(_Strict):
     stage: int = 0  # the canary's current share in percent; 0 = no canary traffic
     rollback: bool = False
     rollback_reason: str | None = None
+    rolled_back_on: dt.date | None = None
+    upgraded_on: dt.date | None = None  # the day the last canary became production
 
 
 class Registry(_Strict):
@@ -60,12 +95,326 @@ class Registry(_Strict):
         """The entry of `model_id`, or None when the registry does not list it."""
         return next((m for m in self.models if m.id == model_id), None)
 
+    def find_model(self, model_id: str) -> tuple[str, str] | None:
+        """The (route, tier) that serves `model_id`, or None.
 
-def load_registry(path: str | Path) -> Registry:
-    """Read and validate a registry file (YAML or JSON)."""
-    path = Path(path)
+        When several routes or tiers name the same id, the first route in file order wins,
+        and within a route production before canary before fallback.
+        """
+        for name, route in self.routes.items():
+            for tier in TIERS:
+                if getattr(route, tier) == model_id:
+                    return name, tier
+        return None
+
+    def model_ids(self) -> Iterator[tuple[str, str, str]]:
+        """Every (route, tier, model id) the routes name, in file order."""
+        for name, route in self.routes.items():
+            for tier in TIERS:
+                model_id = getattr(route, tier)
+                if model_id:
+                    yield name, tier, model_id
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake: where it is and what to do about it."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}"
+
+
+class InvalidRegistryError(RegistryError):
+    """A registry with one or more mistakes; `problems` lists each one."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def is_known_alias(model_id: str) -> bool:
+    """True for an undated alias that moves when the provider says so (`gpt-4o`, `*-latest`)."""
+    return model_id in load_table().aliases or model_id.endswith("-latest")
+
+
+def is_pinned(model_id: str) -> bool:
+    """True when `model_id` names one fixed model version.
+
+    That is when it carries a snapshot date or version (`-20241022`, `@20241022`,
+    `-2024-11-20`, `-0125-preview`, `-001`), or when the deprecation table lists it as a
+    dateless snapshot (Anthropic's ids from Claude 4.6 on, e.g. `claude-sonnet-4-6`).
+    Known aliases are never pinned.
+    """
+    if is_known_alias(model_id):
+        return False
+    return bool(_PINNED.search(model_id)) or load_table().is_snapshot(model_id)
+
+
+def env_var(route: str, tier: str) -> str:
+    """The environment variable that overrides `tier` (or `stage`) of `route`."""
+    return f"{ENV_PREFIX}{re.sub(r'[^A-Za-z0-9]', '_', route).upper()}_{tier.upper()}"
+
+
+# --- reading with positions -------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+class _Located:
+    """Plain data plus where each key came from: (file, line) per key path."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.where: dict[Path_, tuple[str, int | None]] = {}
+
+    def plain(self, node: Any, path: Path_ = ()) -> Any:
+        if isinstance(node, CommentedMap):
+            out = {}
+            for key, value in node.items():
+                self.where[(*path, key)] = (self.file, node.lc.key(key)[0] + 1)
+                out[key] = self.plain(value, (*path, key))
+            return out
+        if isinstance(node, CommentedSeq):
+            items = []
+            for index, value in enumerate(node):
+                self.where[(*path, index)] = (self.file, node.lc.item(index)[0] + 1)
+                items.append(self.plain(value, (*path, index)))
+            return items
+        return node
+
+    def problem(self, path: Path_, message: str) -> Problem:
+        """A problem at the deepest known position along `path`."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.where:
+                file, line = self.where[path[:end]]
+                return Problem(file, line, _dotted(path), message)
+        return Problem(self.file, None, _dotted(path) or "(top level)", message)
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _read(path: Path) -> tuple[Any, _Located]:
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise RegistryError(f"{path}: no such registry file; create one (see models.yaml)") from exc
-    return Registry.model_validate(data)
+        raise RegistryError(
+            f"{path}: no such registry file; create one (see the example models.yaml) or set "
+            "$CANARYTRACE_REGISTRY"
+        ) from exc
+    located = _Located(str(path))
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "syntax error"
+        raise InvalidRegistryError([Problem(str(path), line, "(syntax)", what)]) from exc
+    except YAMLError as exc:
+        raise InvalidRegistryError([Problem(str(path), None, "(syntax)", str(exc))]) from exc
+    return located.plain(data), located
+
+
+# --- environment overrides ----------------------------------------------------------------
+
+
+def _apply_env(data: dict[str, Any], located: _Located, environ: Mapping[str, str]) -> None:
+    routes = data.get("routes")
+    if not isinstance(routes, dict):
+        return
+    known: dict[str, tuple[str, str]] = {}
+    for name in routes:
+        for tier in (*TIERS, "stage"):
+            known[env_var(str(name), tier)] = (str(name), tier)
+    problems = []
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        if var not in known:
+            problems.append(
+                Problem(
+                    "environment",
+                    None,
+                    var,
+                    "names no route/tier of this registry; expected one of "
+                    f"{sorted(known) or '(no routes)'}",
+                )
+            )
+            continue
+        name, tier = known[var]
+        route = routes[name]
+        if not isinstance(route, dict):
+            continue
+        located.where[("routes", name, tier)] = (f"environment ${var}", None)
+        if tier == "stage":
+            try:
+                route["stage"] = int(value)
+            except ValueError:
+                problems.append(Problem("environment", None, var, f"'{value}' is not a number"))
+        elif value.strip():
+            route[tier] = value.strip()
+        elif tier == "production":
+            problems.append(Problem("environment", None, var, "production cannot be empty"))
+        else:
+            route.pop(tier, None)
+    if problems:
+        raise InvalidRegistryError(problems)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _schema_problems(error: ValidationError, base: Path_, located: _Located) -> list[Problem]:
+    problems: dict[Path_, Problem] = {}
+    for err in error.errors():
+        loc = (*base, *err["loc"])
+        if loc in problems:
+            continue  # one message per mistake
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key; remove it or fix its spelling"
+        elif kind == "missing":
+            msg = "missing; this key is required"
+        else:
+            msg = f"{err['msg']} (got {err['input']!r})"
+        problems[loc] = located.problem(loc, msg)
+    return list(problems.values())
+
+
+def _validate(data: Any, located: _Located) -> Registry:
+    if not isinstance(data, dict):
+        raise InvalidRegistryError(
+            [located.problem((), "expected a mapping with 'routes' and 'models'")]
+        )
+    problems: list[Problem] = []
+    for key in data:
+        if key not in ("routes", "models"):
+            problems.append(
+                located.problem((key,), "unknown top-level key; expected routes, models")
+            )
+    routes_raw = data.get("routes")
+    models_raw = data.get("models") or []
+    if not isinstance(routes_raw, dict):
+        problems.append(located.problem(("routes",), "missing or not a mapping of route names"))
+        routes_raw = {}
+    if not isinstance(models_raw, list):
+        problems.append(located.problem(("models",), "must be a list of model entries"))
+        models_raw = []
+
+    routes: dict[str, Route] = {}
+    for name, raw in routes_raw.items():
+        try:
+            routes[str(name)] = Route.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_schema_problems(exc, ("routes", name), located))
+    models: list[tuple[int, ModelEntry]] = []
+    for index, raw in enumerate(models_raw):
+        try:
+            models.append((index, ModelEntry.model_validate(raw)))
+        except ValidationError as exc:
+            problems.extend(_schema_problems(exc, ("models", index), located))
+
+    problems.extend(_rule_problems(routes, models, located))
+    if problems:
+        raise InvalidRegistryError(problems)
+    return Registry(routes=routes, models=tuple(entry for _, entry in models))
+
+
+def _rule_problems(
+    routes: dict[str, Route], models: list[tuple[int, ModelEntry]], located: _Located
+) -> Iterator[Problem]:
+    first: dict[str, int] = {}
+    for index, entry in models:
+        where = ("models", index, "id")
+        if entry.id in first:
+            line = located.where.get(("models", first[entry.id]), ("", None))[1]
+            yield located.problem(where, f"duplicate id '{entry.id}' (first at line {line})")
+            continue
+        first[entry.id] = index
+        if is_known_alias(entry.id) and not entry.allow_alias:
+            yield located.problem(
+                where,
+                f"'{entry.id}' is an undated alias that moves when the provider updates it; "
+                "pin a dated snapshot (see `canarytrace lint`) or add `allow_alias: true`",
+            )
+    for name, route in routes.items():
+        base = ("routes", name)
+        stages = route.stages
+        if not stages or list(stages) != sorted(set(stages)) or stages[0] < 1 or stages[-1] > 100:
+            yield located.problem(
+                (*base, "stages"),
+                f"{list(stages)} must be rising percentages from 1 to 100, e.g. [5, 25, 50, 100]",
+            )
+        if route.stage != 0 and route.stage not in stages:
+            yield located.problem(
+                (*base, "stage"),
+                f"{route.stage} is not among the stages {list(stages)}; use one of them "
+                "(or 0 for no canary traffic)",
+            )
+        elif route.stage and route.canary is None:
+            yield located.problem(
+                (*base, "stage"),
+                f"{route.stage}% goes to a canary but the route has none; set canary or stage: 0",
+            )
+        if route.canary is not None and route.canary == route.production:
+            yield located.problem(
+                (*base, "canary"),
+                f"equals production ('{route.production}'); a canary must be a different model",
+            )
+        for tier in TIERS:
+            model_id = getattr(route, tier)
+            if model_id and model_id not in first:
+                yield located.problem(
+                    (*base, tier),
+                    f"'{model_id}' is not in the models list; add an entry (id, provider, why)",
+                )
+
+
+def parse_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
+    """Read and validate a registry without the retirement-date log (for tools)."""
+    data, located = _read(Path(path))
+    if isinstance(data, dict):
+        _apply_env(data, located, os.environ if environ is None else environ)
+    return _validate(data, located)
+
+
+def load_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
+    """Read and validate a registry file (YAML or JSON), with environment overrides.
+
+    Raises InvalidRegistryError (a RegistryError) listing every mistake with file, line
+    and key. Retired or soon-retiring models are logged as warnings, never refused here
+    (see the module docstring for why).
+    """
+    registry = parse_registry(path, environ)
+    _log_retirements(registry, Path(path))
+    return registry
+
+
+def _log_retirements(registry: Registry, path: Path) -> None:
+    try:
+        table = load_table()
+    except RegistryError as exc:
+        log.warning("deprecation table not read, retirement dates unchecked: %s", exc)
+        return
+    today = dt.date.today()
+    for route, tier, model_id in registry.model_ids():
+        state = table.assess(model_id, today)
+        if state.lifecycle in (Lifecycle.RETIRED, Lifecycle.RETIRING):
+            log.warning(
+                "%s: routes.%s.%s: %s %s; still routed (run `canarytrace validate`)",
+                path,
+                route,
+                tier,
+                model_id,
+                state.describe(),
+            )
