@@ -6,17 +6,25 @@ call with `instrument()`, judge the canary with `canarytrace analyze`.
 
 from __future__ import annotations
 
+from canarytrace.breaker import BreakerConfig
 from canarytrace.errors import CanaryTraceError, RegistryError, RoutingError, TraceSourceError
 from canarytrace.registry import Registry, load_registry
+from canarytrace.routing import Decision, choose, configure, model, rollback
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BreakerConfig",
     "CanaryTraceError",
+    "Decision",
     "Registry",
     "RegistryError",
     "RoutingError",
     "TraceSourceError",
     "__version__",
+    "choose",
+    "configure",
     "load_registry",
+    "model",
+    "rollback",
 ]
