@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -335,3 +336,80 @@ def test_threads_route_like_one_thread_and_roll_back_once(registry_at) -> None:
     assert all(result == expected for result in results.values())
     assert len(calls) == 1
     assert {canarytrace.model("chat", u) for u in users} == {PRODUCTION}
+
+
+# --- the registry file, re-read when it changes -------------------------------------------
+INTERVAL = 0.005
+
+
+def after_the_interval() -> None:
+    time.sleep(2 * INTERVAL)
+
+
+def test_the_registry_flag_rolls_back_after_the_reread_interval(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(50))
+    routing.configure(path, reload_interval=INTERVAL)
+    cohort = canary_users(1_000)
+    write_registry(path, registry_yaml(50, rollback=True))
+    after_the_interval()
+    assert not canary_users(1_000)
+    assert canarytrace.choose("chat", "u1").rollout_percent == 0
+    write_registry(path, registry_yaml(50))
+    after_the_interval()
+    assert canary_users(1_000) == cohort
+
+
+def test_the_flag_after_a_completed_upgrade_switches_to_the_fallback(tmp_path: Path) -> None:
+    upgraded = {"production": CANARY, "canary": None, "fallback": PRODUCTION}
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(**upgraded))
+    routing.configure(path, reload_interval=INTERVAL)
+    assert canarytrace.choose("chat", "u1").model == CANARY
+    write_registry(path, registry_yaml(rollback=True, **upgraded))
+    after_the_interval()
+    decision = canarytrace.choose("chat", "u1")
+    assert (decision.model, decision.tier) == (PRODUCTION, "fallback")
+
+
+def test_within_the_interval_the_file_is_not_read_again(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(5))
+    routing.configure(path, reload_interval=3600)
+    before = canary_users(1_000)
+    write_registry(path, registry_yaml(100, rollback=True))
+    assert canary_users(1_000) == before
+
+
+def test_a_stage_raised_in_the_file_keeps_every_canary_user(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(5))
+    routing.configure(path, reload_interval=INTERVAL)
+    at_5 = canary_users(10_000)
+    write_registry(path, registry_yaml(25))
+    after_the_interval()
+    assert at_5 < canary_users(10_000)
+
+
+def test_a_broken_edit_keeps_the_last_good_registry_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(100))
+    routing.configure(path, reload_interval=INTERVAL)
+    write_registry(path, registry_yaml(100).replace("stage: 100", "stage: [oops"))
+    for _ in range(3):
+        after_the_interval()
+        assert canarytrace.model("chat", "u1") == CANARY
+    warnings = [r for r in caplog.records if "keeps the registry" in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
+    write_registry(path, registry_yaml(100, rollback=True))
+    after_the_interval()
+    assert canarytrace.model("chat", "u1") == PRODUCTION
+
+
+def test_an_in_process_rollback_holds_until_a_new_rollout(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(50))
+    routing.configure(path, reload_interval=INTERVAL)
+    canarytrace.rollback("chat", "manual")
+    write_registry(path, registry_yaml(100))  # same tiers: the rollback still holds
+    after_the_interval()
+    assert canarytrace.model("chat", "u1") == PRODUCTION
+    write_registry(path, registry_yaml(100, canary="acme-chat-20261101"))  # a new candidate
+    after_the_interval()
+    assert canarytrace.model("chat", "u1") == "acme-chat-20261101"
