@@ -1,0 +1,250 @@
+"""`canarytrace lint`: find unpinned and dying model ids in code and config.
+
+What counts as a model id: a whole string value that names a model of a known family
+(`gpt-*`, `chatgpt-*`, `o1`..`o9*`, `claude-*`, `gemini-*`, optionally behind a provider
+prefix such as `openai/` or `anthropic.`). Prose that merely mentions a model is not one.
+
+Where it looks:
+
+- Python, through the AST: string literals passed as `model=`, stored under a `"model"`
+  dict key, or assigned to a name holding MODEL (`MODEL`, `DEFAULT_MODEL`, `cfg.model`) or
+  inside a class whose name holds Model (the article's `ModelConfig.PRODUCTION`).
+- YAML and JSON: every string value, with its line (JSON is read as YAML).
+- TOML and `.env` files, and any file the parsers above reject: every quoted or bare
+  value on each line, comments removed.
+
+What it reports: undated aliases (with the snapshot to pin), and models that are retired,
+retire within 60 days, or are deprecated (with the provider's replacement). A line that
+says `canarytrace: ignore` is skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from canarytrace.deprecations import DeprecationTable, Lifecycle
+from canarytrace.registry import is_known_alias, is_pinned
+
+IGNORE_MARK = "canarytrace: ignore"
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache",
+     ".ruff_cache", ".pytest_cache", "build", "dist", ".canarytrace"}
+)  # fmt: skip
+_MODEL_ID = re.compile(
+    r"^(?:(?:openai|anthropic|google|vertex_ai|gemini|bedrock|azure)[/:.])?"
+    r"((?:gpt-|chatgpt-|claude-|gemini-)[\w.@:-]+|o[1-9](?:-[\w.-]+)?)$"
+)
+_QUOTED = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'""")
+_BARE_VALUE = re.compile(r"[:=]\s*([\w.@:/-]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One model id that should change: where, what, why, and what to pin instead."""
+
+    file: str
+    line: int
+    model: str
+    kind: str  # undated-alias | retired | retiring | deprecated
+    why: str
+    suggestion: str | None
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}: {self.model}: {self.why}"
+        if self.suggestion:
+            text += f"; pin {self.suggestion} instead"
+            if not is_pinned(self.suggestion):
+                text += " (the provider's pick, which has no dated id yet: pin its snapshot)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_id_in(value: str) -> str | None:
+    """The model id that `value` is (provider prefix removed), or None if it is not one."""
+    match = _MODEL_ID.match(value.strip())
+    return match.group(1) if match else None
+
+
+def check(
+    model_id: str, as_of: dt.date, table: DeprecationTable
+) -> tuple[str, str, str | None] | None:
+    """(kind, why, suggestion) for a model id that should change, or None when it is fine."""
+    if not is_pinned(model_id):
+        why = (
+            "undated alias: it moves to a new model whenever the provider updates it"
+            if is_known_alias(model_id)
+            else "no snapshot date or version: not pinned to one model"
+        )
+        suggestion = table.suggest(model_id, as_of)
+        target = table.aliases.get(model_id)
+        if suggestion is None and target:
+            why += f"; it pointed at {target}, {table.assess(target, as_of).describe()}"
+        return "undated-alias", why, suggestion
+    state = table.assess(model_id, as_of)
+    if state.lifecycle in (Lifecycle.RETIRED, Lifecycle.RETIRING, Lifecycle.DEPRECATED):
+        replacement = table.suggest(model_id, as_of) or (state.entry and state.entry.replacement)
+        return state.lifecycle.value, state.describe(), replacement or None
+    return None
+
+
+def lint_paths(
+    paths: Iterable[str | Path], *, as_of: dt.date, table: DeprecationTable
+) -> list[Finding]:
+    """Every finding in `paths` (files, or folders searched recursively), in file order."""
+    findings: list[Finding] = []
+    for file in _files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        lines = text.splitlines()
+        seen: set[tuple[int, str]] = set()
+        for line, value in _candidates(file, text):
+            model_id = model_id_in(value)
+            if model_id is None or (line, model_id) in seen:
+                continue
+            seen.add((line, model_id))
+            if 0 < line <= len(lines) and IGNORE_MARK in lines[line - 1]:
+                continue
+            verdict = check(model_id, as_of, table)
+            if verdict:
+                findings.append(Finding(str(file), line, model_id, *verdict))
+    return findings
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name
+    if name == ".env" or name.startswith(".env.") or path.suffix == ".env":
+        return "env"
+    return {
+        ".py": "python", ".pyi": "python", ".yaml": "yaml", ".yml": "yaml", ".json": "yaml",
+        ".toml": "lines",
+    }.get(path.suffix.lower())  # fmt: skip
+
+
+def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path).parts
+                if child.is_file() and not SKIP_DIRS.intersection(rel[:-1]) and _kind(child):
+                    yield child
+        elif path.is_file() and _kind(path):
+            yield path
+
+
+def _candidates(path: Path, text: str) -> Iterator[tuple[int, str]]:
+    kind = _kind(path)
+    if kind == "python":
+        try:
+            yield from _python(ast.parse(text, filename=str(path)))
+            return
+        except SyntaxError:
+            pass
+    elif kind == "yaml":
+        try:
+            docs = list(YAML(typ="rt").load_all(text))
+        except YAMLError:
+            pass
+        else:
+            for doc in docs:
+                yield from _yaml(doc)
+            return
+    yield from _lines(text)
+
+
+# --- Python -------------------------------------------------------------------------------
+
+
+def _python(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            for keyword in node.keywords:
+                if keyword.arg == "model":
+                    yield from _strings(keyword.value)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "model":
+                    yield from _strings(value)
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any("MODEL" in _name(t).upper() for t in targets):
+                yield from _strings(node.value)
+        elif isinstance(node, ast.ClassDef) and "model" in node.name.lower():
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None:
+                    yield from _strings(stmt.value)
+
+
+def _name(target: ast.expr) -> str:
+    if isinstance(target, ast.Name):
+        return target.id
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    if isinstance(target, ast.Tuple | ast.List):
+        return " ".join(_name(t) for t in target.elts)
+    return ""
+
+
+def _strings(expr: ast.expr) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+# --- YAML / JSON --------------------------------------------------------------------------
+
+
+def _yaml(node: Any) -> Iterator[tuple[int, str]]:
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            if isinstance(value, str):
+                yield node.lc.value(key)[0] + 1, value
+            else:
+                yield from _yaml(value)
+    elif isinstance(node, CommentedSeq):
+        for index, value in enumerate(node):
+            if isinstance(value, str):
+                yield node.lc.item(index)[0] + 1, value
+            else:
+                yield from _yaml(value)
+
+
+# --- TOML, .env and anything unparsable: line by line -------------------------------------
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _without_comment(raw)
+        for match in _QUOTED.finditer(line):
+            yield number, match.group(1) if match.group(1) is not None else match.group(2)
+        bare = _BARE_VALUE.search(line)
+        if bare:
+            yield number, bare.group(1)
+
+
+def _without_comment(line: str) -> str:
+    """`line` up to a `#` that starts a comment (outside quotes, at start or after a space)."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index]
+    return line
