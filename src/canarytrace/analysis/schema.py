@@ -1,0 +1,67 @@
+"""The frame of calls: the one schema every loader returns and the judge reads.
+
+One row per LLM call (DESIGN.md), in this column order and with these dtypes, so that
+the same spans give an identical frame whatever the source (collector files, Parquet,
+Jaeger, Tempo). Feedback and outcome records are joined onto their call:
+`feedback_score` is the mean of the call's feedback scores (`feedback_count` of them),
+`outcome_ok` is False when any outcome of the call was marked wrong and `outcome_kind`
+names the first such kind. `parent_span_id` and `service` make trace links possible.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+UTC_TIME: Final = pl.Datetime("us", "UTC")
+
+CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "trace_id": pl.String(),
+    "span_id": pl.String(),
+    "parent_span_id": pl.String(),
+    "service": pl.String(),
+    "start": UTC_TIME,
+    "duration_ms": pl.Float64(),
+    "status": pl.String(),  # "ok" | "error"
+    "error_type": pl.String(),
+    "provider": pl.String(),
+    "operation": pl.String(),
+    "route": pl.String(),
+    "tier": pl.String(),
+    "request_model": pl.String(),
+    "response_model": pl.String(),
+    "pinned": pl.Boolean(),
+    "alias_drift": pl.Boolean(),
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+    "user_hash": pl.String(),
+    "bucket": pl.Int64(),
+    "rollout_percent": pl.Int64(),
+    "stream": pl.Boolean(),
+    "ttft_ms": pl.Float64(),
+    "feedback_score": pl.Float64(),
+    "feedback_count": pl.Int64(),
+    "outcome_ok": pl.Boolean(),
+    "outcome_kind": pl.String(),
+}
+
+
+def empty_calls() -> pl.DataFrame:
+    """A frame of calls with no rows (what a source without LLM spans yields)."""
+    return pl.DataFrame(schema=CALLS_SCHEMA)
+
+
+def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Select and cast the contract's columns, in order; missing columns are an error.
+
+    Raises KeyError naming the missing columns, so a foreign Parquet file gets a clear
+    message from the loader instead of a half-filled frame.
+    """
+    lazy = frame.lazy()
+    names = lazy.collect_schema().names()
+    missing = [c for c in CALLS_SCHEMA if c not in names]
+    if missing:
+        raise KeyError(", ".join(missing))
+    return lazy.select(pl.col(c).cast(t) for c, t in CALLS_SCHEMA.items())

@@ -1,0 +1,163 @@
+"""Every loader gives the same frame of calls for the same spans; bad lines are reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import zstandard
+from polars.testing import assert_frame_equal
+
+from canarytrace import attributes as A
+from canarytrace.analysis import synth
+from canarytrace.analysis.load import export_parquet, load
+from canarytrace.analysis.schema import CALLS_SCHEMA
+from canarytrace.errors import TraceSourceError
+
+
+def _same(frame: pl.DataFrame, expected: pl.DataFrame) -> None:
+    assert frame.schema == pl.Schema(CALLS_SCHEMA)
+    assert_frame_equal(frame, expected.sort("start", "trace_id", "span_id"), rel_tol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pl.DataFrame:
+    return synth.calls(synth.with_canary(synth.Scenario(users=300, seed=3), error_rate=0.05))
+
+
+def test_jsonl_round_trip_gives_the_generated_frame(frame: pl.DataFrame, tmp_path: Path) -> None:
+    loaded = load(synth.write_otlp(frame, tmp_path / "traces-1.jsonl"))
+    assert loaded.problems == []
+    _same(loaded.calls, frame)
+    assert loaded.calls["feedback_count"].sum() == frame["feedback_count"].sum()
+
+
+def test_zstd_rotated_folder_glob_and_parquet_give_the_identical_frame(
+    frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    reference = load(synth.write_otlp(frame, tmp_path / "one" / "traces.jsonl")).calls
+    zst = load(synth.write_otlp(frame, tmp_path / "zst" / "traces.jsonl.zst", compress=True))
+    assert_frame_equal(zst.calls, reference)
+    # Rotated files: calls in one file, their feedback in a later one.
+    rotated = tmp_path / "rotated"
+    lines = (tmp_path / "one" / "traces.jsonl").read_text().splitlines(keepends=True)
+    third = len(lines) // 3
+    for i, part in enumerate((lines[:third], lines[third : 2 * third], lines[2 * third :])):
+        (rotated / f"traces-2026-06-02T0{i}.jsonl").parent.mkdir(exist_ok=True)
+        (rotated / f"traces-2026-06-02T0{i}.jsonl").write_text("".join(part))
+    assert_frame_equal(load(rotated).calls, reference)
+    assert_frame_equal(load(str(rotated / "traces-*.jsonl")).calls, reference)
+    out = tmp_path / "calls.parquet"
+    export_parquet(rotated, out)
+    assert_frame_equal(load(out).calls, reference)
+
+
+def test_jaeger_and_tempo_apis_give_the_same_frame_as_the_files(
+    small_frame: pl.DataFrame, tmp_path: Path, trace_server: tuple[str, list[str]]
+) -> None:
+    host, requested = trace_server
+    files = load(synth.write_otlp(small_frame, tmp_path / "traces.jsonl")).calls
+    jaeger = load(f"jaeger+http://{host}?service=demo-app&lookback=2h")
+    assert jaeger.problems == []
+    assert_frame_equal(jaeger.calls, files)
+    assert any("query.service_name=demo-app" in r for r in requested)
+    tempo = load(f"tempo+http://{host}?q=%7B%7D&lookback=2h")
+    assert tempo.problems == []
+    assert_frame_equal(tempo.calls, files)
+    assert any(r.startswith("/api/search?q=%7B%7D") for r in requested)
+    _same(files, small_frame)
+
+
+def test_malformed_and_truncated_lines_are_reported_with_file_and_line(
+    frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    path = synth.write_otlp(frame, tmp_path / "traces.jsonl")
+    lines = path.read_text().splitlines(keepends=True)
+    broken = [*lines[:2], "{not json\n", '{"hello": 1}\n', "\n", *lines[2:-1], lines[-1][:50]]
+    path.write_text("".join(broken))
+    loaded = load(path)
+    found = {(p.source, p.line) for p in loaded.problems}
+    assert found == {(str(path), 3), (str(path), 4), (str(path), len(broken))}
+    assert "line skipped" in str(loaded.problems[0])
+    whole = load(synth.write_otlp(frame, tmp_path / "whole.jsonl")).calls
+    last_spans = json.loads(lines[-1])["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    lost = {s["spanId"] for s in last_spans}
+    assert loaded.calls.height == whole.filter(~pl.col("span_id").is_in(lost)).height
+
+
+def test_a_truncated_zstd_file_keeps_what_was_readable(frame: pl.DataFrame, tmp_path: Path) -> None:
+    path = synth.write_otlp(frame, tmp_path / "t.jsonl.zst", compress=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    loaded = load(path)
+    assert loaded.problems and loaded.problems[-1].source == str(path)
+    assert 0 < loaded.calls.height < frame.height
+
+
+def test_nested_and_repeated_spans_count_once(frame: pl.DataFrame, tmp_path: Path) -> None:
+    path = synth.write_otlp(frame.head(5), tmp_path / "a" / "traces.jsonl")
+    shutil.copy(path, tmp_path / "a" / "traces-copy.jsonl")  # the same spans twice
+    first = json.loads(path.read_text().splitlines()[0])
+    outer = first["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    native = {**outer, "spanId": "00000000000000aa", "parentSpanId": outer["spanId"]}
+    native["attributes"] = [a for a in outer["attributes"] if a["key"].startswith("gen_ai.")]
+    doc = synth.request("demo-app", [native])
+    (tmp_path / "a" / "traces-native.jsonl").write_text(json.dumps(doc) + "\n")
+    loaded = load(tmp_path / "a")
+    assert loaded.calls.height == 5
+    assert "00000000000000aa" not in loaded.calls["span_id"].to_list()
+
+
+def test_since_and_until_keep_the_window(frame: pl.DataFrame, tmp_path: Path) -> None:
+    path = synth.write_otlp(frame, tmp_path / "traces.jsonl")
+    start = frame["start"].min()
+    loaded = load(path, since="2026-06-02T01:00:00+00:00", until="2026-06-02T02:00")
+    assert loaded.calls.height > 0
+    assert loaded.calls["start"].min() >= start.replace(hour=1)
+    assert loaded.calls["start"].max() < start.replace(hour=2)
+
+
+def test_records_join_by_link_when_target_attributes_are_missing(tmp_path: Path) -> None:
+    frame = synth.calls(synth.Scenario(users=3, feedback_rate=1.0, seed=9))
+    docs = [
+        json.loads(line)
+        for line in synth.write_otlp(frame, tmp_path / "t.jsonl").read_text().splitlines()
+    ]
+    for doc in docs:
+        for span in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            span["attributes"] = [
+                a for a in span["attributes"] if not a["key"].startswith("canarytrace.target.")
+            ]
+    path = tmp_path / "links.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    loaded = load(path).calls
+    assert loaded["feedback_count"].sum() == frame["feedback_count"].sum() > 0
+    assert A.FEEDBACK_SPAN_NAME not in loaded["operation"].to_list()
+
+
+def test_unreadable_sources_raise_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceSourceError, match="no trace files found"):
+        load(tmp_path / "missing")
+    with pytest.raises(TraceSourceError, match="cannot connect"):
+        load("jaeger+http://127.0.0.1:9?service=x")
+    bad = tmp_path / "foreign.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(bad)
+    with pytest.raises(TraceSourceError, match="missing columns"):
+        load(bad)
+
+
+def test_the_embedded_folder_is_the_default(
+    frame: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synth.write_otlp(frame.head(7), tmp_path / "traces-0001.jsonl")
+    monkeypatch.setenv("CANARYTRACE_TRACES_DIR", str(tmp_path))
+    assert load().calls.height == 7
+
+
+def test_zstd_writer_output_is_a_real_zstd_frame(frame: pl.DataFrame, tmp_path: Path) -> None:
+    path = synth.write_otlp(frame.head(3), tmp_path / "t.jsonl.zst", compress=True)
+    text = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().decode()
+    assert text.count("\n") == 1 and '"resourceSpans"' in text
