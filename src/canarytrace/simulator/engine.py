@@ -1,0 +1,224 @@
+"""The provider-independent core: which snapshot serves a request, and what it answers.
+
+Determinism: the randomness of one request comes from a `random.Random` seeded with a
+hash of (seed, serving snapshot, conversation, n), where n counts earlier requests for
+the same snapshot and conversation. The n-th identical request therefore gets the same
+answer, error and latency in every run with the same seed, however many clients run
+at once and in whatever order their requests interleave.
+
+The engine holds the state that changes at run time (alias table, regressions, request
+counters, prompt-cache prefixes) behind one lock; everything else is a pure function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from canarytrace.simulator.errors import SimulatedError
+from canarytrace.simulator.profiles import (
+    Kind,
+    KnownPrompt,
+    ModelProfile,
+    Profiles,
+    Provider,
+    Regression,
+)
+
+Finish = Literal["stop", "length"]
+_TOKEN = re.compile(r"\s*[\w']+|\s*[^\w\s]")
+_FILLER_TEXT = (
+    "the answer depends on context and a few details matter here so it helps to check the "
+    "request again before acting on it in most cases a short reply is enough but some "
+    "teams prefer more background with examples and clear next steps that anyone can "
+    "follow without extra help from support or the docs"
+)
+_WORDS = tuple(_FILLER_TEXT.split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Text cut into simulated tokens (a word or a punctuation mark, with its leading space).
+
+    Joining the pieces gives back the stripped text, so streams can send one token per
+    delta and usage counts agree with what was streamed.
+    """
+    return _TOKEN.findall(text.strip())
+
+
+def count_tokens(text: str) -> int:
+    """How many simulated tokens `text` is."""
+    return len(tokenize(text))
+
+
+def stable_int(*parts: object) -> int:
+    """A 64-bit integer from a hash of `parts`: the same in every process (unlike `hash`)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one successful request answers, with the wall-clock times to take doing it."""
+
+    snapshot: str
+    profile: ModelProfile
+    pieces: tuple[str, ...]
+    finish: Finish
+    ttft_s: float
+    per_token_s: float
+    uid: str  # random hex from the seeded draw, for response ids
+
+    @property
+    def text(self) -> str:
+        """The whole answer."""
+        return "".join(self.pieces).strip()
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens, as usage reports them."""
+        return len(self.pieces)
+
+
+class Engine:
+    """Serves draws from `profiles` for one simulator; thread-safe."""
+
+    def __init__(self, profiles: Profiles, seed: int, time_scale: float) -> None:
+        if time_scale < 0:
+            raise ValueError(f"time_scale must be >= 0, got {time_scale}")
+        self.profiles = profiles
+        self.seed = seed
+        self.time_scale = time_scale
+        self._lock = threading.Lock()
+        self._aliases = dict(profiles.aliases)
+        self._effective = dict(profiles.models)
+        self._counters: Counter[tuple[str, int]] = Counter()
+        self._cached_prefixes: set[tuple[str, int]] = set()
+
+    # --- run-time changes ---------------------------------------------------------
+
+    def set_alias(self, alias: str, snapshot: str) -> None:
+        """Point `alias` at `snapshot` from now on (adds the alias if it is new)."""
+        if snapshot not in self.profiles.models:
+            raise KeyError(f"{snapshot!r} is not a model of the profiles; pick one of them")
+        if alias in self.profiles.models:
+            raise KeyError(f"{alias!r} is a dated model id, not an alias")
+        with self._lock:
+            self._aliases[alias] = snapshot
+
+    def aliases(self) -> dict[str, str]:
+        """The alias table as it stands now."""
+        with self._lock:
+            return dict(self._aliases)
+
+    def regress(self, model: str, kind: Regression) -> None:
+        """Make `model` (a snapshot or an alias's current snapshot) worse in one way."""
+        snapshot = self._aliases.get(model, model)
+        if snapshot not in self.profiles.models:
+            raise KeyError(f"{model!r} is not a model of the profiles; pick one of them")
+        with self._lock:
+            self._effective[snapshot] = self._effective[snapshot].regressed(kind)
+
+    # --- per request ----------------------------------------------------------------
+
+    def resolve(self, model: object, provider: Provider, kind: Kind) -> tuple[str, ModelProfile]:
+        """The snapshot serving `model` and its profile, or the provider's 404/400."""
+        if not isinstance(model, str) or not model:
+            raise SimulatedError(
+                "invalid_request", "model: a model name is required", param="model"
+            )
+        with self._lock:
+            snapshot = self._aliases.get(model, model)
+            profile = self._effective.get(snapshot)
+        if profile is None or profile.provider != provider or profile.kind != kind:
+            raise SimulatedError(
+                "not_found",
+                f"The model `{model}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        if profile.retired:
+            raise SimulatedError(
+                "not_found",
+                f"The model `{model}` has been deprecated and retired; use a current model.",
+                param="model",
+            )
+        return snapshot, profile
+
+    def draw(self, snapshot: str, conversation: str) -> random.Random:
+        """The seeded randomness of the next request for this snapshot and conversation."""
+        key = (snapshot, stable_int(conversation))
+        with self._lock:
+            n = self._counters[key]
+            self._counters[key] = n + 1
+        return random.Random(stable_int(self.seed, snapshot, key[1], n))
+
+    def fail_randomly(self, rng: random.Random, profile: ModelProfile) -> None:
+        """Raise the transient error this draw fails with, if any; consumes two numbers."""
+        kind = profile.errors.draw(rng)
+        delay = profile.latency.sample_ttft(rng) * 0.5 * self.time_scale
+        if kind is None:
+            return
+        retry = rng.uniform(1.0, 3.0) * self.time_scale if kind == "rate_limit" else None
+        raise SimulatedError(kind, retry_after_s=retry, delay_s=delay)
+
+    def complete(
+        self, model: object, provider: Provider, prompt: str, conversation: str, max_tokens: int
+    ) -> Completion:
+        """Answer `prompt` (the last user turn; `conversation` is the whole request).
+
+        Raises `SimulatedError` for an unknown or retired model and for the transient
+        errors the profile draws.
+        """
+        snapshot, profile = self.resolve(model, provider, "chat")
+        rng = self.draw(snapshot, conversation)
+        self.fail_randomly(rng, profile)
+        ttft = profile.latency.sample_ttft(rng) * self.time_scale
+        per_token = profile.latency.sample_per_token(rng) * self.time_scale
+        known = self.profiles.prompt(prompt)
+        text = self._answer(rng, snapshot, profile, known)
+        pieces = tokenize(text)
+        finish: Finish = "stop"
+        if len(pieces) > max_tokens:
+            pieces, finish = pieces[:max_tokens], "length"
+        uid = f"{rng.getrandbits(128):032x}"
+        return Completion(snapshot, profile, tuple(pieces), finish, ttft, per_token, uid)
+
+    def prompt_cache_hit(self, snapshot: str, prefix: str) -> bool:
+        """Whether `prefix` was cached for `snapshot` already; caches it if not."""
+        key = (snapshot, stable_int(prefix))
+        with self._lock:
+            hit = key in self._cached_prefixes
+            self._cached_prefixes.add(key)
+        return hit
+
+    def _answer(
+        self,
+        rng: random.Random,
+        snapshot: str,
+        profile: ModelProfile,
+        known: KnownPrompt | None,
+    ) -> str:
+        verbosity = profile.billing.verbosity
+        if known is None:
+            return filler(rng, round(profile.output.sample(rng) * verbosity))
+        wrong = rng.random() < profile.wrong_rate
+        pool = known.wrong if wrong else known.correct
+        usual = stable_int(snapshot, known.id, wrong) % len(pool)
+        text = pool[usual] if rng.random() >= profile.variation else rng.choice(pool)
+        extra = round(count_tokens(text) * (verbosity - 1))
+        return f"{text} {filler(rng, extra)}" if extra else text
+
+
+def filler(rng: random.Random, tokens: int) -> str:
+    """Plausible-looking sentences of exactly `tokens` simulated tokens."""
+    sentences: list[str] = []
+    count = 0
+    while count < tokens:
+        sentence = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 14)))
+        sentences.append(sentence.capitalize() + ".")
+        count += count_tokens(sentences[-1])
+    return "".join(tokenize(" ".join(sentences))[:tokens]).strip()

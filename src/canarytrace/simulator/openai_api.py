@@ -1,0 +1,352 @@
+"""The OpenAI API surface: Chat Completions, Responses, Embeddings, Models.
+
+Each function takes the engine and the decoded JSON body and returns a `Reply` whose
+bodies carry every field the openai SDK's typed objects parse: ids, `model` = the
+snapshot that actually served (not the alias asked for), usage with its details,
+finish reasons, and for streams the exact event sequence the SDK's helpers expect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from canarytrace.simulator.engine import Completion, Engine, count_tokens, stable_int
+from canarytrace.simulator.errors import SimulatedError
+from canarytrace.simulator.wire import (
+    JsonReply,
+    Reply,
+    StreamReply,
+    optional,
+    positive_int,
+    require,
+    sse,
+)
+
+# Without max_tokens a model still stops somewhere; the real limit is the context window.
+_NO_LIMIT = 16_384
+_PER_MESSAGE_TOKENS = 3  # OpenAI's chat format adds about this much per message
+
+
+def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
+    """POST /v1/chat/completions, streaming (SSE) or not."""
+    messages = require(body, "messages", list)
+    if not messages:
+        raise SimulatedError("invalid_request", "'messages' must not be empty.", param="messages")
+    texts = [
+        (_role(m, i), _content_text(m.get("content"), f"messages[{i}]"))
+        for i, m in enumerate(messages)
+    ]
+    if optional(body, "n", int, 1) != 1:
+        raise SimulatedError("invalid_request", "The simulator supports only n=1.", param="n")
+    stream = optional(body, "stream", bool, False)
+    options = optional(body, "stream_options", dict, {})
+    limit = positive_int(body, "max_completion_tokens", "max_tokens") or _NO_LIMIT
+    prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
+    done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit)
+    usage = _chat_usage(done, texts)
+    cid, created = f"chatcmpl-{done.uid}", int(time.time())
+    fingerprint = f"fp_{stable_int(done.snapshot) % 16**10:010x}"
+    finish = done.finish
+    if not stream:
+        message = {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}
+        return JsonReply(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": done.snapshot,
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": usage,
+                "service_tier": "default",
+                "system_fingerprint": fingerprint,
+            },
+            delay_s=_last_token_at(done),
+        )
+
+    include_usage = bool(options.get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        out = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": done.snapshot,
+            "service_tier": "default",
+            "system_fingerprint": fingerprint,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    def events() -> Any:
+        yield done.ttft_s, sse(chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        for i, piece in enumerate(done.pieces):
+            yield done.ttft_s + i * done.per_token_s, sse(chunk({"content": piece}, None))
+        end = _last_token_at(done)
+        yield end, sse(chunk({}, finish))
+        if include_usage:
+            final = chunk({}, None) | {"choices": [], "usage": usage}
+            yield end, sse(final)
+        yield end, sse("[DONE]")
+
+    return StreamReply(events())
+
+
+def responses(engine: Engine, body: dict[str, Any]) -> Reply:
+    """POST /v1/responses, streaming (the response.* event sequence) or not."""
+    texts = _responses_input(require(body, "input", (str, list)))
+    instructions = optional(body, "instructions", str, None)
+    if instructions:
+        texts.insert(0, ("developer", instructions))
+    limit = positive_int(body, "max_output_tokens")
+    stream = optional(body, "stream", bool, False)
+    prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
+    done = engine.complete(
+        body.get("model"), "openai", prompt, json.dumps(texts), limit or _NO_LIMIT
+    )
+    input_tokens = _input_tokens(done, texts)
+    rid, mid, created = f"resp_{done.uid}", f"msg_{done.uid}", int(time.time())
+    complete = done.finish == "stop"
+
+    def item(status: str, text: str | None) -> dict[str, Any]:
+        content = [] if text is None else [_output_text(text)]
+        return {
+            "id": mid,
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
+
+    def response(status: str, output: list[Any], usage: Any) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "response",
+            "created_at": created,
+            "status": status,
+            "completed_at": int(time.time()) if status != "in_progress" else None,
+            "error": None,
+            "incomplete_details": None
+            if status != "incomplete"
+            else {"reason": "max_output_tokens"},
+            "instructions": instructions,
+            "max_output_tokens": limit,
+            "model": done.snapshot,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "temperature": optional(body, "temperature", (int, float), 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": optional(body, "top_p", (int, float), 1.0),
+            "truncation": "disabled",
+            "usage": usage,
+            "user": None,
+            "metadata": {},
+        }
+
+    usage = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": done.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + done.output_tokens,
+    }
+    final_status = "completed" if complete else "incomplete"
+    final_item = item("completed" if complete else "incomplete", done.text)
+    if not stream:
+        return JsonReply(response(final_status, [final_item], usage), delay_s=_last_token_at(done))
+
+    def events() -> Any:
+        seq = iter(range(1_000_000))
+
+        def event(type_: str, at: float, **fields: Any) -> tuple[float, bytes]:
+            return at, sse({"type": type_, "sequence_number": next(seq), **fields}, event=type_)
+
+        start, end = done.ttft_s, _last_token_at(done)
+        where = {"item_id": mid, "output_index": 0, "content_index": 0}
+        yield event("response.created", 0.0, response=response("in_progress", [], None))
+        yield event("response.in_progress", 0.0, response=response("in_progress", [], None))
+        yield event(
+            "response.output_item.added", start, output_index=0, item=item("in_progress", None)
+        )
+        yield event("response.content_part.added", start, part=_output_text(""), **where)
+        for i, piece in enumerate(done.pieces):
+            at = start + i * done.per_token_s
+            yield event("response.output_text.delta", at, delta=piece, logprobs=[], **where)
+        yield event("response.output_text.done", end, text=done.text, logprobs=[], **where)
+        yield event("response.content_part.done", end, part=_output_text(done.text), **where)
+        yield event("response.output_item.done", end, output_index=0, item=final_item)
+        yield event(
+            f"response.{final_status}", end, response=response(final_status, [final_item], usage)
+        )
+
+    return StreamReply(events())
+
+
+def embeddings(engine: Engine, body: dict[str, Any]) -> Reply:
+    """POST /v1/embeddings: deterministic vectors from the words of each input.
+
+    Each word adds a fixed pseudo-random direction seeded by its hash, so equal texts
+    give equal vectors and texts sharing words are close, as real embeddings are.
+    openai 3.x asks for base64 by default; float lists are sent when asked for.
+    """
+    inputs = _embedding_inputs(require(body, "input", (str, list)))
+    encoding = optional(body, "encoding_format", str, "float")
+    if encoding not in ("float", "base64"):
+        raise SimulatedError(
+            "invalid_request",
+            f"Invalid value for 'encoding_format': {encoding!r}; use 'float' or 'base64'.",
+            param="encoding_format",
+        )
+    snapshot, profile = engine.resolve(body.get("model"), "openai", "embedding")
+    dims = positive_int(body, "dimensions") or profile.dimensions
+    rng = engine.draw(snapshot, json.dumps(inputs))
+    engine.fail_randomly(rng, profile)
+    delay = profile.latency.sample_ttft(rng) * engine.time_scale
+    data = []
+    for i, text in enumerate(inputs):
+        vector = embedding_vector(text, dims)
+        value: Any = vector.tolist()
+        if encoding == "base64":
+            value = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = sum(count_tokens(t) for t in inputs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return JsonReply({"object": "list", "data": data, "model": snapshot, "usage": usage}, delay)
+
+
+def embedding_vector(text: str, dims: int) -> np.ndarray:
+    """The unit vector the simulator answers for `text`, as float32."""
+    total = np.zeros(dims)
+    for word in text.casefold().split() or [""]:
+        total += np.random.default_rng(stable_int("word", word)).standard_normal(dims)
+    norm = float(np.linalg.norm(total))
+    return (total / norm).astype(np.float32)
+
+
+def list_models(engine: Engine, body: dict[str, Any]) -> Reply:
+    """GET /v1/models: the OpenAI models that are not retired, and the aliases to them."""
+    return JsonReply({"object": "list", "data": _openai_models(engine)})
+
+
+def retrieve_model(engine: Engine, body: dict[str, Any], model: str) -> Reply:
+    """GET /v1/models/{model}."""
+    found = next((m for m in _openai_models(engine) if m["id"] == model), None)
+    if found is None:
+        raise SimulatedError("not_found", f"The model '{model}' does not exist", param="model")
+    return JsonReply(found)
+
+
+def _openai_models(engine: Engine) -> list[dict[str, Any]]:
+    live = {
+        model_id: p
+        for model_id, p in engine.profiles.models.items()
+        if p.provider == "openai" and not p.retired
+    }
+    rows = [
+        {"id": model_id, "object": "model", "created": p.created, "owned_by": "system"}
+        for model_id, p in live.items()
+    ]
+    rows += [
+        {"id": alias, "object": "model", "created": live[target].created, "owned_by": "system"}
+        for alias, target in engine.aliases().items()
+        if target in live
+    ]
+    return rows
+
+
+def _chat_usage(done: Completion, texts: list[tuple[str, str]]) -> dict[str, Any]:
+    prompt_tokens = _input_tokens(done, texts)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": done.output_tokens,
+        "total_tokens": prompt_tokens + done.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _input_tokens(done: Completion, texts: list[tuple[str, str]]) -> int:
+    counted = sum(count_tokens(text) + _PER_MESSAGE_TOKENS for _, text in texts)
+    return counted + _PER_MESSAGE_TOKENS + done.profile.billing.input_overhead
+
+
+def _last_token_at(done: Completion) -> float:
+    return done.ttft_s + max(0, done.output_tokens - 1) * done.per_token_s
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _role(message: object, index: int) -> str:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise SimulatedError(
+            "invalid_request",
+            f"Invalid 'messages[{index}]': expected an object with a 'role'.",
+            param=f"messages[{index}]",
+        )
+    return message["role"]
+
+
+def _content_text(content: object, where: str) -> str:
+    """The text of a message's content: a string or a list of text parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    raise SimulatedError(
+        "invalid_request",
+        f"Invalid '{where}.content': expected a string or a list of parts.",
+        param=f"{where}.content",
+    )
+
+
+def _responses_input(value: str | list[Any]) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [("user", value)]
+    if not value:
+        raise SimulatedError("invalid_request", "'input' must not be empty.", param="input")
+    return [
+        (_role(item, i), _content_text(item.get("content"), f"input[{i}]"))
+        for i, item in enumerate(value)
+    ]
+
+
+def _embedding_inputs(value: str | list[Any]) -> list[str]:
+    """Input texts; token-id arrays are embedded as the text of their ids."""
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise SimulatedError("invalid_request", "'input' must not be empty.", param="input")
+    if all(isinstance(v, int) for v in value):
+        return [" ".join(map(str, value))]
+    if all(isinstance(v, str) for v in value):
+        return list(value)
+    if all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
+        return [" ".join(map(str, v)) for v in value]
+    raise SimulatedError(
+        "invalid_request",
+        "'input' must be a string, a list of strings or of token arrays.",
+        param="input",
+    )
