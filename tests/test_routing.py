@@ -111,7 +111,7 @@ def test_two_processes_assign_ten_thousand_users_identically(registry_at) -> Non
     assert {model for _, model in here} == {PRODUCTION, CANARY}
 
 
-def test_bucket_follows_the_documented_keyed_blake2b(registry_at) -> None:
+def test_bucket_and_user_hash_follow_the_documented_keyed_blake2b(registry_at) -> None:
     registry_at(50)
     for user in ("alice", "bob", "user-42", "ünïcode"):
         digest = hashlib.blake2b(
@@ -121,6 +121,10 @@ def test_bucket_follows_the_documented_keyed_blake2b(registry_at) -> None:
         decision = canarytrace.choose("chat", user)
         assert decision.bucket == bucket
         assert decision.model == (CANARY if bucket < 5_000 else PRODUCTION)
+        keyed = hashlib.blake2b(
+            b"user\0" + user.encode(), key=routing.DEFAULT_HASH_KEY, digest_size=8
+        )
+        assert decision.user_hash == keyed.hexdigest()
 
 
 @pytest.mark.parametrize("stage", STAGES)

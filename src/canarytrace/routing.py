@@ -5,6 +5,7 @@
 
     bucket = int.from_bytes(BLAKE2b(key=K, digest_size=8,
                                     data=b"bucket\\0" + route + b"\\0" + user_id), "big") % 10000
+    user_hash = BLAKE2b(key=K, digest_size=8, data=b"user\\0" + user_id).hexdigest()
 
 (UTF-8 strings), and the user gets the canary when `bucket < stage_percent * 100`.
 A keyed hash, not Python's `hash()`, so every process and every restart (and any other
@@ -65,7 +66,9 @@ RELOAD_INTERVAL = 1.0
 _log = logging.getLogger(__name__)
 
 OnRollback = Callable[[str, str], object]
-_Picked = tuple[str, str, str, int, str | None]  # model, tier, route, rollout %, user id
+# model, tier, route, rollout %, user id, bucket (None until needed: model() skips the
+# hash when nobody of the route can be in the canary)
+_Picked = tuple[str, str, str, int, str | None, int | None]
 
 # The last decision made in this context, for the instrumentation of the call that follows.
 _pending: ContextVar[_Picked | None] = ContextVar("canarytrace_decision", default=None)
@@ -123,6 +126,7 @@ class _Router:
         reload_interval: float,
     ) -> None:
         self.key = _key(hash_key)
+        self.user_hasher = hashlib.blake2b(b"user\0", key=self.key, digest_size=8)
         self.breaker_config = breaker or BreakerConfig()
         self.on_rollback = on_rollback
         self.interval = reload_interval
@@ -215,15 +219,15 @@ class _Router:
     def _plan(self, name: str, route: Route) -> _Plan:
         if route.rollback or name in self.rollbacks:
             if route.canary is None and route.fallback is not None:
-                base: _Picked = (route.fallback, "fallback", name, 0, None)
+                base: _Picked = (route.fallback, "fallback", name, 0, None, None)
             else:
-                base = (route.production, "production", name, 0, None)
+                base = (route.production, "production", name, 0, None, None)
             threshold = 0
         elif route.canary is None:
-            base, threshold = (route.production, "production", name, 0, None), 0
+            base, threshold = (route.production, "production", name, 0, None, None), 0
         else:
             percent = int(route.stage)
-            base = (route.production, "production", name, percent, None)
+            base = (route.production, "production", name, percent, None, None)
             threshold = round(route.stage * BUCKETS / 100)
         return _Plan(base, route.canary or "", threshold, _route_hasher(self.key, name))
 
@@ -241,14 +245,15 @@ class _Router:
         )
 
     def bucket(self, route: str, user_id: str) -> int:
-        hasher = _route_hasher(self.key, route)
+        plan = self.plans.get(route)
+        hasher = plan.hasher.copy() if plan is not None else _route_hasher(self.key, route)
         hasher.update(user_id.encode())
         return int.from_bytes(hasher.digest(), "big") % BUCKETS
 
     def user_hash(self, user_id: str) -> str:
-        return hashlib.blake2b(
-            b"user\0" + user_id.encode(), key=self.key, digest_size=8
-        ).hexdigest()
+        hasher = self.user_hasher.copy()
+        hasher.update(user_id.encode())
+        return hasher.hexdigest()
 
     # --- rolling back -------------------------------------------------------------------
     def roll_back(self, route: str, reason: str) -> None:
@@ -354,15 +359,14 @@ def _decide(route: str, user_id: str | int | None) -> _Picked:
         picked = plan.base
     else:
         user = str(user_id)
+        model_id, tier, _, percent, _, bucket = plan.base
         if plan.threshold:
             hasher = plan.hasher.copy()
             hasher.update(user.encode())
-            if int.from_bytes(hasher.digest(), "big") % BUCKETS < plan.threshold:
-                picked = (plan.canary, "canary", route, plan.base[3], user)
-                _pending.set(picked)
-                return picked
-        base = plan.base
-        picked = (base[0], base[1], route, base[3], user)
+            bucket = int.from_bytes(hasher.digest(), "big") % BUCKETS
+            if bucket < plan.threshold:
+                model_id, tier = plan.canary, "canary"
+        picked = (model_id, tier, route, percent, user, bucket)
     _pending.set(picked)
     return picked
 
@@ -391,11 +395,13 @@ def choose(route: str, user_id: str | int | None = None) -> Decision:
 
 
 def _complete(picked: _Picked) -> Decision:
-    model_id, tier, route, percent, user = picked
+    model_id, tier, route, percent, user, bucket = picked
     if user is None:
         return Decision(model_id, tier, route, None, percent, None)
     r = _router or _current()
-    return Decision(model_id, tier, route, r.bucket(route, user), percent, r.user_hash(user))
+    if bucket is None:
+        bucket = r.bucket(route, user)
+    return Decision(model_id, tier, route, bucket, percent, r.user_hash(user))
 
 
 def take_decision(request_model: str) -> Decision | None:
