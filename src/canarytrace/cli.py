@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,6 +32,224 @@ def version(
         import sys
 
         stdout.print(sys.version)
+
+
+# --- the model registry: status, validate, promote, rollback, lint ------------------------
+
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        "-r",
+        help="The registry file (default: $CANARYTRACE_REGISTRY, else ./models.yaml).",
+    ),
+]
+AsOfOpt = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"], help="Judge retirement dates as of this day (default: today)."
+    ),
+]
+DeprecationsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Your own deprecation file (default: $CANARYTRACE_DEPRECATIONS)."),
+]
+_LIFECYCLE_STYLE = {
+    "retired": "bold red",
+    "retiring": "yellow",
+    "deprecated": "yellow",
+    "active": "green",
+    "unknown": "dim",
+}
+
+
+class LintFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _registry_path(option: Path | None) -> Path:
+    return option or Path(os.environ.get("CANARYTRACE_REGISTRY") or "models.yaml")
+
+
+def _say(label: str, style: str, message: str) -> None:
+    """One diagnostic line on stderr; the message is plain text (no rich markup)."""
+    from rich.text import Text
+
+    stderr.print(Text.assemble((label, style), " ", message), soft_wrap=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """Print a canarytrace error (one line per problem) and return the exit to raise."""
+    for line in str(exc).splitlines():
+        _say("error", "red", line)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def status(
+    registry: RegistryOpt = None, as_of: AsOfOpt = None, deprecations: DeprecationsOpt = None
+) -> None:
+    """Show every route: tiers, stage, rollback, pinned dates and deprecation warnings."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from canarytrace.deprecations import load_table
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.registry import is_pinned, parse_registry
+
+    path = _registry_path(registry)
+    day = as_of.date() if as_of else dt.date.today()
+    try:
+        reg, table = parse_registry(path), load_table(deprecations)
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    view = Table(title=f"{path} (as of {day.isoformat()})")
+    for column in ("route", "stage", "rollback", "tier", "model", "pinned on", "lifecycle"):
+        view.add_column(column)
+    for name, route in reg.routes.items():
+        rolled = Text(f"yes: {route.rollback_reason or 'no reason given'}", "red")
+        stage = f"{route.stage}% of {list(route.stages)}" if route.canary else "-"
+        if route.upgraded_on:
+            stage += f"\nupgraded {route.upgraded_on.isoformat()}"
+        tiers = [(tier, model_id) for r, tier, model_id in reg.model_ids() if r == name]
+        for index, (tier, model_id) in enumerate(tiers):
+            entry = reg.model(model_id)
+            state = table.assess(model_id, day)
+            style = _LIFECYCLE_STYLE[state.lifecycle.value]
+            pinned = Text(entry.pinned_date.isoformat() if entry and entry.pinned_date else "-")
+            if not is_pinned(model_id):
+                pinned = Text("alias", "red")
+            head = (name, stage, rolled if route.rollback else "no") if index == 0 else ("",) * 3
+            view.add_row(
+                *(Text(cell) if isinstance(cell, str) else cell for cell in head),
+                tier,
+                Text(model_id, style),
+                pinned,
+                Text(state.describe(), style),
+            )
+        view.add_section()
+    stdout.print(view)
+
+
+@app.command()
+def validate(
+    registry: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The registry file (default: $CANARYTRACE_REGISTRY, else ./models.yaml)."
+        ),
+    ] = None,
+    as_of: AsOfOpt = None,
+    deprecations: DeprecationsOpt = None,
+) -> None:
+    """Check a registry: schema, rules, aliases, and retirement dates. Exit 1 on any error."""
+    from canarytrace.deprecations import load_table
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.registry import is_known_alias, is_pinned, key_lines, parse_registry
+
+    path = _registry_path(registry)
+    day = as_of.date() if as_of else dt.date.today()
+    try:
+        reg, table = parse_registry(path), load_table(deprecations)
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    lines = key_lines(path)
+    errors = 0
+    for route, tier, model_id in reg.model_ids():
+        where = f"{path}:{lines.get(('routes', route, tier), '?')}: routes.{route}.{tier}"
+        state = table.assess(model_id, day)
+        if state.refused:
+            errors += 1
+            _say("error", "red", f"{where}: {model_id} {state.describe()}")
+        elif state.warned:
+            _say("warning", "yellow", f"{where}: {model_id} {state.describe()}")
+        if not is_pinned(model_id) and not is_known_alias(model_id):
+            _say(
+                "warning",
+                "yellow",
+                f"{where}: {model_id} has no snapshot date or version; if the provider "
+                "documents it as a fixed snapshot, say so in your deprecation file "
+                "(snapshot: true)",
+            )
+    if errors:
+        raise typer.Exit(code=1)
+    stdout.print(f"{path}: valid ({len(reg.routes)} routes, {len(reg.models)} models)")
+
+
+@app.command()
+def promote(
+    route: Annotated[str, typer.Argument(help="The route whose canary moves one stage up.")],
+    registry: RegistryOpt = None,
+    as_of: AsOfOpt = None,
+    deprecations: DeprecationsOpt = None,
+) -> None:
+    """Move a route's canary one stage up; past the last stage the canary becomes production."""
+    from canarytrace.deprecations import load_table
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.registry_write import promote as promote_route
+
+    day = as_of.date() if as_of else None
+    try:
+        change = promote_route(
+            _registry_path(registry), route, today=day, table=load_table(deprecations)
+        )
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    stdout.print(f"{route}: {change.summary}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def rollback(
+    route: Annotated[str, typer.Argument(help="The route to roll back.")],
+    reason: Annotated[str, typer.Option(help="What went wrong (recorded in the registry).")] = "",
+    clear: Annotated[
+        bool, typer.Option(help="Clear the rollback once the cause is fixed.")
+    ] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Send a route's users back to production (or, after an upgrade, to the fallback)."""
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.registry_write import clear_rollback
+    from canarytrace.registry_write import rollback as rollback_route
+
+    path = _registry_path(registry)
+    try:
+        change = clear_rollback(path, route) if clear else rollback_route(path, route, reason)
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    stdout.print(f"{route}: {change.summary}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def lint(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders (default: .).")
+    ] = None,
+    output: Annotated[LintFormat, typer.Option("--format", help="text or json.")] = LintFormat.text,
+    as_of: AsOfOpt = None,
+    deprecations: DeprecationsOpt = None,
+) -> None:
+    """Find undated aliases and deprecated or retired models in code and config; exit 1 if any."""
+    import json
+
+    from canarytrace.deprecations import load_table
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.lint import lint_paths
+
+    day = as_of.date() if as_of else dt.date.today()
+    try:
+        findings = lint_paths(paths or [Path(".")], as_of=day, table=load_table(deprecations))
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    if output is LintFormat.json:
+        typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
+    else:
+        for finding in findings:
+            typer.echo(str(finding))
+    if findings:
+        _say("lint", "red", f"{len(findings)} model id(s) to pin or replace")
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -380,6 +380,15 @@ def _rule_problems(
                 )
 
 
+def key_lines(path: str | Path) -> dict[tuple[str | int, ...], int]:
+    """The line of every key in a registry file, by key path (`("routes", "chat", "canary")`).
+
+    For tools that report on a valid registry (the retirement checks of `validate`).
+    """
+    _, located = _read(Path(path))
+    return {key: line for key, (_, line) in located.where.items() if line is not None}
+
+
 def parse_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
     """Read and validate a registry without the retirement-date log (for tools)."""
     data, located = _read(Path(path))
