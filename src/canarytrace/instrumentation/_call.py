@@ -1,0 +1,237 @@
+"""One LLM call's span, from start to end: the part shared by every provider and form.
+
+`Instruments` is built once per `instrument()` (tracer, metrics, content switch).
+`start_call` opens the span with the request attributes and canarytrace's routing
+attributes; `end_call` adds the response attributes, usage, cost and alias drift,
+records the metrics, tells the routing breaker how the call went and ends the span.
+Streaming and non-streaming calls end through the same `end_call`.
+
+Errors inside canarytrace go through `report()`: a warning the first time per call
+site, debug after that, and never an exception to the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from functools import lru_cache
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from canarytrace import attributes as A
+from canarytrace import pricing, routing
+from canarytrace.instrumentation._extract import Usage, usage_attributes
+from canarytrace.registry import is_pinned as _registry_is_pinned
+
+_log = logging.getLogger("canarytrace.instrumentation")
+_reported: set[str] = set()
+
+#: The span of the LLM call made last in this context (read by `current_call()`).
+LAST_CALL: ContextVar[Span | None] = ContextVar("canarytrace_last_call", default=None)
+
+_CLIENT = SpanKind.CLIENT
+_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48)
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+def report(site: str) -> None:
+    """Log the exception being handled: a warning once per `site`, then at debug level."""
+    if site in _reported:
+        _log.debug("canarytrace error in %s", site, exc_info=True)
+    else:
+        _reported.add(site)
+        _log.warning(
+            "canarytrace: internal error in %s; the call itself is unaffected", site, exc_info=True
+        )
+
+
+class Instruments:
+    """What every wrapper needs, captured once at instrument time."""
+
+    __slots__ = ("capture_content", "cost", "duration", "tokens", "tracer")
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider,
+        meter_provider: metrics.MeterProvider,
+        capture_content: bool,
+        version: str,
+    ) -> None:
+        self.tracer = trace.get_tracer(A.INSTRUMENTATION_SCOPE, version, tracer_provider)
+        meter = metrics.get_meter(A.INSTRUMENTATION_SCOPE, version, meter_provider)
+        self.duration = meter.create_histogram(
+            A.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            A.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+        )
+        self.cost = meter.create_counter(
+            A.METRIC_COST, unit="USD", description="Cost of LLM calls in US dollars"
+        )
+        self.capture_content = capture_content
+
+
+@lru_cache(maxsize=4096)
+def is_pinned(model: str) -> bool:
+    """The registry's alias rule for `model`, cached: it runs once per model id."""
+    return bool(_registry_is_pinned(model))
+
+
+# --- the span ------------------------------------------------------------------------------
+
+
+class Call:
+    """One LLM call in flight."""
+
+    __slots__ = (
+        "ins",
+        "model",
+        "operation",
+        "pinned",
+        "provider",
+        "route",
+        "span",
+        "start",
+        "tier",
+    )
+
+    def __init__(
+        self, ins: Instruments, span: Span, provider: str, operation: str, model: str
+    ) -> None:
+        self.ins = ins
+        self.span = span
+        self.provider = provider
+        self.operation = operation
+        self.model = model
+        self.route: str | None = None
+        self.tier: str | None = None
+        self.pinned = False
+        self.start = time.perf_counter()
+
+
+def start_call(
+    ins: Instruments,
+    provider: str,
+    operation: str,
+    model: str,
+    attributes: dict[str, Any],
+    user_id: str | None = None,
+) -> Call:
+    """Open the span of a call to `model`, adding canarytrace's routing attributes."""
+    route = tier = None
+    decision = routing.take_decision(model)
+    if decision is not None:
+        route, tier = decision.route, decision.tier
+        attributes[A.ROUTE] = route
+        attributes[A.TIER] = tier
+        attributes[A.ROLLOUT_PERCENT] = decision.rollout_percent
+        if decision.bucket is not None:
+            attributes[A.COHORT_BUCKET] = decision.bucket
+        if decision.user_hash:
+            attributes[A.USER_HASH] = decision.user_hash
+            user_id = None
+    else:
+        found = routing.lookup(model)
+        if found is not None:
+            route, tier = found
+            attributes[A.ROUTE] = route
+            attributes[A.TIER] = tier
+    if user_id is not None:
+        attributes[A.USER_HASH] = routing.user_hash(user_id)
+    pinned = is_pinned(model)
+    attributes[A.PINNED] = pinned
+    span = ins.tracer.start_span(f"{operation} {model}", kind=_CLIENT, attributes=attributes)
+    call = Call(ins, span, provider, operation, model)
+    call.route, call.tier, call.pinned = route, tier, pinned
+    LAST_CALL.set(span)
+    return call
+
+
+def end_call(
+    call: Call,
+    attributes: dict[str, Any] | None,
+    usage: Usage | None,
+    error: BaseException | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Finish `call`: response attributes, usage, cost, drift, metrics, breaker, span end.
+
+    `attributes` and `usage` are None when the response was not looked at (an error,
+    a raw streaming response, or a span that is not recorded).
+    """
+    span = call.span
+    duration = time.perf_counter() - call.start
+    error_type = type(error).__qualname__ if error is not None else None
+    response_model = None
+    cost = None
+    try:
+        if attributes is not None:
+            response_model = attributes.get(A.GEN_AI_RESPONSE_MODEL)
+            if call.pinned and response_model:
+                attributes[A.ALIAS_DRIFT] = response_model != call.model
+            if usage is not None:
+                usage_attributes(usage, attributes)
+                cost = pricing.cost_usd(
+                    call.provider,
+                    response_model or call.model,
+                    usage.input,
+                    usage.output,
+                    usage.cache_read,
+                    usage.cache_write,
+                )
+                if cost is not None:
+                    attributes[A.COST_USD] = cost
+            if extra:
+                attributes.update(extra)
+            span.set_attributes(attributes)
+        if error_type is not None:
+            span.set_attribute(A.ERROR_TYPE, error_type)
+            # The type only: SDK error messages can quote request details.
+            span.set_status(Status(StatusCode.ERROR, error_type))
+    except Exception:
+        report("end_call")
+    span.end()
+    try:
+        _record_metrics(call, duration, response_model, usage, cost, error_type)
+        if call.tier is not None:
+            routing.record_result(call.route, call.tier, error is None)
+    except Exception:
+        report("end_call.metrics")
+
+
+def _record_metrics(
+    call: Call,
+    duration: float,
+    response_model: str | None,
+    usage: Usage | None,
+    cost: float | None,
+    error_type: str | None,
+) -> None:
+    ins = call.ins
+    labels: dict[str, Any] = {
+        A.GEN_AI_OPERATION_NAME: call.operation,
+        A.GEN_AI_PROVIDER_NAME: call.provider,
+        A.GEN_AI_REQUEST_MODEL: call.model,
+    }
+    if response_model:
+        labels[A.GEN_AI_RESPONSE_MODEL] = response_model
+    if call.tier is not None:
+        labels[A.TIER] = call.tier
+        labels[A.ROUTE] = call.route
+    if error_type is not None:
+        labels[A.ERROR_TYPE] = error_type
+    ins.duration.record(duration, labels)
+    if usage is not None:
+        ins.tokens.record(usage.input, {**labels, A.METRIC_TOKEN_TYPE: "input"})
+        ins.tokens.record(usage.output, {**labels, A.METRIC_TOKEN_TYPE: "output"})
+    if cost is not None:
+        ins.cost.add(cost, labels)

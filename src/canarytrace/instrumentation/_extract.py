@@ -1,0 +1,240 @@
+"""Pure extraction: SDK request arguments and responses -> span attributes and usage.
+
+No wrapt, no OpenTelemetry here, so each function is tested on plain SDK objects. A
+request dict never holds unset values: the SDKs' `NotGiven`/`Omit` sentinels and None
+are skipped by accepting only values of the attribute's type. Usage is returned as
+`Usage(input, output, cache_read, cache_write)` with `input` counting every input token,
+cached ones included (OpenAI's convention, and genai-prices'); Anthropic reports cached
+tokens apart, so they are added to its `input_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from canarytrace import attributes as A
+
+
+class Usage(NamedTuple):
+    """Token counts of one call; `input` includes `cache_read` and `cache_write`."""
+
+    input: int
+    output: int
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def server_attributes(base_url: Any) -> dict[str, Any]:
+    """`server.address` and `server.port` of a client's `base_url` (an httpx2/httpx URL)."""
+    host = getattr(base_url, "host", None)
+    if not host:
+        return {}
+    port = getattr(base_url, "port", None)
+    if port is None:
+        port = 443 if getattr(base_url, "scheme", "https") == "https" else 80
+    return {A.SERVER_ADDRESS: host, A.SERVER_PORT: port}
+
+
+# --- requests ------------------------------------------------------------------------
+
+# kwarg -> attribute, for numeric request parameters
+_OPENAI_CHAT_PARAMS = (
+    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", A.GEN_AI_REQUEST_TOP_P),
+    ("seed", A.GEN_AI_REQUEST_SEED),
+    ("max_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
+    ("max_completion_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
+)
+_OPENAI_RESPONSES_PARAMS = (
+    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", A.GEN_AI_REQUEST_TOP_P),
+    ("max_output_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
+)
+_ANTHROPIC_PARAMS = (
+    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", A.GEN_AI_REQUEST_TOP_P),
+    ("max_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
+)
+PARAMS = {
+    "openai.chat": _OPENAI_CHAT_PARAMS,
+    "openai.responses": _OPENAI_RESPONSES_PARAMS,
+    "openai.embeddings": (),
+    "anthropic.messages": _ANTHROPIC_PARAMS,
+}
+
+
+def request_attributes(
+    kwargs: Mapping[str, Any], params: tuple[tuple[str, str], ...], into: dict[str, Any]
+) -> None:
+    """Copy the set numeric request parameters of `kwargs` into `into`."""
+    for name, attribute in params:
+        value = kwargs.get(name)
+        if value is not None and _number(value):
+            into[attribute] = value
+    if kwargs.get("stream") is True:
+        into[A.GEN_AI_REQUEST_STREAM] = True
+
+
+def request_user_id(kwargs: Mapping[str, Any]) -> str | None:
+    """The end-user id the request names (OpenAI `user`/`safety_identifier`, Anthropic
+    `metadata.user_id`), to be recorded only as a keyed hash."""
+    for key in ("safety_identifier", "user"):
+        value = kwargs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    metadata = kwargs.get("metadata")
+    if isinstance(metadata, Mapping):
+        value = metadata.get("user_id")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def input_messages(kwargs: Mapping[str, Any]) -> str | None:
+    """The prompt as the JSON of `gen_ai.input.messages` (only with content capture on)."""
+    messages: list[dict[str, Any]] = []
+    system = kwargs.get("system") or kwargs.get("instructions")
+    if isinstance(system, str | list):
+        messages.append({"role": "system", "parts": _parts(system)})
+    prompt = kwargs.get("messages")
+    if prompt is None:
+        prompt = kwargs.get("input")
+    if isinstance(prompt, str):
+        messages.append({"role": "user", "parts": _parts(prompt)})
+    elif isinstance(prompt, list | tuple):
+        for message in prompt:
+            if isinstance(message, Mapping):
+                parts = _parts(message.get("content"))
+                messages.append({"role": message.get("role", "user"), "parts": parts})
+            else:
+                messages.append({"role": "user", "parts": _parts(message)})
+    return json.dumps(messages, default=str, ensure_ascii=False) if messages else None
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, list | tuple):
+        parts = []
+        for block in content:
+            text = block.get("text") if isinstance(block, Mapping) else getattr(block, "text", None)
+            if isinstance(text, str):
+                parts.append({"type": "text", "content": text})
+            elif isinstance(block, str):
+                parts.append({"type": "text", "content": block})
+        return parts
+    return [{"type": "text", "content": str(content)}]
+
+
+def output_messages(texts: list[str], finish_reason: str | None) -> str:
+    """The completion as the JSON of `gen_ai.output.messages`."""
+    message: dict[str, Any] = {"role": "assistant", "parts": _parts(texts)}
+    if finish_reason:
+        message["finish_reason"] = finish_reason
+    return json.dumps([message], ensure_ascii=False)
+
+
+# --- responses -----------------------------------------------------------------------
+
+
+def _set_common(out: dict[str, Any], response: Any) -> None:
+    response_id = getattr(response, "id", None)
+    if isinstance(response_id, str):
+        out[A.GEN_AI_RESPONSE_ID] = response_id
+    model = getattr(response, "model", None)
+    if isinstance(model, str):
+        out[A.GEN_AI_RESPONSE_MODEL] = model
+
+
+def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
+    """Attributes and usage of a `ChatCompletion` (or `ParsedChatCompletion`)."""
+    out: dict[str, Any] = {}
+    _set_common(out, response)
+    reasons = [c.finish_reason for c in response.choices or () if c.finish_reason]
+    if reasons:
+        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+    return out, openai_chat_usage(response.usage)
+
+
+def openai_chat_usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    return Usage(_int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0)), cached)
+
+
+def openai_chat_text(response: Any) -> list[str]:
+    return [c.message.content for c in response.choices or () if c.message.content]
+
+
+def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
+    """Attributes and usage of a Responses API `Response`."""
+    out: dict[str, Any] = {}
+    _set_common(out, response)
+    status = getattr(response, "status", None)
+    if isinstance(status, str):
+        details = getattr(response, "incomplete_details", None)
+        reason = getattr(details, "reason", None) if details is not None else None
+        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason if isinstance(reason, str) else status]
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return out, None
+    details = getattr(usage, "input_tokens_details", None)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    return out, Usage(_int(usage.input_tokens), _int(usage.output_tokens), cached)
+
+
+def openai_responses_text(response: Any) -> list[str]:
+    text = getattr(response, "output_text", None)
+    return [text] if isinstance(text, str) and text else []
+
+
+def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
+    """Attributes and usage of a `CreateEmbeddingResponse`."""
+    out: dict[str, Any] = {}
+    _set_common(out, response)
+    usage = getattr(response, "usage", None)
+    return out, (Usage(_int(usage.prompt_tokens), 0) if usage is not None else None)
+
+
+def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
+    """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
+    out: dict[str, Any] = {}
+    _set_common(out, response)
+    if isinstance(response.stop_reason, str):
+        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [response.stop_reason]
+    return out, anthropic_usage(response.usage)
+
+
+def anthropic_usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    read = _int(getattr(usage, "cache_read_input_tokens", 0))
+    write = _int(getattr(usage, "cache_creation_input_tokens", 0))
+    return Usage(_int(usage.input_tokens) + read + write, _int(usage.output_tokens), read, write)
+
+
+def anthropic_text(response: Any) -> list[str]:
+    return [b.text for b in response.content or () if getattr(b, "type", None) == "text"]
+
+
+def usage_attributes(usage: Usage, into: dict[str, Any]) -> None:
+    into[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input
+    into[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output
+    if usage.cache_read:
+        into[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read
+    if usage.cache_write:
+        into[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write

@@ -1,0 +1,232 @@
+"""Wrapper factories shared by the OpenAI and Anthropic patches, sync and async twins.
+
+A factory takes the `Instruments` and a `Spec` (what one SDK method is: provider,
+operation, how to read its request and response) once at instrument time and returns
+the `wrapt` wrapper. Two error paths never mix: an SDK exception is recorded on the
+span and re-raised unchanged; an error of canarytrace's own is reported once per site
+and swallowed, and the call goes on (untraced if the span could not start).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import set_span_in_context
+
+from canarytrace import attributes as A
+from canarytrace.instrumentation._call import Call, Instruments, end_call, report, start_call
+from canarytrace.instrumentation._extract import (
+    Usage,
+    input_messages,
+    output_messages,
+    request_attributes,
+    request_user_id,
+    server_attributes,
+)
+from canarytrace.instrumentation.streams import Accumulator, AsyncStream, SyncStream
+
+#: True while canarytrace traces an Anthropic call, so the SDK's own span stays off.
+SUPPRESS_NATIVE: ContextVar[bool] = ContextVar("canarytrace_suppress_native", default=False)
+
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One wrapped SDK method."""
+
+    provider: str
+    operation: str
+    params: tuple[tuple[str, str], ...]
+    extract: Callable[[Any], tuple[dict[str, Any], Usage | None]]
+    texts: Callable[[Any], list[str]]
+    accumulator: Callable[[bool], Accumulator] | None
+    raw_types: tuple[type, ...]
+    site: str
+    suppress_native: bool = False
+    stream: bool = False  # the method always streams (Anthropic's `messages.stream`)
+    static: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        static = {
+            A.GEN_AI_OPERATION_NAME: self.operation,
+            A.GEN_AI_PROVIDER_NAME: self.provider,
+            A.GEN_AI_SYSTEM: self.provider,
+        }
+        if self.stream:
+            static[A.GEN_AI_REQUEST_STREAM] = True
+        object.__setattr__(self, "static", static)
+
+
+class Options:
+    """Switches of one `instrument()` call that change what the wrappers do."""
+
+    __slots__ = ("include_stream_usage",)
+
+    def __init__(self, include_stream_usage: bool = False) -> None:
+        self.include_stream_usage = include_stream_usage
+
+
+_servers: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _server(instance: Any) -> dict[str, Any]:
+    client = instance._client
+    base_url = client.base_url
+    entry = _servers.get(id(client))
+    if entry is None or entry[0] is not base_url:
+        entry = (base_url, server_attributes(base_url))
+        _servers[id(client)] = entry
+    return entry[1]
+
+
+def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -> Call:
+    """Start the span of a call with `kwargs`."""
+    model = kwargs.get("model")
+    if not isinstance(model, str):
+        model = str(model)
+    attributes = {**spec.static, **_server(instance)}
+    attributes[A.GEN_AI_REQUEST_MODEL] = model
+    request_attributes(kwargs, spec.params, attributes)
+    if ins.capture_content:
+        prompt = input_messages(kwargs)
+        if prompt is not None:
+            attributes[A.GEN_AI_INPUT_MESSAGES] = prompt
+    return start_call(
+        ins, spec.provider, spec.operation, model, attributes, request_user_id(kwargs)
+    )
+
+
+def _raw_mode(kwargs: dict[str, Any]) -> str | None:
+    headers = kwargs.get("extra_headers")
+    return headers.get(_RAW_HEADER) if headers else None
+
+
+def _finish_parsed(ins: Instruments, spec: Spec, call: Call, parsed: Any) -> None:
+    if not call.span.is_recording():
+        end_call(call, None, None)
+        return
+    attributes, usage = spec.extract(parsed)
+    if ins.capture_content:
+        reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
+        attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
+            spec.texts(parsed), reasons[0] if reasons else None
+        )
+    end_call(call, attributes, usage)
+
+
+def _wants_stream(kwargs: dict[str, Any]) -> bool:
+    return kwargs.get("stream") is True
+
+
+def _add_stream_usage(spec: Spec, options: Options, kwargs: dict[str, Any]) -> dict[str, Any]:
+    # Opt-in only: the extra final chunk (empty `choices`) is visible to the application.
+    if (
+        options.include_stream_usage
+        and spec.operation == "chat"
+        and spec.provider == "openai"
+        and _wants_stream(kwargs)
+        and "stream_options" not in kwargs
+    ):
+        return {**kwargs, "stream_options": {"include_usage": True}}
+    return kwargs
+
+
+def sync_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..., Any]:
+    """The wrapper of a synchronous SDK method."""
+
+    def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            kwargs = _add_stream_usage(spec, options, kwargs)
+            call = begin(ins, spec, instance, kwargs)
+        except Exception:
+            report(spec.site + ".start")
+            return wrapped(*args, **kwargs)
+        token = otel_context.attach(set_span_in_context(call.span))
+        native = SUPPRESS_NATIVE.set(True) if spec.suppress_native else None
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as error:
+            end_call(call, None, None, error)
+            raise
+        finally:
+            if native is not None:
+                SUPPRESS_NATIVE.reset(native)
+            otel_context.detach(token)
+        return finish_sync(ins, spec, call, kwargs, result)
+
+    return traced
+
+
+def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: Any) -> Any:
+    """End (or hand to a stream proxy) the span of a call that returned `result`."""
+    try:
+        if isinstance(result, spec.raw_types):
+            if _wants_stream(kwargs) or _raw_mode(kwargs) == "stream":
+                end_call(call, None, None)  # the body is the application's to read
+            else:
+                _finish_parsed(ins, spec, call, result.parse())
+            return result
+        if _wants_stream(kwargs) and spec.accumulator is not None:
+            return SyncStream(result, call, spec.accumulator(ins.capture_content))
+        _finish_parsed(ins, spec, call, result)
+    except Exception:
+        report(spec.site + ".finish")
+        _end_quietly(call)
+    return result
+
+
+def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..., Any]:
+    """The wrapper of an asynchronous SDK method."""
+
+    async def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            kwargs = _add_stream_usage(spec, options, kwargs)
+            call = begin(ins, spec, instance, kwargs)
+        except Exception:
+            report(spec.site + ".start")
+            return await wrapped(*args, **kwargs)
+        token = otel_context.attach(set_span_in_context(call.span))
+        native = SUPPRESS_NATIVE.set(True) if spec.suppress_native else None
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            end_call(call, None, None, error)
+            raise
+        finally:
+            if native is not None:
+                SUPPRESS_NATIVE.reset(native)
+            otel_context.detach(token)
+        try:
+            if isinstance(result, spec.raw_types):
+                if _wants_stream(kwargs) or _raw_mode(kwargs) == "stream":
+                    end_call(call, None, None)
+                else:
+                    parsed = result.parse()
+                    if inspect.isawaitable(parsed):
+                        parsed = await parsed
+                    _finish_parsed(ins, spec, call, parsed)
+                return result
+            if _wants_stream(kwargs) and spec.accumulator is not None:
+                return AsyncStream(result, call, spec.accumulator(ins.capture_content))
+            _finish_parsed(ins, spec, call, result)
+        except Exception:
+            report(spec.site + ".finish")
+            _end_quietly(call)
+        return result
+
+    return traced
+
+
+def _end_quietly(call: Call) -> None:
+    """End a span whose response could not be read, unless it has ended already."""
+    try:
+        if call.span.is_recording():
+            end_call(call, None, None)
+    except Exception:
+        report("end_quietly")

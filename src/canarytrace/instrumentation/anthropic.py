@@ -1,0 +1,223 @@
+"""The Anthropic SDK patches: `messages.create` (streaming or not), `messages.stream(...)`
+and `beta.messages.create`, sync and async.
+
+Anthropic 2.x traces each API call itself (a CLIENT span, scope `com.anthropic.sdk.python`)
+as soon as a TracerProvider exists. canarytrace *replaces* that span for the calls it
+traces rather than enriching it: the SDK span is named `anthropic.messages.create`, not
+`chat {model}`, lacks finish reasons, and is opened inside the SDK where no attribute can
+be added before it starts. While a traced call runs, the client's `_tracer` reads None
+(a context variable switched around the call), so the SDK makes no span of its own for
+that call; its other calls (count_tokens, batches, ...) keep their native spans, and
+`uninstrument()` restores the SDK's property.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import set_span_in_context
+
+from canarytrace import attributes as A
+from canarytrace.instrumentation import _extract as X
+from canarytrace.instrumentation._call import Instruments, end_call, report
+from canarytrace.instrumentation._wrappers import (
+    SUPPRESS_NATIVE,
+    Options,
+    Spec,
+    async_wrapper,
+    begin,
+    sync_wrapper,
+)
+from canarytrace.instrumentation.streams import AsyncStream, SyncStream, wrap_stream_manager
+
+#: The versions tested (the `anthropic` extra of pyproject.toml).
+SUPPORTED = "anthropic >= 2.10, < 3"
+
+_MESSAGES = "anthropic.resources.messages.messages"
+_BETA = "anthropic.resources.beta.messages.messages"
+
+
+class AnthropicAccumulator:
+    """Reads raw Messages stream events. `message_delta` carries the final, cumulative
+    usage, which replaces (never adds to) what `message_start` said."""
+
+    __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usage")
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        self.first_token: float | None = None
+        self.id: str | None = None
+        self.model: str | None = None
+        self.reason: str | None = None
+        self.usage: dict[str, int] = {}
+        self.parts: list[str] = []
+
+    def process(self, event: Any) -> None:
+        kind = event.type
+        if kind == "content_block_delta":
+            if self.first_token is None:
+                self.first_token = time.perf_counter()
+            if self.capture and getattr(event.delta, "type", None) == "text_delta":
+                self.parts.append(event.delta.text)
+        elif kind == "message_start":
+            message = event.message
+            self.id, self.model = message.id, message.model
+            self._usage(message.usage)
+        elif kind == "message_delta":
+            if event.delta.stop_reason:
+                self.reason = event.delta.stop_reason
+            self._usage(event.usage)
+
+    def _usage(self, usage: Any) -> None:
+        if usage is None:
+            return
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
+            value = getattr(usage, name, None)
+            if isinstance(value, int):
+                self.usage[name] = value
+
+    def result(self) -> tuple[dict[str, Any], X.Usage | None]:
+        out: dict[str, Any] = {}
+        if self.id:
+            out[A.GEN_AI_RESPONSE_ID] = self.id
+        if self.model:
+            out[A.GEN_AI_RESPONSE_MODEL] = self.model
+        if self.reason:
+            out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
+        if not self.usage:
+            return out, None
+        read = self.usage.get("cache_read_input_tokens", 0)
+        write = self.usage.get("cache_creation_input_tokens", 0)
+        total_input = self.usage.get("input_tokens", 0) + read + write
+        return out, X.Usage(total_input, self.usage.get("output_tokens", 0), read, write)
+
+    def texts(self) -> list[str]:
+        return ["".join(self.parts)] if self.parts else []
+
+
+def _spec(site: str, stream: bool = False) -> Spec:
+    from anthropic._response import BaseAPIResponse
+
+    return Spec(
+        "anthropic",
+        "chat",
+        X.PARAMS["anthropic.messages"],
+        X.anthropic_message_response,
+        X.anthropic_text,
+        AnthropicAccumulator,
+        (BaseAPIResponse,),
+        site,
+        suppress_native=True,
+        stream=stream,
+    )
+
+
+def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
+    """`messages.stream(...)`: the manager's request, made on `__enter__`, gets the span."""
+
+    def open_sync(instance: Any, kwargs: Any, request: Any) -> Any:
+        try:
+            call = begin(ins, spec, instance, kwargs)
+        except Exception:
+            report(spec.site + ".start")
+            return request()
+        token = otel_context.attach(set_span_in_context(call.span))
+        native = SUPPRESS_NATIVE.set(True)
+        try:
+            raw = request()
+        except BaseException as error:
+            end_call(call, None, None, error)
+            raise
+        finally:
+            SUPPRESS_NATIVE.reset(native)
+            otel_context.detach(token)
+        return SyncStream(raw, call, AnthropicAccumulator(ins.capture_content))
+
+    async def open_async(instance: Any, kwargs: Any, request: Any) -> Any:
+        try:
+            call = begin(ins, spec, instance, kwargs)
+        except Exception:
+            report(spec.site + ".start")
+            return await request
+        token = otel_context.attach(set_span_in_context(call.span))
+        native = SUPPRESS_NATIVE.set(True)
+        try:
+            raw = await request
+        except BaseException as error:
+            end_call(call, None, None, error)
+            raise
+        finally:
+            SUPPRESS_NATIVE.reset(native)
+            otel_context.detach(token)
+        return AsyncStream(raw, call, AnthropicAccumulator(ins.capture_content))
+
+    def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        manager = wrapped(*args, **kwargs)
+        try:
+            if is_async:
+                wrapped_ok = wrap_stream_manager(
+                    manager, open_async=lambda request: open_async(instance, kwargs, request)
+                )
+            else:
+                wrapped_ok = wrap_stream_manager(
+                    manager, open_sync=lambda request: open_sync(instance, kwargs, request)
+                )
+            if not wrapped_ok:
+                raise AttributeError(f"{type(manager).__name__} has no request to wrap")
+        except Exception:
+            report(spec.site)
+        return manager
+
+    return traced
+
+
+def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
+    """(module, Class.method, wrapper) for `wrapt.wrap_function_wrapper`."""
+    messages = _spec("anthropic.messages")
+    beta = _spec("anthropic.beta.messages")
+    stream = _spec("anthropic.messages.stream", stream=True)
+    return [
+        (_MESSAGES, "Messages.create", sync_wrapper(ins, messages, options)),
+        (_MESSAGES, "AsyncMessages.create", async_wrapper(ins, messages, options)),
+        (_MESSAGES, "Messages.stream", _stream_wrapper(ins, stream, is_async=False)),
+        (_MESSAGES, "AsyncMessages.stream", _stream_wrapper(ins, stream, is_async=True)),
+        (_BETA, "Messages.create", sync_wrapper(ins, beta, options)),
+        (_BETA, "AsyncMessages.create", async_wrapper(ins, beta, options)),
+    ]
+
+
+class NativeSpanSwitch:
+    """Turns the SDK's own span off for the calls canarytrace traces (see module doc)."""
+
+    def __init__(self) -> None:
+        self._original: Any = None
+
+    def install(self) -> None:
+        from anthropic._base_client import BaseClient
+
+        if self._original is not None:
+            return
+        original = BaseClient.__dict__["_tracer"]
+
+        def _tracer(client: Any) -> Any:
+            if SUPPRESS_NATIVE.get():
+                return None
+            return original.fget(client)
+
+        self._original = original
+        BaseClient._tracer = property(_tracer, doc=original.__doc__)
+
+    def uninstall(self) -> None:
+        if self._original is None:
+            return
+        from anthropic._base_client import BaseClient
+
+        BaseClient._tracer = self._original
+        self._original = None

@@ -1,0 +1,156 @@
+"""The OpenAI SDK patches: chat completions (create, parse; `stream()` goes through
+create), the Responses API and embeddings, sync and async.
+
+`chat.completions.stream(...)` is not wrapped itself: the SDK implements it by calling
+`self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
+`with_raw_response` and `with_streaming_response` call the same wrapped methods.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from canarytrace import attributes as A
+from canarytrace.instrumentation import _extract as X
+from canarytrace.instrumentation._call import Instruments
+from canarytrace.instrumentation._wrappers import Options, Spec, async_wrapper, sync_wrapper
+
+#: The versions tested (the `openai` extra of pyproject.toml).
+SUPPORTED = "openai >= 3.40, < 4"
+
+_CHAT = "openai.resources.chat.completions.completions"
+_RESPONSES = "openai.resources.responses.responses"
+_EMBEDDINGS = "openai.resources.embeddings"
+
+
+class ChatAccumulator:
+    """Reads `ChatCompletionChunk`s. Usage arrives only with `include_usage` on."""
+
+    __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        self.first_token: float | None = None
+        self.id: str | None = None
+        self.model: str | None = None
+        self.reasons: list[str] = []
+        self.usage: Any = None
+        self.parts: list[str] = []
+
+    def process(self, chunk: Any) -> None:
+        if self.id is None:
+            self.id = chunk.id
+            self.model = chunk.model
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta is not None:
+                if self.first_token is None and (delta.content or delta.tool_calls):
+                    self.first_token = time.perf_counter()
+                if self.capture and delta.content:
+                    self.parts.append(delta.content)
+            if choice.finish_reason:
+                self.reasons.append(choice.finish_reason)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+    def result(self) -> tuple[dict[str, Any], X.Usage | None]:
+        out: dict[str, Any] = {}
+        if self.id:
+            out[A.GEN_AI_RESPONSE_ID] = self.id
+        if self.model:
+            out[A.GEN_AI_RESPONSE_MODEL] = self.model
+        if self.reasons:
+            out[A.GEN_AI_RESPONSE_FINISH_REASONS] = self.reasons
+        return out, X.openai_chat_usage(self.usage)
+
+    def texts(self) -> list[str]:
+        return ["".join(self.parts)] if self.parts else []
+
+
+class ResponsesAccumulator:
+    """Reads Responses API stream events; the final `response.*` event has the usage."""
+
+    __slots__ = ("capture", "first_token", "parts", "response")
+
+    _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        self.first_token: float | None = None
+        self.response: Any = None
+        self.parts: list[str] = []
+
+    def process(self, event: Any) -> None:
+        kind = event.type
+        if kind == "response.output_text.delta":
+            if self.first_token is None:
+                self.first_token = time.perf_counter()
+            if self.capture:
+                self.parts.append(event.delta)
+        elif kind in self._FINAL or kind == "response.created":
+            self.response = event.response
+
+    def result(self) -> tuple[dict[str, Any], X.Usage | None]:
+        if self.response is None:
+            return {}, None
+        return X.openai_responses_response(self.response)
+
+    def texts(self) -> list[str]:
+        return ["".join(self.parts)] if self.parts else []
+
+
+def _specs() -> list[tuple[str, str, Spec, bool]]:
+    """(module, Class.method, spec, is_async) for every wrapped method."""
+    from openai._legacy_response import LegacyAPIResponse
+    from openai._response import BaseAPIResponse
+
+    raw = (LegacyAPIResponse, BaseAPIResponse)
+    chat = Spec(
+        "openai",
+        "chat",
+        X.PARAMS["openai.chat"],
+        X.openai_chat_response,
+        X.openai_chat_text,
+        ChatAccumulator,
+        raw,
+        "openai.chat",
+    )
+    responses = Spec(
+        "openai",
+        "chat",
+        X.PARAMS["openai.responses"],
+        X.openai_responses_response,
+        X.openai_responses_text,
+        ResponsesAccumulator,
+        raw,
+        "openai.responses",
+    )
+    embeddings = Spec(
+        "openai",
+        "embeddings",
+        X.PARAMS["openai.embeddings"],
+        X.openai_embeddings_response,
+        lambda _: [],
+        None,
+        raw,
+        "openai.embeddings",
+    )
+    return [
+        (_CHAT, "Completions.create", chat, False),
+        (_CHAT, "AsyncCompletions.create", chat, True),
+        (_CHAT, "Completions.parse", chat, False),
+        (_CHAT, "AsyncCompletions.parse", chat, True),
+        (_RESPONSES, "Responses.create", responses, False),
+        (_RESPONSES, "AsyncResponses.create", responses, True),
+        (_EMBEDDINGS, "Embeddings.create", embeddings, False),
+        (_EMBEDDINGS, "AsyncEmbeddings.create", embeddings, True),
+    ]
+
+
+def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
+    """(module, Class.method, wrapper) for `wrapt.wrap_function_wrapper`."""
+    return [
+        (module, name, (async_wrapper if is_async else sync_wrapper)(ins, spec, options))
+        for module, name, spec, is_async in _specs()
+    ]

@@ -1,0 +1,192 @@
+"""Stream proxies that end an LLM call's span exactly once, however the stream ends.
+
+`SyncStream` and `AsyncStream` are `wrapt.ObjectProxy`s around the SDK's stream, so
+every attribute and helper of the SDK object (`response`, `request_id`, ...) passes
+through and `isinstance` checks keep working. They override only iteration, `close()`
+and the context-manager methods, and end the span when the stream is exhausted, closed,
+left through `with`, raises, or is garbage-collected unconsumed (a caller that breaks
+off after one chunk). A provider supplies an `Accumulator` that reads each event.
+
+Anthropic's `messages.stream()` returns a manager that makes the request on `__enter__`;
+`wrap_stream_manager` swaps the manager's request callable for one that returns a
+`SyncStream`/`AsyncStream`, so `text_stream`, `get_final_message()` and `until_done()`
+(which all read the raw stream) are covered too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import wrapt
+
+from canarytrace import attributes as A
+from canarytrace.instrumentation._call import Call, end_call, report
+from canarytrace.instrumentation._extract import Usage, output_messages
+
+
+class Accumulator(Protocol):
+    """Reads a provider's stream events; one per stream."""
+
+    first_token: float | None  # perf_counter() of the first output token seen
+
+    def process(self, event: Any) -> None: ...
+
+    def result(self) -> tuple[dict[str, Any], Usage | None]: ...
+
+    def texts(self) -> list[str]: ...
+
+
+class _Finisher:
+    """The end-once logic shared by both proxies (kept off the proxies' attribute space)."""
+
+    __slots__ = ("acc", "call", "done", "first_chunk")
+
+    def __init__(self, call: Call, acc: Accumulator) -> None:
+        self.call = call
+        self.acc = acc
+        self.done = False
+        self.first_chunk: float | None = None
+
+    def chunk(self, event: Any) -> None:
+        try:
+            if self.first_chunk is None:
+                self.first_chunk = time.perf_counter()
+            self.acc.process(event)
+        except Exception:
+            report("stream.process")
+
+    def end(self, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            call = self.call
+            attributes = usage = None
+            extra: dict[str, Any] = {}
+            if call.span.is_recording():
+                attributes, usage = self.acc.result()
+                if self.first_chunk is not None:
+                    extra[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_chunk - call.start
+                if self.acc.first_token is not None:
+                    ttft_ms = (self.acc.first_token - call.start) * 1000.0
+                    extra[A.TIME_TO_FIRST_TOKEN_MS] = ttft_ms
+                if call.ins.capture_content:
+                    reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
+                    extra[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
+                        self.acc.texts(), reasons[0] if reasons else None
+                    )
+            end_call(call, attributes, usage, error, extra)
+        except Exception:
+            report("stream.end")
+
+
+class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A synchronous SDK stream that ends its call's span exactly once."""
+
+    def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
+        super().__init__(stream)
+        self._self_finisher = _Finisher(call, acc)
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            event = self.__wrapped__.__next__()
+        except StopIteration:
+            self._self_finisher.end(None)
+            raise
+        except BaseException as error:
+            self._self_finisher.end(error)
+            raise
+        self._self_finisher.chunk(event)
+        return event
+
+    def __enter__(self) -> SyncStream:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_finisher.end(None)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_finisher.end(None)
+
+    def __del__(self) -> None:
+        finisher = getattr(self, "_self_finisher", None)
+        if finisher is not None:
+            finisher.end(None)
+
+
+class AsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """An asynchronous SDK stream that ends its call's span exactly once."""
+
+    def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
+        super().__init__(stream)
+        self._self_finisher = _Finisher(call, acc)
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            event = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_finisher.end(None)
+            raise
+        except BaseException as error:
+            self._self_finisher.end(error)
+            raise
+        self._self_finisher.chunk(event)
+        return event
+
+    async def __aenter__(self) -> AsyncStream:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_finisher.end(None)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_finisher.end(None)
+
+    def __del__(self) -> None:
+        finisher = getattr(self, "_self_finisher", None)
+        if finisher is not None:
+            finisher.end(None)
+
+
+def wrap_stream_manager(
+    manager: Any,
+    open_sync: Callable[[Callable[[], Any]], Any] | None = None,
+    open_async: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
+) -> bool:
+    """Route an Anthropic stream manager's request through `open_sync`/`open_async`.
+
+    The manager keeps its request in a name-mangled attribute (`_<Class>__api_request`);
+    the replacement makes the same request and returns it wrapped in a stream proxy. Returns
+    False, leaving the manager as it is, when the SDK no longer has that attribute.
+    """
+    attribute = f"_{type(manager).__name__}__api_request"
+    request = getattr(manager, attribute, None)
+    if request is None:
+        return False
+    if open_async is not None:
+        setattr(manager, attribute, open_async(request))
+    elif open_sync is not None:
+        setattr(manager, attribute, lambda: open_sync(request))
+    return True

@@ -1,0 +1,125 @@
+"""Cost in USD of one LLM call, from `genai-prices`, cheap enough for every call.
+
+`genai_prices.calc_price` matches the model id against its whole catalogue on each
+call (tens of microseconds, plus ~0.2 s to load the catalogue the first time), which
+would cost more than the span it decorates. So each `(provider, model)` is resolved
+once: for the usual flat per-token prices, the four per-token rates are read off
+`genai-prices` by probing it with unit usages, and a call's cost is four multiplications
+(the same figure `calc_price` gives, see tests/instrumentation/test_pricing.py). Models
+with tiered prices keep `genai-prices`' exact calculation. Prices are resolved at first
+use and kept for the life of the process.
+
+Token counts follow `genai-prices`' convention: `input_tokens` includes the cached
+ones (`cache_read_tokens`, `cache_write_tokens`), as OpenAI reports them. An unknown
+model has no cost: `cost_usd` returns None and logs one warning per model id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+
+_log = logging.getLogger(__name__)
+
+# (input, output, cache_read, cache_write) tokens -> USD
+Pricer = Callable[[int, int, int, int], float]
+
+_PROBE = 1000  # tokens: small enough to stay below any price tier
+_pricers: dict[tuple[str, str], Pricer | None] = {}
+_lock = threading.Lock()
+
+
+def cost_usd(
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float | None:
+    """The price of one call in USD, or None when `genai-prices` does not know `model`."""
+    try:
+        pricer = _pricers[(provider, model)]
+    except KeyError:
+        pricer = _resolve(provider, model)
+    if pricer is None:
+        return None
+    return pricer(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+
+
+def warm() -> None:
+    """Load the `genai-prices` catalogue now (in a daemon thread), not during the first call."""
+    threading.Thread(target=_load_catalogue, name="canarytrace-prices", daemon=True).start()
+
+
+def _load_catalogue() -> None:
+    try:
+        _exact_model_price("openai", "gpt-4o")
+    except Exception:  # a broken catalogue shows up, once per model, at first use
+        _log.debug("could not preload the genai-prices catalogue", exc_info=True)
+
+
+def _resolve(provider: str, model: str) -> Pricer | None:
+    with _lock:
+        if (provider, model) in _pricers:
+            return _pricers[(provider, model)]
+        try:
+            pricer: Pricer | None = _build_pricer(provider, model)
+        except LookupError:
+            _log.warning(
+                "canarytrace: genai-prices has no price for %s model %r; its calls get no "
+                "cost attribute (upgrade genai-prices if the model is new)",
+                provider,
+                model,
+            )
+            pricer = None
+        except Exception:
+            _log.warning("canarytrace: pricing %s model %r failed", provider, model, exc_info=True)
+            pricer = None
+        _pricers[(provider, model)] = pricer
+        return pricer
+
+
+def _exact_model_price(provider: str, model: str):  # -> genai_prices.types.ModelPrice
+    from genai_prices import Usage, calc_price
+
+    return calc_price(Usage(input_tokens=1), model, provider_id=provider).model_price
+
+
+def _build_pricer(provider: str, model: str) -> Pricer:
+    from genai_prices.types import TieredPrices
+
+    model_price = _exact_model_price(provider, model)
+    if any(isinstance(value, TieredPrices) for value in vars(model_price).values()):
+        return _exact_pricer(model_price)
+
+    def probe(**tokens: int) -> float:
+        from genai_prices import Usage
+
+        return float(model_price.calc_price(Usage(**tokens))["total_price"]) / _PROBE
+
+    per_input = probe(input_tokens=_PROBE)
+    per_output = probe(output_tokens=_PROBE)
+    # Cached tokens are part of input_tokens, so their rate is the difference they make.
+    per_read = probe(input_tokens=_PROBE, cache_read_tokens=_PROBE) - per_input
+    per_write = probe(input_tokens=_PROBE, cache_write_tokens=_PROBE) - per_input
+
+    def flat(inp: int, out: int, read: int, write: int) -> float:
+        return inp * per_input + out * per_output + read * per_read + write * per_write
+
+    return flat
+
+
+def _exact_pricer(model_price) -> Pricer:  # model_price: genai_prices.types.ModelPrice
+    from genai_prices import Usage
+
+    def exact(inp: int, out: int, read: int, write: int) -> float:
+        usage = Usage(
+            input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write
+        )
+        total: Decimal = model_price.calc_price(usage)["total_price"]
+        return float(total)
+
+    return exact

@@ -1,0 +1,208 @@
+"""Where canarytrace's spans go: the application's provider, OTLP, or local files.
+
+`setup()` picks, in this order:
+
+1. the TracerProvider given to `instrument(tracer_provider=...)`;
+2. the application's own global TracerProvider, if it set one (canarytrace then adds
+   nothing to it, so spans go wherever the application already sends them);
+3. a new TracerProvider with a BatchSpanProcessor, set as the global one, exporting
+   - over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+     is set (`http/protobuf` by default, `grpc` per `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`;
+     the exporters read the other `OTEL_EXPORTER_OTLP_*` variables themselves), with
+     GenAI metrics exported the same way;
+   - else to the embedded default, `OtlpJsonLinesExporter`, in `$CANARYTRACE_TRACES_DIR`
+     or `./.canarytrace/traces/`.
+
+The embedded files hold one OTLP/JSON `ExportTraceServiceRequest` per line, encoded
+exactly as the OpenTelemetry Collector's `file` exporter does with `format: json`, so
+one loader reads both: lowerCamelCase field names, trace and span ids as lowercase hex,
+64-bit integers as decimal strings, enums (`kind`, `status.code`) as integers, unset
+fields left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+TRACES_DIR_ENV = "CANARYTRACE_TRACES_DIR"
+DEFAULT_TRACES_DIR = Path(".canarytrace") / "traces"
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+DEFAULT_SERVICE_NAME = "canarytrace-app"
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+_owned_provider: TracerProvider | None = None
+_setup_lock = threading.Lock()
+
+
+def setup(
+    service_name: str | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> tuple[trace.TracerProvider, metrics.MeterProvider]:
+    """The tracer and meter providers canarytrace should use, creating them if needed."""
+    global _owned_provider
+    if tracer_provider is None:
+        tracer_provider = _application_provider()
+    if tracer_provider is None:
+        with _setup_lock:
+            if _owned_provider is None:
+                _owned_provider = _create_provider(service_name)
+                trace.set_tracer_provider(_owned_provider)
+                if meter_provider is None and _otlp_endpoint("METRICS"):
+                    metrics.set_meter_provider(_create_meter_provider(_owned_provider.resource))
+            tracer_provider = _owned_provider
+    return tracer_provider, meter_provider or metrics.get_meter_provider()
+
+
+def flush(timeout_millis: int = 30_000) -> bool:
+    """Export every finished span now (of the provider canarytrace uses); True on success."""
+    provider = _owned_provider or trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    return bool(force_flush(timeout_millis)) if force_flush else True
+
+
+def _application_provider() -> trace.TracerProvider | None:
+    provider = trace.get_tracer_provider()
+    # The API's placeholders until somebody sets a real one.
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    return provider
+
+
+def _resource(service_name: str | None) -> Resource:
+    attributes = {SERVICE_NAME: service_name} if service_name else {}
+    resource = Resource.create(attributes)
+    if resource.attributes.get(SERVICE_NAME, "").startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def _otlp_endpoint(signal: str) -> str | None:
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+
+def _otlp_protocol(signal: str) -> str:
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def _create_provider(service_name: str | None) -> TracerProvider:
+    provider = TracerProvider(resource=_resource(service_name))
+    provider.add_span_processor(BatchSpanProcessor(_create_exporter()))
+    return provider
+
+
+def _create_exporter() -> SpanExporter:
+    if not _otlp_endpoint("TRACES"):
+        return OtlpJsonLinesExporter(os.environ.get(TRACES_DIR_ENV) or DEFAULT_TRACES_DIR)
+    if _otlp_protocol("TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _create_meter_provider(resource: Resource) -> metrics.MeterProvider:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if _otlp_protocol("METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    return MeterProvider(resource=resource, metric_readers=[reader])
+
+
+class OtlpJsonLinesExporter(SpanExporter):
+    """Writes each export batch as one OTLP/JSON line to `traces-*.jsonl` in `directory`.
+
+    A file is rotated when it passes `max_bytes`; names carry the start time and the
+    process id, so several processes can share one folder. Every line is flushed to the
+    OS as it is written, so a crash loses at most the batch being written.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._file: Any = None
+        self._written = 0
+        self._sequence = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        line = encode_spans_json(spans) + "\n"
+        data = line.encode("utf-8")
+        with self._lock:
+            if self._file is None or self._written >= self.max_bytes:
+                self._rotate()
+            self._file.write(data)
+            self._file.flush()
+            self._written += len(data)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    @property
+    def current_path(self) -> Path | None:
+        """The file being written, None before the first export."""
+        return Path(self._file.name) if self._file is not None else None
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"traces-{stamp}-{os.getpid()}-{self._sequence:04d}.jsonl"
+        self._file = open(self.directory / name, "ab")  # noqa: SIM115 (kept open across exports)
+        self._written = 0
+
+
+def encode_spans_json(spans: Sequence[ReadableSpan]) -> str:
+    """`spans` as one OTLP/JSON ExportTraceServiceRequest, in the collector's encoding."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    for resource_spans in request.get("resourceSpans", ()):
+        for scope_spans in resource_spans.get("scopeSpans", ()):
+            for span in scope_spans.get("spans", ()):
+                _hex_ids(span)
+                for link in span.get("links", ()):
+                    _hex_ids(link)
+    return json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hex_ids(record: dict[str, Any]) -> None:
+    # Protobuf's JSON mapping writes bytes as base64; OTLP/JSON wants ids as hex.
+    for field in _ID_FIELDS:
+        if field in record:
+            record[field] = base64.b64decode(record[field]).hex()
