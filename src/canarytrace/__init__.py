@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from canarytrace.breaker import BreakerConfig
 from canarytrace.errors import CanaryTraceError, RegistryError, RoutingError, TraceSourceError
+from canarytrace.feedback import CallRef, current_call, feedback, outcome
+from canarytrace.instrumentation import instrument, uninstrument
 from canarytrace.registry import Registry, load_registry
 from canarytrace.routing import Decision, choose, configure, model, rollback
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BreakerConfig",
+    "CallRef",
     "CanaryTraceError",
     "Decision",
     "Registry",
@@ -24,7 +27,12 @@ __all__ = [
     "__version__",
     "choose",
     "configure",
+    "current_call",
+    "feedback",
+    "instrument",
     "load_registry",
     "model",
+    "outcome",
     "rollback",
+    "uninstrument",
 ]
