@@ -26,10 +26,11 @@ it (see `canarytrace.deprecations`).
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -274,7 +275,16 @@ def _apply_env(data: dict[str, Any], located: _Located, environ: Mapping[str, st
 # --- validation ---------------------------------------------------------------------------
 
 
-def _schema_problems(error: ValidationError, base: Path_, located: _Located) -> list[Problem]:
+def _unknown_key(key: object, allowed: Iterable[str]) -> str:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+    return f"unknown key; {hint}"
+
+
+def _schema_problems(
+    error: ValidationError, base: Path_, located: _Located, schema: type[BaseModel]
+) -> list[Problem]:
     problems: dict[Path_, Problem] = {}
     for err in error.errors():
         loc = (*base, *err["loc"])
@@ -282,7 +292,7 @@ def _schema_problems(error: ValidationError, base: Path_, located: _Located) -> 
             continue  # one message per mistake
         kind = err["type"]
         if kind == "extra_forbidden":
-            msg = "unknown key; remove it or fix its spelling"
+            msg = _unknown_key(loc[-1], schema.model_fields)
         elif kind == "missing":
             msg = "missing; this key is required"
         else:
@@ -297,13 +307,15 @@ def _validate(data: Any, located: _Located) -> Registry:
             [located.problem((), "expected a mapping with 'routes' and 'models'")]
         )
     problems: list[Problem] = []
-    for key in data:
-        if key not in ("routes", "models"):
-            problems.append(
-                located.problem((key,), "unknown top-level key; expected routes, models")
-            )
+    unknown = [key for key in data if key not in ("routes", "models")]
+    for key in unknown:
+        problems.append(located.problem((key,), _unknown_key(key, ("routes", "models"))))
     routes_raw = data.get("routes")
     models_raw = data.get("models") or []
+    # Every entry that names an id counts as listed, valid or not, and a misspelt `models:`
+    # key is one mistake: neither makes each route's models a second mistake.
+    listed = {str(m["id"]) for m in models_raw if isinstance(m, dict) and "id" in m}
+    check_listed = "models" in data or not unknown
     if not isinstance(routes_raw, dict):
         problems.append(located.problem(("routes",), "missing or not a mapping of route names"))
         routes_raw = {}
@@ -316,22 +328,25 @@ def _validate(data: Any, located: _Located) -> Registry:
         try:
             routes[str(name)] = Route.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(_schema_problems(exc, ("routes", name), located))
+            problems.extend(_schema_problems(exc, ("routes", name), located, Route))
     models: list[tuple[int, ModelEntry]] = []
     for index, raw in enumerate(models_raw):
         try:
             models.append((index, ModelEntry.model_validate(raw)))
         except ValidationError as exc:
-            problems.extend(_schema_problems(exc, ("models", index), located))
+            problems.extend(_schema_problems(exc, ("models", index), located, ModelEntry))
 
-    problems.extend(_rule_problems(routes, models, located))
+    problems.extend(_rule_problems(routes, models, listed if check_listed else None, located))
     if problems:
         raise InvalidRegistryError(problems)
     return Registry(routes=routes, models=tuple(entry for _, entry in models))
 
 
 def _rule_problems(
-    routes: dict[str, Route], models: list[tuple[int, ModelEntry]], located: _Located
+    routes: dict[str, Route],
+    models: list[tuple[int, ModelEntry]],
+    listed: set[str] | None,
+    located: _Located,
 ) -> Iterator[Problem]:
     first: dict[str, int] = {}
     for index, entry in models:
@@ -373,7 +388,7 @@ def _rule_problems(
             )
         for tier in TIERS:
             model_id = getattr(route, tier)
-            if model_id and model_id not in first:
+            if model_id and listed is not None and model_id not in listed:
                 yield located.problem(
                     (*base, tier),
                     f"'{model_id}' is not in the models list; add an entry (id, provider, why)",
