@@ -417,3 +417,39 @@ def test_an_in_process_rollback_holds_until_a_new_rollout(tmp_path: Path) -> Non
     write_registry(path, registry_yaml(100, canary="acme-chat-20261101"))  # a new candidate
     after_the_interval()
     assert canarytrace.model("chat", "u1") == "acme-chat-20261101"
+
+
+def test_threads_keep_routing_while_the_file_changes_under_them(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "models.yaml", registry_yaml(25))
+    routing.configure(path, reload_interval=0)  # every call checks the file
+    users = [f"user-{i}" for i in range(300)]
+    cohort_at_50 = {u for u in users if canarytrace.choose("chat", u).bucket < 5_000}
+    started, stop = threading.Barrier(5), threading.Event()
+    seen: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def route() -> None:
+        try:
+            seen.append([canarytrace.model("chat", u) for u in users])
+            started.wait()
+            while not stop.is_set():
+                seen.append([canarytrace.model("chat", u) for u in users])
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=route) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    for text in (registry_yaml(50), registry_yaml(25), registry_yaml(50, rollback=True)):
+        write_registry(path, text)
+        time.sleep(0.005)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert any(CANARY in answers for answers in seen)
+    # Passes may straddle a re-read, yet nobody outside the largest cohort saw the canary.
+    for answers in seen:
+        assert {u for u, a in zip(users, answers, strict=True) if a == CANARY} <= cohort_at_50
+    assert {canarytrace.model("chat", u) for u in users} == {PRODUCTION}
