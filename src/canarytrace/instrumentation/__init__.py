@@ -65,7 +65,7 @@ class _Patcher:
             class_name, method = name.split(".")
             owner = getattr(importlib.import_module(target), class_name)
             attribute = owner.__dict__.get(method)
-            if isinstance(attribute, wrapt.ObjectProxy):
+            if isinstance(attribute, wrapt.FunctionWrapper):
                 setattr(owner, method, attribute.__wrapped__)
         self.applied.clear()
         if self.native is not None:

@@ -1,0 +1,356 @@
+"""In-memory telemetry, an in-process fake of the OpenAI and Anthropic APIs, and the
+`instrumented` fixture (instrument, yield, uninstrument).
+
+The fake answers through `httpx2.MockTransport`, so the real SDK clients run end to
+end with no network and no simulator. A request whose model is `error-model` gets an
+HTTP 400 error body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from canarytrace import routing
+from canarytrace.instrumentation import instrument, uninstrument
+
+REGISTRY = """\
+routes:
+  chat:
+    production: gpt-4o-2024-08-06
+    canary: gpt-4o-2024-11-20
+    stages: [5, 25, 50, 100]
+    stage: 50
+  assist:
+    production: claude-3-5-sonnet-20241022
+    canary: claude-sonnet-4-20250514
+    stages: [5, 25, 50, 100]
+    stage: 50
+models:
+  - {id: gpt-4o-2024-08-06, provider: openai}
+  - {id: gpt-4o-2024-11-20, provider: openai}
+  - {id: claude-3-5-sonnet-20241022, provider: anthropic}
+  - {id: claude-sonnet-4-20250514, provider: anthropic}
+"""
+
+TEXT_CHUNKS = ["Hel", "lo", " there"]
+
+
+def _sse(events: list[tuple[str | None, dict[str, Any] | str]]) -> bytes:
+    out = []
+    for name, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        out.append((f"event: {name}\n" if name else "") + f"data: {payload}\n\n")
+    return "".join(out).encode()
+
+
+def _chat(body: dict[str, Any]) -> httpx2.Response:
+    model = body["model"]
+    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    if not body.get("stream"):
+        return httpx2.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(TEXT_CHUNKS)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+        )
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    chunks: list[tuple[str | None, dict[str, Any] | str]] = [
+        (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    ]
+    for text in TEXT_CHUNKS:
+        chunks.append((None, {**base, "choices": [{"index": 0, "delta": {"content": text}}]}))
+    chunks.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append((None, {**base, "choices": [], "usage": usage}))
+    chunks.append((None, "[DONE]"))
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(chunks))
+
+
+def _response_object(model: str) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": model,
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": "".join(TEXT_CHUNKS), "annotations": []}
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 20,
+            "input_tokens_details": {"cached_tokens": 5},
+            "output_tokens": 4,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 24,
+        },
+    }
+
+
+def _responses(body: dict[str, Any]) -> httpx2.Response:
+    final = _response_object(body["model"])
+    if not body.get("stream"):
+        return httpx2.Response(200, json=final)
+    created = {**final, "status": "in_progress", "usage": None, "output": []}
+    events: list[tuple[str | None, dict[str, Any] | str]] = [
+        (
+            "response.created",
+            {"type": "response.created", "sequence_number": 0, "response": created},
+        )
+    ]
+    for n, text in enumerate(TEXT_CHUNKS, start=1):
+        events.append(
+            (
+                "response.output_text.delta",
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": n,
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                },
+            )
+        )
+    events.append(
+        (
+            "response.completed",
+            {"type": "response.completed", "sequence_number": 9, "response": final},
+        )
+    )
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(events))
+
+
+def _embeddings(body: dict[str, Any]) -> httpx2.Response:
+    return httpx2.Response(
+        200,
+        json={
+            "object": "list",
+            "model": body["model"],
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
+        },
+    )
+
+
+def _messages(body: dict[str, Any]) -> httpx2.Response:
+    model = body["model"]
+    if not body.get("stream"):
+        return httpx2.Response(
+            200,
+            json={
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "".join(TEXT_CHUNKS)}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 11,
+                    "output_tokens": 4,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 0,
+                },
+            },
+        )
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 100},
+        },
+    }
+    events: list[tuple[str | None, dict[str, Any] | str]] = [
+        ("message_start", start),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    for text in TEXT_CHUNKS:
+        delta = {"type": "text_delta", "text": text}
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 4},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(events))
+
+
+def fake_api(request: httpx2.Request) -> httpx2.Response:
+    """The in-process OpenAI + Anthropic API."""
+    body = json.loads(request.content)
+    if body.get("model") == "error-model":
+        error = {"type": "invalid_request_error", "message": "no such model"}
+        if request.url.path.endswith("/messages"):
+            return httpx2.Response(400, json={"type": "error", "error": error})
+        return httpx2.Response(400, json={"error": {**error, "code": None, "param": None}})
+    for suffix, answer in (
+        ("/chat/completions", _chat),
+        ("/responses", _responses),
+        ("/embeddings", _embeddings),
+        ("/messages", _messages),
+    ):
+        if request.url.path.endswith(suffix):
+            return answer(body)
+    return httpx2.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
+
+
+async def _async_fake_api(request: httpx2.Request) -> httpx2.Response:
+    await request.aread()
+    return fake_api(request)
+
+
+def openai_client(is_async: bool = False) -> Any:
+    if is_async:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(_async_fake_api))
+        return openai.AsyncOpenAI(
+            api_key="sk-test-secret",
+            base_url="https://api.test/v1",
+            http_client=http,
+            max_retries=0,
+        )
+    http_sync = httpx2.Client(transport=httpx2.MockTransport(fake_api))
+    return openai.OpenAI(
+        api_key="sk-test-secret",
+        base_url="https://api.test/v1",
+        http_client=http_sync,
+        max_retries=0,
+    )
+
+
+def anthropic_client(is_async: bool = False, tracer_provider: Any = None) -> Any:
+    # Hand anthropic's own tracing the test provider, so a native span would be seen.
+    otel = {"tracer_provider": tracer_provider} if tracer_provider is not None else None
+    if is_async:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(_async_fake_api))
+        return anthropic.AsyncAnthropic(
+            api_key="sk-ant-secret",
+            base_url="https://api.test",
+            http_client=http,
+            max_retries=0,
+            open_telemetry=otel,
+        )
+    http_sync = httpx2.Client(transport=httpx2.MockTransport(fake_api))
+    return anthropic.Anthropic(
+        api_key="sk-ant-secret",
+        base_url="https://api.test",
+        http_client=http_sync,
+        max_retries=0,
+        open_telemetry=otel,
+    )
+
+
+@dataclass
+class Telemetry:
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    meter_provider: MeterProvider
+    metrics: InMemoryMetricReader
+
+    def spans(self) -> list[Any]:
+        return list(self.exporter.get_finished_spans())
+
+    def llm_spans(self) -> list[Any]:
+        """Spans that describe an LLM call (any scope): those with a request model."""
+        return [s for s in self.spans() if "gen_ai.request.model" in (s.attributes or {})]
+
+    def one_span(self) -> Any:
+        spans = self.llm_spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    yield Telemetry(provider, exporter, MeterProvider(metric_readers=[reader]), reader)
+    provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def registry(tmp_path: Path) -> Iterator[Path]:
+    """A known registry for routing, so tiers do not depend on the working directory."""
+    path = tmp_path / "models.yaml"
+    path.write_text(REGISTRY, encoding="utf-8")
+    routing.configure(registry=path)
+    yield path
+    routing.reset()
+
+
+@pytest.fixture
+def instrumented(telemetry: Telemetry) -> Iterator[Telemetry]:
+    instrument(tracer_provider=telemetry.provider, meter_provider=telemetry.meter_provider)
+    yield telemetry
+    uninstrument()
+
+
+@pytest.fixture
+def with_content(telemetry: Telemetry) -> Iterator[Telemetry]:
+    instrument(
+        tracer_provider=telemetry.provider,
+        meter_provider=telemetry.meter_provider,
+        capture_content=True,
+    )
+    yield telemetry
+    uninstrument()

@@ -1,0 +1,157 @@
+"""Anthropic: every wrapped method gives exactly one LLM span, canarytrace's.
+
+anthropic 2.x opens its own CLIENT span per call (scope `com.anthropic.sdk.python`)
+when it has a TracerProvider; the clients here hand it the test provider, so a doubled
+span would show up in the same exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.instrumentation.conftest import TEXT_CHUNKS, Telemetry, anthropic_client
+
+MODEL = "claude-3-5-sonnet-20241022"
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+PARAMS = {"max_tokens": 64}  # anthropic 2.14 has no temperature or top_p
+
+
+def create(c: Any) -> Any:
+    return c.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+def create_stream(c: Any) -> Any:
+    return list(c.messages.create(model=MODEL, messages=MESSAGES, stream=True, **PARAMS))
+
+
+def stream_text(c: Any) -> Any:
+    with c.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return "".join(stream.text_stream)
+
+
+def stream_final_message(c: Any) -> Any:
+    with c.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return stream.get_final_message()
+
+
+def beta_create(c: Any) -> Any:
+    return c.beta.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+async def acreate(c: Any) -> Any:
+    return await c.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+async def acreate_stream(c: Any) -> Any:
+    stream = await c.messages.create(model=MODEL, messages=MESSAGES, stream=True, **PARAMS)
+    return [event async for event in stream]
+
+
+async def astream_text(c: Any) -> Any:
+    async with c.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return "".join([text async for text in stream.text_stream])
+
+
+async def astream_final_message(c: Any) -> Any:
+    async with c.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return await stream.get_final_message()
+
+
+async def abeta_create(c: Any) -> Any:
+    return await c.beta.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+METHODS = [
+    create,
+    create_stream,
+    stream_text,
+    stream_final_message,
+    beta_create,
+    acreate,
+    acreate_stream,
+    astream_text,
+    astream_final_message,
+    abeta_create,
+]
+
+
+def run(method: Callable[[Any], Any], telemetry: Telemetry) -> Any:
+    if asyncio.iscoroutinefunction(method):
+        return asyncio.run(method(anthropic_client(True, telemetry.provider)))
+    return method(anthropic_client(False, telemetry.provider))
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.__name__)
+def test_each_method_gives_exactly_one_llm_span(
+    instrumented: Telemetry, method: Callable[[Any], Any]
+) -> None:
+    run(method, instrumented)
+    span = instrumented.one_span()  # one span with gen_ai.request.model, in any scope
+    attrs = dict(span.attributes)
+    assert span.instrumentation_scope.name == "canarytrace"
+    assert span.name == f"chat {MODEL}"
+    assert span.kind.name == "CLIENT"
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.request.max_tokens"] == 64
+    assert attrs["gen_ai.response.model"] == MODEL
+    assert attrs["gen_ai.response.id"] == "msg_1"
+    assert attrs["gen_ai.response.finish_reasons"] == ("end_turn",)
+    # Anthropic counts cached input apart; the span's input includes it (semconv).
+    assert attrs["gen_ai.usage.input_tokens"] == 111
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 100
+    # The final, cumulative count: not 1 + 4.
+    assert attrs["gen_ai.usage.output_tokens"] == 4
+    assert attrs["canarytrace.tier"] == "production"
+    assert attrs["canarytrace.route"] == "assist"
+    assert attrs["canarytrace.pinned"] is True
+    assert attrs["canarytrace.cost_usd"] > 0
+    if "stream" in method.__name__:
+        assert attrs["gen_ai.request.stream"] is True
+        assert attrs["canarytrace.time_to_first_token_ms"] >= 0
+
+
+def test_without_canarytrace_the_sdk_span_is_there(telemetry: Telemetry) -> None:
+    """The control for the test above: the native span exists when we do not replace it."""
+    create(anthropic_client(False, telemetry.provider))
+    (span,) = telemetry.llm_spans()
+    assert span.instrumentation_scope.name == "com.anthropic.sdk.python"
+
+
+def test_native_spans_return_after_uninstrument(telemetry: Telemetry) -> None:
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    instrument(tracer_provider=telemetry.provider)
+    uninstrument()
+    create(anthropic_client(False, telemetry.provider))
+    assert [s.instrumentation_scope.name for s in telemetry.llm_spans()] == [
+        "com.anthropic.sdk.python"
+    ]
+
+
+def test_stream_helpers_return_what_the_sdk_returns(instrumented: Telemetry) -> None:
+    assert stream_text(anthropic_client()) == "".join(TEXT_CHUNKS)
+    message = stream_final_message(anthropic_client())
+    assert message.content[0].text == "".join(TEXT_CHUNKS)
+    assert message.usage.output_tokens == 4
+
+
+def test_with_raw_response_keeps_working(instrumented: Telemetry) -> None:
+    raw = anthropic_client().messages.with_raw_response.create(
+        model=MODEL, messages=MESSAGES, **PARAMS
+    )
+    assert raw.http_response.status_code == 200
+    assert raw.parse().id == "msg_1"
+    assert instrumented.one_span().attributes["gen_ai.usage.output_tokens"] == 4
+
+
+def test_with_streaming_response_keeps_working(instrumented: Telemetry) -> None:
+    client = anthropic_client()
+    with client.messages.with_streaming_response.create(
+        model=MODEL, messages=MESSAGES, **PARAMS
+    ) as response:
+        assert response.parse().id == "msg_1"
+    assert instrumented.one_span().attributes["gen_ai.request.model"] == MODEL
