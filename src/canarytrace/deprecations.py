@@ -115,6 +115,9 @@ class DeprecationTable:
         entry = self.models.get(model_id)
         if entry is None:
             return Assessment(model_id, Lifecycle.UNKNOWN, None, None)
+        if entry.deprecated and as_of < entry.deprecated:
+            # Judged as of a day before the announcement: nobody knew yet.
+            return Assessment(model_id, Lifecycle.ACTIVE, entry, None)
         if entry.retires is None:
             state = Lifecycle.DEPRECATED if entry.deprecated else Lifecycle.ACTIVE
             return Assessment(model_id, state, entry, None)

@@ -1,0 +1,106 @@
+"""lint finds every unpinned or dying model id in a sample tree, and nothing in a clean one.
+
+The sample tree marks each expected finding on its line with `# lint: MODEL_ID` (JSON has
+no comments: its expectations are the ids it names that the table says are aliases or
+retired). Dates are judged as of a fixed day, so the results do not age.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+
+from canarytrace.deprecations import load_table
+from canarytrace.lint import check, lint_paths, model_id_in
+
+LINT = Path(__file__).parent / "fixtures" / "lint"
+DAY = dt.date(2026, 11, 25)
+
+
+def _marked(root: Path) -> set[tuple[str, int, str]]:
+    expected = set()
+    for path in root.rglob("*"):
+        if not path.is_file() or "node_modules" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            for model_id in re.findall(r"# lint: (\S+)", line):
+                expected.add((str(path), number, model_id))
+    return expected
+
+
+def _json_expectations(path: Path, ids: list[str]) -> set[tuple[str, int, str]]:
+    lines = path.read_text().splitlines()
+    return {
+        (str(path), next(n for n, text in enumerate(lines, 1) if f'"{i}"' in text), i) for i in ids
+    }
+
+
+def test_finds_every_marked_id_in_the_sample_tree() -> None:
+    root = LINT / "dirty"
+    findings = lint_paths([root], as_of=DAY, table=load_table())
+    expected = _marked(root) | _json_expectations(
+        root / "config" / "registry.json", ["gpt-4-0125-preview", "chatgpt-4o-latest"]
+    )
+    assert {(f.file, f.line, f.model) for f in findings} == expected
+
+
+def test_finds_nothing_in_a_clean_tree() -> None:
+    assert lint_paths([LINT / "clean"], as_of=DAY, table=load_table()) == []
+
+
+def test_each_finding_says_why_and_what_to_pin() -> None:
+    findings = lint_paths([LINT / "dirty"], as_of=DAY, table=load_table())
+    by_model = {f.model: f for f in findings}
+    retired = by_model["claude-3-5-sonnet-20241022"]
+    assert (retired.kind, retired.suggestion) == ("retired", "claude-sonnet-4-6")
+    assert "retired on 2025-10-28" in retired.why
+    alias = by_model["claude-3-5-haiku-latest"]
+    assert (alias.kind, alias.suggestion) == ("undated-alias", "claude-haiku-4-5-20251001")
+    retiring = by_model["gpt-4o-2024-11-20"]
+    assert retiring.kind == "retiring" and "in 50 days" in retiring.why
+    assert str(retired).startswith(f"{retired.file}:{retired.line}: claude-3-5-sonnet-20241022: ")
+
+
+def test_an_explicit_file_is_checked_and_skipped_folders_are_not_searched() -> None:
+    vendored = LINT / "dirty" / "node_modules" / "pkg" / "index.json"
+    assert lint_paths([LINT / "dirty"], as_of=DAY, table=load_table()) != []
+    assert all(
+        "node_modules" not in f.file
+        for f in lint_paths([LINT / "dirty"], as_of=DAY, table=load_table())
+    )
+    assert [f.model for f in lint_paths([vendored], as_of=DAY, table=load_table())] == ["gpt-4"]
+
+
+def test_a_file_the_parser_rejects_is_still_scanned_line_by_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("llm:\n  model: gpt-4o\n  bad: [unclosed\n")
+    (finding,) = lint_paths([broken], as_of=DAY, table=load_table())
+    assert (finding.line, finding.model) == (2, "gpt-4o")
+
+
+def test_dates_decide_between_fine_deprecated_retiring_and_retired() -> None:
+    table = load_table()
+    kinds = [
+        (check("gpt-4o-2024-11-20", day, table) or ("fine",))[0]
+        for day in (dt.date(2026, 10, 1), dt.date(2026, 10, 20), DAY, dt.date(2027, 1, 14))
+    ]
+    assert kinds == ["fine", "deprecated", "retiring", "retired"]
+
+
+@pytest.mark.parametrize(
+    ("value", "model_id"),
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("openai/gpt-4o-2024-11-20", "gpt-4o-2024-11-20"),
+        ("anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet-20241022-v2:0"),
+        ("o3-mini", "o3-mini"),
+        ("we moved off gpt-4", None),
+        ("gpt", None),
+        ("/models/claude", None),
+    ],
+)
+def test_what_counts_as_a_model_id(value: str, model_id: str | None) -> None:
+    assert model_id_in(value) == model_id
