@@ -24,4 +24,5 @@ demo: venv
 test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	bash tools/build-otel.sh  # the real collector and Jaeger for tests/integration (cached)
 	$(PY) -m pytest
