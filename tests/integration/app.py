@@ -1,0 +1,152 @@
+"""A small application for the integration tests: real SDK clients, one instrument() call.
+
+It runs as its own process (as a user's service would), so that its tracer provider,
+its OTLP exporter and its memory are its own. It starts the project's simulator,
+calls it through the real `openai` and `anthropic` clients with the production and
+canary models of models.yaml, sends feedback and outcomes for some calls, and exports
+through whatever OTEL_EXPORTER_OTLP_ENDPOINT says. It talks to the test as JSON lines:
+on stdout it reports events and, at the end, every call's ids and how many spans it
+handed to the SDK; on stdin it waits for the test's "go" where asked to pause.
+
+    python app.py --calls 20 [--pause-after 10] [--wait-before-flush]
+                  [--memory-every 100 --prompt-bytes 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+import canarytrace
+from canarytrace import telemetry
+from canarytrace.registry import load_registry
+from canarytrace.simulator import Simulator
+
+REGISTRY = Path(__file__).resolve().parents[2] / "models.yaml"
+
+
+class CountingProcessor(SpanProcessor):
+    """Counts every span that ends, i.e. every span handed to the exporting pipeline."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line to the test."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def wait_for_go() -> None:
+    """Block until the test writes a line (it stops or starts servers meanwhile)."""
+    sys.stdin.readline()
+
+
+def plan(calls: int) -> list[tuple[str, str, str]]:
+    """(provider, model, tier) per call: both SDKs, production and canary, in turn."""
+    registry = load_registry(REGISTRY)
+    chat, summarize = registry.routes["chat"], registry.routes["summarize"]
+    cycle = [
+        ("anthropic", chat.production, "production"),
+        ("openai", summarize.production, "production"),
+        ("anthropic", chat.canary, "canary"),
+        ("openai", summarize.canary, "canary"),
+    ]
+    return [cycle[i % len(cycle)] for i in range(calls)]
+
+
+def call(
+    clients: tuple[openai.OpenAI, anthropic.Anthropic], provider: str, model: str, prompt: str
+) -> str:
+    """One chat call through the real SDK; returns the answer text."""
+    oa, an = clients
+    if provider == "openai":
+        completion = oa.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=64
+        )
+        return completion.choices[0].message.content or ""
+    message = an.messages.create(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    )
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, required=True)
+    parser.add_argument("--pause-after", type=int, default=0)
+    parser.add_argument("--wait-before-flush", action="store_true")
+    parser.add_argument("--memory-every", type=int, default=0)
+    # Long prompts (recorded when content capture is on) make every span large, so a
+    # queue that kept growing would show in the process's memory.
+    parser.add_argument("--prompt-bytes", type=int, default=0)
+    parser.add_argument("--service-name", default="canarytrace-it")
+    args = parser.parse_args(argv)
+
+    canarytrace.instrument(registry=REGISTRY, service_name=args.service_name)
+    counter = CountingProcessor()
+    provider = trace.get_tracer_provider()
+    provider.add_span_processor(counter)  # type: ignore[attr-defined]
+
+    made: list[dict[str, Any]] = []
+    answered = 0
+    with Simulator(seed=7, time_scale=0.0) as sim:
+        clients = (
+            openai.OpenAI(base_url=sim.openai_base_url, api_key="test-key", max_retries=0),
+            anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="test-key", max_retries=0),
+        )
+        for i, (vendor, model, tier) in enumerate(plan(args.calls)):
+            if args.pause_after and i == args.pause_after:
+                telemetry.flush()
+                emit("paused", calls=i, spans=counter.ended)
+                wait_for_go()
+            try:
+                prompt = f"What is {i} + {i}?" + " please" * (args.prompt_bytes // 7)
+                text = call(clients, vendor, model, prompt)
+            except (openai.APIError, anthropic.APIError) as error:
+                text, ok = "", False
+                emit("call-error", i=i, error=type(error).__name__)
+            else:
+                answered += 1
+                ok = True
+            ref = canarytrace.current_call()
+            made.append(
+                {
+                    "trace_id": ref.trace_id,
+                    "span_id": ref.span_id,
+                    "model": model,
+                    "tier": tier,
+                    "provider": vendor,
+                    "ok": ok,
+                }
+            )
+            if i % 3 == 0:
+                canarytrace.feedback(ref, 4.0 if text else 1.0)
+            if i % 4 == 1:
+                canarytrace.outcome(ref, ok, kind=None if ok else "no_answer")
+            if args.memory_every and (i + 1) % args.memory_every == 0:
+                rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                emit("memory", calls=i + 1, max_rss_kib=rss_kib)
+
+    emit("calls-done", answered=answered, spans=counter.ended)
+    if args.wait_before_flush:
+        wait_for_go()
+    telemetry.flush()
+    emit("done", answered=answered, spans=counter.ended, calls=made)
+
+
+if __name__ == "__main__":
+    main()
