@@ -1,0 +1,130 @@
+"""The registry commands through typer's CliRunner: exit codes and what a person reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from canarytrace.cli import app
+from canarytrace.registry import parse_registry
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLE = Path(__file__).resolve().parents[1] / "models.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    path = tmp_path / "models.yaml"
+    shutil.copy(FIXTURES / "registry" / "commented.yaml", path)
+    return path
+
+
+def test_validate_accepts_a_good_registry_and_warns_of_a_coming_retirement() -> None:
+    path = FIXTURES / "registry" / "valid.yaml"
+    result = runner.invoke(app, ["validate", str(path), "--as-of", "2025-12-01"])
+    assert result.exit_code == 0, result.output
+    assert "valid (1 routes, 3 models)" in result.stdout
+    assert "warning" in result.stderr and "retires on 2026-01-05, in 35 days" in result.stderr
+
+
+def test_validate_refuses_a_retired_model_with_file_line_and_key() -> None:
+    path = FIXTURES / "registry" / "valid.yaml"
+    result = runner.invoke(app, ["validate", str(path), "--as-of", "2026-01-05"])
+    assert result.exit_code == 1
+    assert f"{path}:6: routes.chat.fallback: claude-3-opus-20240229 retired on 2026-01-05" in (
+        result.stderr
+    )
+
+
+def test_validate_lists_every_mistake_of_a_malformed_registry() -> None:
+    path = FIXTURES / "registry" / "many_mistakes.yaml"
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error ")]
+    assert [e.split(": ")[0] for e in errors] == [f"error {path}:{n}" for n in (9, 6, 5)]
+
+
+def test_the_example_registry_was_valid_in_the_articles_time_and_is_retired_now() -> None:
+    # The article's models were current in mid-2025; since then Anthropic and OpenAI
+    # retired three of them. validate says so; routing (load_registry) still loads it.
+    then = runner.invoke(app, ["validate", str(EXAMPLE), "--as-of", "2025-06-01"])
+    assert then.exit_code == 0, then.output
+    now = runner.invoke(app, ["validate", str(EXAMPLE), "--as-of", "2026-11-25"])
+    assert now.exit_code == 1
+    retired = [line for line in now.stderr.splitlines() if "retired on" in line]
+    assert len(retired) == 3
+
+
+def test_status_shows_routes_tiers_and_lifecycles(registry: Path) -> None:
+    result = runner.invoke(
+        app, ["status", "-r", str(registry), "--as-of", "2026-11-25"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("chat", "summarize", "claude-opus-4-8", "5% of [5, 25, 50, 100]"):
+        assert text in result.stdout
+    assert "retired on 2026-01-05" in result.stdout
+    assert "retires on 2027-01-14, in 50 days" in result.stdout
+
+
+def test_promote_moves_one_stage_and_rollback_blocks_it(registry: Path) -> None:
+    promoted = runner.invoke(app, ["promote", "chat", "-r", str(registry)])
+    assert promoted.exit_code == 0, promoted.output
+    assert "5% -> 25%" in promoted.stdout
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 25
+
+    rolled = runner.invoke(
+        app, ["rollback", "chat", "--reason", "error burst", "-r", str(registry)]
+    )
+    assert rolled.exit_code == 0, rolled.output
+    assert "rolled back to claude-sonnet-4-6: error burst" in rolled.stdout
+
+    refused = runner.invoke(app, ["promote", "chat", "-r", str(registry)])
+    assert refused.exit_code == 1
+    assert "is rolled back (error burst)" in refused.stderr
+
+    cleared = runner.invoke(app, ["rollback", "chat", "--clear", "-r", str(registry)])
+    assert cleared.exit_code == 0, cleared.output
+    assert runner.invoke(app, ["promote", "chat", "-r", str(registry)]).exit_code == 0
+
+
+def test_rollback_without_a_reason_is_refused(registry: Path) -> None:
+    result = runner.invoke(app, ["rollback", "chat", "-r", str(registry)])
+    assert result.exit_code == 1
+    assert "needs a reason" in result.stderr
+
+
+def test_the_registry_defaults_to_the_environment_variable(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARYTRACE_REGISTRY", str(registry))
+    result = runner.invoke(app, ["promote", "summarize"])
+    assert result.exit_code == 0, result.output
+    assert "25% -> 50%" in result.stdout
+
+
+def test_lint_json_output_and_exit_codes() -> None:
+    dirty = runner.invoke(
+        app, ["lint", str(FIXTURES / "lint" / "dirty"), "--format", "json", "--as-of", "2026-11-25"]
+    )
+    assert dirty.exit_code == 1
+    findings = json.loads(dirty.stdout)
+    assert {f["kind"] for f in findings} == {"undated-alias", "retired", "retiring"}
+    assert all({"file", "line", "model", "why", "suggestion"} <= f.keys() for f in findings)
+
+    clean = runner.invoke(app, ["lint", str(FIXTURES / "lint" / "clean"), "--as-of", "2026-11-25"])
+    assert clean.exit_code == 0, clean.output
+    assert clean.stdout == ""
+
+
+def test_lint_text_output_is_one_line_per_finding() -> None:
+    path = FIXTURES / "lint" / "dirty" / "config" / "settings.yaml"
+    result = runner.invoke(app, ["lint", str(path), "--as-of", "2026-11-25"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{path}:2: claude-3-5-sonnet-latest: undated alias")
