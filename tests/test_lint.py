@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from canarytrace.deprecations import load_table
 from canarytrace.lint import check, lint_paths, model_id_in
@@ -104,3 +105,13 @@ def test_dates_decide_between_fine_deprecated_retiring_and_retired() -> None:
 )
 def test_what_counts_as_a_model_id(value: str, model_id: str | None) -> None:
     assert model_id_in(value) == model_id
+
+
+def test_the_pre_commit_hook_runs_lint_on_every_kind_of_file_it_reads() -> None:
+    hooks = YAML(typ="safe").load(Path(__file__).resolve().parents[1] / ".pre-commit-hooks.yaml")
+    (hook,) = hooks
+    assert hook["entry"] == "canarytrace lint"
+    files = re.compile(hook["files"])
+    scanned = [p for p in (LINT / "dirty").rglob("*") if p.is_file()]
+    assert scanned and all(files.search(p.relative_to(LINT).as_posix()) for p in scanned)
+    assert not files.search("README.md")
