@@ -252,6 +252,47 @@ def lint(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def simulate(
+    profiles: Annotated[
+        Path | None, typer.Option(help="Model profiles YAML (default: the shipped profiles).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="TCP port to listen on; 0 picks a free one.")] = 8787,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="Seed of every draw: same seed, same answers.")] = 0,
+    time_scale: Annotated[
+        float, typer.Option(min=0, help="Multiply every latency (0: answer at once).")
+    ] = 1.0,
+) -> None:
+    """Serve the local OpenAI- and Anthropic-compatible provider simulator until Ctrl-C."""
+    import signal
+    import threading
+
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.simulator import Simulator
+
+    try:
+        sim = Simulator(profiles, seed=seed, time_scale=time_scale, host=host, port=port).start()
+    except (CanaryTraceError, OSError) as exc:
+        from rich.text import Text
+
+        for line in str(exc).splitlines():
+            stderr.print(Text.assemble(("simulate", "red"), " ", line), soft_wrap=True)
+        raise typer.Exit(code=1) from exc
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    typer.echo(f"OpenAI base_url:    {sim.openai_base_url}")
+    typer.echo(f"Anthropic base_url: {sim.anthropic_base_url}")
+    typer.echo("Any API key is accepted. Stop with Ctrl-C.")
+    try:
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -13,6 +13,7 @@ hold no state of their own.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterable
@@ -249,12 +250,20 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
     """Read and validate a profiles YAML file (the shipped default when `path` is None).
 
     Raises `ProfileError` naming the file, the line and the key of each problem.
+    Profiles are immutable, so a file is parsed once until it changes on disk.
     """
     path = default_profiles_path() if path is None else Path(path)
     try:
-        raw = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        stat = path.stat()
     except FileNotFoundError as exc:
         raise ProfileError(f"{path}: no such profiles file; pass an existing file") from exc
+    return _load(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: Path, mtime_ns: int, size: int) -> Profiles:
+    try:
+        raw = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
     except YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
