@@ -1,0 +1,121 @@
+"""The syrupy extension behind the `llm_snapshot` fixture: match LLM output by meaning.
+
+Byte-equal snapshots of LLM output fail on every run, so this extension keeps syrupy's
+storage (amber files, `*.llm` next to the tests, so a test module may also use plain
+`snapshot`) and changes three roles only:
+
+- `serialize` stores the output with a header naming the model that wrote it, its pin
+  and the assertion's checks (`record.py`);
+- `matches` accepts a new output when `classify` calls the change acceptable: embedding
+  similarity at or above the threshold and every check passed;
+- `diff_lines` prints old and new side by side with the similarity, failed checks and
+  the classification.
+
+Under `--snapshot-update` `matches` is exact, so every changed output is written and the
+review (`canarytrace snapshots review`) sees all of them, labelled; otherwise a candidate
+model's rephrasings would keep the old model's text and header.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from itertools import zip_longest
+from typing import Any, ClassVar
+
+from syrupy.extensions.amber import AmberSnapshotExtension
+
+from canarytrace.snapshots.classify import Classification, classify
+from canarytrace.snapshots.record import LLMOutput, Record
+from canarytrace.snapshots.similarity import shared_similarity
+
+COLUMN = 48
+
+
+class LLMSnapshotExtension(AmberSnapshotExtension):
+    """Amber storage, meaning-based comparison; configure with `bound(...)`."""
+
+    file_extension = "llm"
+    model: ClassVar[str | None] = None
+    pinned: ClassVar[str | None] = None
+    embedder: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
+
+    @classmethod
+    def bound(
+        cls,
+        *,
+        model: str | None = None,
+        pinned: str | None = None,
+        embedder: str | None = None,
+        exact: bool = False,
+    ) -> type[LLMSnapshotExtension]:
+        """A subclass that writes `model`/`pinned` into headers and compares with `embedder`.
+
+        syrupy instantiates extensions without arguments, hence a class per configuration.
+        """
+        attrs = {"model": model, "pinned": pinned, "embedder": embedder, "exact": exact}
+        return type(cls.__name__, (cls,), attrs)
+
+    def serialize(self, data: Any, **kwargs: Any) -> str:
+        """The stored form of an output: a `str` or an `LLMOutput` carrying checks."""
+        if isinstance(data, str):
+            data = LLMOutput(data)
+        if not isinstance(data, LLMOutput):
+            raise TypeError(
+                f"llm_snapshot compares model output text: got {type(data).__name__}; "
+                "pass the text, or LLMOutput(text, ...) to add checks"
+            )
+        return Record(data.text, self.model, self.pinned, data.checks).render()
+
+    def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
+        """Exact under --snapshot-update; otherwise acceptable by `classify`."""
+        if serialized_data == snapshot_data:
+            return True
+        if self.exact:
+            return False
+        return self._judge(str(serialized_data), str(snapshot_data))[2].acceptable
+
+    def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
+        """Old and new side by side, then similarity, failed checks and classification."""
+        old, new, verdict = self._judge(str(serialized_data), str(snapshot_data))
+        label = shared_similarity(self.embedder).label
+        yield f"LLM output changed: {verdict.verdict.upper()} ({verdict.kind})"
+        yield f"  similarity {verdict.similarity:.2f} (threshold {verdict.threshold:.2f}; {label})"
+        for failed in verdict.failed_checks:
+            yield f"  failed: {failed}"
+        if verdict.acceptable:
+            yield f"  {verdict.reason}"
+        yield from _side_by_side(
+            f"old ({old.model or 'model not recorded'})",
+            old.text,
+            f"new ({new.model or 'model not recorded'})",
+            new.text,
+        )
+
+    def _judge(self, serialized: str, stored: str) -> tuple[Record, Record, Classification]:
+        new = Record.parse(serialized, where="new output")
+        old = Record.parse(stored, where="stored snapshot")
+        similarity = shared_similarity(self.embedder)
+        score = similarity(old.text, new.text)
+        verdict = classify(
+            old.text,
+            new.text,
+            similarity=score,
+            threshold=similarity.default_threshold,
+            checks=new.checks,
+        )
+        return old, new, verdict
+
+
+def _side_by_side(left_title: str, left: str, right_title: str, right: str) -> Iterator[str]:
+    def wrap(text: str) -> list[str]:
+        lines: list[str] = []
+        for paragraph in text.splitlines() or [""]:
+            lines.extend(textwrap.wrap(paragraph, COLUMN) or [""])
+        return lines
+
+    yield f"  {left_title[:COLUMN]:<{COLUMN}} │ {right_title[:COLUMN]}"
+    yield f"  {'─' * COLUMN}─┼─{'─' * COLUMN}"
+    for a, b in zip_longest(wrap(left), wrap(right), fillvalue=""):
+        yield f"  {a:<{COLUMN}} │ {b}".rstrip()

@@ -1,0 +1,209 @@
+"""The pytest plugin end to end: whole pytest sessions through pytester, real local model."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from canarytrace.snapshots.similarity import Similarity
+
+pytest_plugins = ["pytester"]
+
+INNER_TEST = """
+import json, os
+
+from canarytrace.snapshots.record import LLMOutput
+
+
+def test_answer(llm_model, llm_snapshot):
+    checks = json.loads(os.environ.get("LLM_CHECKS", "{}"))
+    assert llm_snapshot == LLMOutput(os.environ["LLM_OUTPUT"], **checks)
+"""
+
+
+def run(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+    *args: str,
+    checks: dict[str, object] | None = None,
+) -> pytest.RunResult:
+    monkeypatch.setenv("LLM_OUTPUT", output)
+    monkeypatch.setenv("LLM_CHECKS", json.dumps(checks or {}))
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+def snapshot_file(root: Path) -> str:
+    (path,) = root.glob("__snapshots__/*.llm")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, local_model: Similarity) -> pytest.Pytester:
+    """A project with the example models.yaml and one snapshot test of an LLM answer."""
+    example = Path(__file__).resolve().parents[2] / "models.yaml"
+    (pytester.path / "models.yaml").write_text(example.read_text(encoding="utf-8"))
+    pytester.makepyfile(test_answer=INNER_TEST)
+    return pytester
+
+
+def test_paraphrase_passes_and_a_changed_fact_fails(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, semantic: Similarity
+) -> None:
+    old = "The capital of France is Paris."
+    paraphrase = "Paris is the capital city of France."
+    changed = "The capital of France is Lyon."
+    # The model really separates them around the default threshold (0.80).
+    assert semantic(old, paraphrase) >= 0.90
+    assert semantic(old, changed) < 0.78
+
+    run(suite, monkeypatch, old, "--route", "chat", "--snapshot-update").assert_outcomes(passed=1)
+    run(suite, monkeypatch, paraphrase, "--route", "chat").assert_outcomes(passed=1)
+
+    failed = run(suite, monkeypatch, changed, "--route", "chat")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(
+        [
+            "*LLM output changed: WORRYING (meaning changed)*",
+            f"*similarity {semantic(old, changed):.2f} (threshold 0.80; all-MiniLM-L6-v2 (local))*",
+            "*old (claude-3-5-sonnet-20241022)*│ new (claude-3-5-sonnet-20241022)*",
+            "*The capital of France is Paris.*│ The capital of France is Lyon.*",
+        ]
+    )
+
+
+def test_a_dropped_required_phrase_fails_even_when_the_meaning_is_close(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, semantic: Similarity
+) -> None:
+    old = "To sign in, enter your email and password, then type the two-factor code from your app."
+    new = "To sign in, enter your email and your password, then type the code shown in your app."
+    assert semantic(old, new) >= 0.80  # close enough in meaning: only the check catches it
+    checks = {"must_contain": ["two-factor code"]}
+    args = ("--route", "chat")
+    run(suite, monkeypatch, old, *args, "--snapshot-update", checks=checks).assert_outcomes(
+        passed=1
+    )
+    failed = run(suite, monkeypatch, new, *args, checks=checks)
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(
+        [
+            "*WORRYING (required information lost)*",
+            "*failed: missing required 'two-factor code'*",
+        ]
+    )
+
+
+def test_broken_json_fails_and_reindented_json_passes(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = {"name": "Ada Lovelace", "role": "admin", "active": True}
+    checks = {"json_keys": ["name", "role"]}
+    args = ("--route", "chat")
+    run(
+        suite, monkeypatch, json.dumps(user), *args, "--snapshot-update", checks=checks
+    ).assert_outcomes(passed=1)
+    run(suite, monkeypatch, json.dumps(user, indent=2), *args, checks=checks).assert_outcomes(
+        passed=1
+    )
+    failed = run(
+        suite, monkeypatch, f"Sure! Here is the user: {json.dumps(user)}", *args, checks=checks
+    )
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*WORRYING (now fails to parse)*", "*not valid JSON any more*"])
+
+
+def test_model_canary_resolves_through_the_registry_into_header_and_file(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(
+        test_model="def test_model(llm_model):\n    assert llm_model == 'claude-3-opus-20241219'\n"
+    )
+    result = run(
+        suite, monkeypatch, "Paris.", "--model", "canary", "--route", "chat", "--snapshot-update"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "canarytrace: model claude-3-opus-20241219 (canary of route chat); pinned 2026-06-01 "
+            "(Canary candidate for deeper reasoning on long chats.)"
+        ]
+    )
+    stored = snapshot_file(suite.path)
+    assert "  model: claude-3-opus-20241219\n" in stored
+    assert "  pinned: 2026-06-01 (Canary candidate for deeper reasoning on long chats.)\n" in stored
+
+
+def test_an_undated_alias_is_refused_with_the_lint_message(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run(suite, monkeypatch, "Paris.", "--model", "gpt-4o")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--model gpt-4o: undated alias: it moves to a new model whenever*"]
+    )
+    assert not (suite.path / "__snapshots__").exists()
+
+
+def test_a_tier_that_names_an_unpinned_model_is_refused(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (pytester.path / "models.yaml").write_text(
+        textwrap.dedent(
+            """\
+            routes:
+              chat: {production: claude-3-5-sonnet-20241022, canary: house-model, stage: 0}
+            models:
+              - {id: claude-3-5-sonnet-20241022, provider: anthropic, why: production}
+              - {id: house-model, provider: other, why: our fine-tune}
+            """
+        )
+    )
+    pytester.makepyfile(test_answer=INNER_TEST)
+    result = run(pytester, monkeypatch, "Paris.", "--model", "canary")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--model house-model: no snapshot date or version*"])
+
+
+def test_a_tier_needs_a_route_when_the_registry_has_several(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run(suite, monkeypatch, "Paris.", "--model", "canary")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*models.yaml has routes chat, summarize: choose one with --route"]
+    )
+
+
+def test_snapshot_update_records_every_change_with_the_model_that_wrote_it(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, paraphrase = "The capital of France is Paris.", "Paris is the capital city of France."
+    run(suite, monkeypatch, old, "--route", "chat", "--snapshot-update").assert_outcomes(passed=1)
+    assert "model: claude-3-5-sonnet-20241022" in snapshot_file(suite.path)
+
+    # Without --snapshot-update the candidate's paraphrase matches and nothing is written.
+    canary = ("--model", "canary", "--route", "chat")
+    run(suite, monkeypatch, paraphrase, *canary).assert_outcomes(passed=1)
+    assert old in snapshot_file(suite.path)
+
+    # With it, the paraphrase is stored under the canary's name, for the review to judge.
+    run(suite, monkeypatch, paraphrase, *canary, "--snapshot-update").stdout.fnmatch_lines(
+        ["*1 snapshot updated*"]
+    )
+    stored = snapshot_file(suite.path)
+    assert "model: claude-3-opus-20241219" in stored and paraphrase in stored
+
+
+def test_the_threshold_can_be_raised_per_assertion(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, semantic: Similarity
+) -> None:
+    old, paraphrase = "The capital of France is Paris.", "Paris is the capital city of France."
+    strict = {"threshold": 0.99}
+    assert semantic(old, paraphrase) < strict["threshold"]
+    run(suite, monkeypatch, old, "--route", "chat", "--snapshot-update").assert_outcomes(passed=1)
+    failed = run(suite, monkeypatch, paraphrase, "--route", "chat", checks=strict)
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*(threshold 0.99; all-MiniLM-L6-v2 (local))*"])
