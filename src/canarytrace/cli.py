@@ -101,7 +101,8 @@ def status(
     path = _registry_path(registry)
     day = as_of.date() if as_of else dt.date.today()
     try:
-        reg, table = parse_registry(path), load_table(deprecations)
+        table = load_table(deprecations)
+        reg = parse_registry(path, table=table)
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
     view = Table(title=f"{path} (as of {day.isoformat()})")
@@ -118,7 +119,7 @@ def status(
             state = table.assess(model_id, day)
             style = _LIFECYCLE_STYLE[state.lifecycle.value]
             pinned = Text(entry.pinned_date.isoformat() if entry and entry.pinned_date else "-")
-            if not is_pinned(model_id):
+            if not is_pinned(model_id, table):
                 pinned = Text("alias", "red")
             head = (name, stage, rolled if route.rollback else "no") if index == 0 else ("",) * 3
             view.add_row(
@@ -151,7 +152,8 @@ def validate(
     path = _registry_path(registry)
     day = as_of.date() if as_of else dt.date.today()
     try:
-        reg, table = parse_registry(path), load_table(deprecations)
+        table = load_table(deprecations)
+        reg = parse_registry(path, table=table)
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
     lines = key_lines(path)
@@ -164,7 +166,7 @@ def validate(
             _say("error", "red", f"{where}: {model_id} {state.describe()}")
         elif state.warned:
             _say("warning", "yellow", f"{where}: {model_id} {state.describe()}")
-        if not is_pinned(model_id) and not is_known_alias(model_id):
+        if not is_pinned(model_id, table) and not is_known_alias(model_id, table):
             _say(
                 "warning",
                 "yellow",

@@ -3,8 +3,9 @@
 The table ships as package data (`canarytrace/data/deprecations.yaml`, every date read
 from the providers' deprecation pages, with the source URL). A team extends or overrides
 it with its own file of the same layout, named by `$CANARYTRACE_DEPRECATIONS` or passed
-explicitly; an entry there replaces the shipped entry of the same id, so a team can record
-a date the day the provider announces it, without waiting for a release.
+explicitly; the fields of an entry there replace those of the shipped entry with the same
+id, so a team can record a date the day the provider announces it, without waiting for a
+release.
 
 Policy (used by `canarytrace validate`, `status`, `promote` and `lint`):
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -35,6 +37,7 @@ from canarytrace.errors import RegistryError
 
 WARN_DAYS = 60
 ENV_TABLE = "CANARYTRACE_DEPRECATIONS"
+SHIPPED_ONLY = ""  # pass as `extra` to load_table() for the shipped table alone
 _ENTRY_KEYS = frozenset({"provider", "deprecated", "retires", "replacement", "source", "snapshot"})
 
 
@@ -159,7 +162,11 @@ def _date(value: object, where: str) -> dt.date | None:
         raise RegistryError(f"{where}: '{value}' is not a date; write YYYY-MM-DD") from exc
 
 
-def _parse(text: str, origin: str) -> DeprecationTable:
+_Rows = dict[str, dict[str, Any]]
+
+
+def _parse(text: str, origin: str) -> tuple[_Rows, dict[str, str | None]]:
+    """The checked rows (only the fields each one gives) and the aliases of one file."""
     try:
         data = YAML(typ="rt").load(text) or {}
     except YAMLError as exc:
@@ -169,7 +176,7 @@ def _parse(text: str, origin: str) -> DeprecationTable:
     unknown = set(data) - {"models", "aliases"}
     if unknown:
         raise RegistryError(f"{origin}: unknown top-level key(s) {sorted(unknown)}")
-    models: dict[str, Deprecation] = {}
+    rows: _Rows = {}
     for model_id, row in (data.get("models") or {}).items():
         line = data["models"].lc.key(model_id)[0] + 1
         where = f"{origin}:{line}: models.{model_id}"
@@ -177,23 +184,30 @@ def _parse(text: str, origin: str) -> DeprecationTable:
         if not isinstance(row, dict) or set(row) - _ENTRY_KEYS:
             extra = sorted(set(row) - _ENTRY_KEYS) if isinstance(row, dict) else row
             raise RegistryError(f"{where}: unknown field(s) {extra}; allowed {sorted(_ENTRY_KEYS)}")
-        models[str(model_id)] = Deprecation(
-            model=str(model_id),
-            provider=row.get("provider"),
-            deprecated=_date(row.get("deprecated"), f"{where}.deprecated"),
-            retires=_date(row.get("retires"), f"{where}.retires"),
-            replacement=row.get("replacement"),
-            source=row.get("source"),
-            snapshot=bool(row.get("snapshot", False)),
-        )
+        checked = dict(row)
+        for key in ("deprecated", "retires"):
+            if key in checked:
+                checked[key] = _date(checked[key], f"{where}.{key}")
+        if "snapshot" in checked:
+            checked["snapshot"] = bool(checked["snapshot"])
+        rows[str(model_id)] = checked
     aliases = {str(k): (str(v) if v else None) for k, v in (data.get("aliases") or {}).items()}
-    return DeprecationTable(models, aliases)
+    return rows, aliases
+
+
+def _table(rows: _Rows, aliases: dict[str, str | None]) -> DeprecationTable:
+    return DeprecationTable({m: Deprecation(model=m, **row) for m, row in rows.items()}, aliases)
+
+
+@functools.cache
+def _shipped_rows() -> tuple[_Rows, dict[str, str | None]]:
+    text = resources.files("canarytrace.data").joinpath("deprecations.yaml").read_text("utf-8")
+    return _parse(text, "canarytrace/data/deprecations.yaml")
 
 
 @functools.cache
 def _shipped() -> DeprecationTable:
-    text = resources.files("canarytrace.data").joinpath("deprecations.yaml").read_text("utf-8")
-    return _parse(text, "canarytrace/data/deprecations.yaml")
+    return _table(*_shipped_rows())
 
 
 def load_table(extra: str | Path | None = None) -> DeprecationTable:
@@ -203,8 +217,8 @@ def load_table(extra: str | Path | None = None) -> DeprecationTable:
     result is cached per file and modification time, so callers on a hot path (the alias
     rule behind every traced call) pay a dictionary lookup, not a file read.
     """
-    extra = extra if extra is not None else os.environ.get(ENV_TABLE) or None
-    if extra is None:
+    extra = extra if extra is not None else os.environ.get(ENV_TABLE, SHIPPED_ONLY)
+    if extra == SHIPPED_ONLY:
         return _shipped()
     path = Path(extra)
     try:
@@ -216,7 +230,12 @@ def load_table(extra: str | Path | None = None) -> DeprecationTable:
 
 @functools.lru_cache(maxsize=8)
 def _with_user_file(path: str, mtime_ns: int) -> DeprecationTable:
-    """`mtime_ns` is only part of the cache key: an edited file is read again."""
-    base = _shipped()
-    user = _parse(Path(path).read_text(encoding="utf-8"), path)
-    return DeprecationTable({**base.models, **user.models}, {**base.aliases, **user.aliases})
+    """`mtime_ns` is only part of the cache key: an edited file is read again.
+
+    A row of the user's file overrides the shipped row field by field, so adding a date
+    keeps, say, the shipped `snapshot: true`.
+    """
+    rows, aliases = _shipped_rows()
+    user_rows, user_aliases = _parse(Path(path).read_text(encoding="utf-8"), path)
+    merged = {m: {**rows.get(m, {}), **row} for m, row in user_rows.items()}
+    return _table({**rows, **merged}, {**aliases, **user_aliases})

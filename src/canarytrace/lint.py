@@ -58,12 +58,13 @@ class Finding:
     kind: str  # undated-alias | retired | retiring | deprecated
     why: str
     suggestion: str | None
+    suggestion_pinned: bool = True  # False: the provider's pick has no dated id on record
 
     def __str__(self) -> str:
         text = f"{self.file}:{self.line}: {self.model}: {self.why}"
         if self.suggestion:
             text += f"; pin {self.suggestion} instead"
-            if not is_pinned(self.suggestion):
+            if not self.suggestion_pinned:
                 text += " (the provider's pick, which has no dated id yet: pin its snapshot)"
         return text
 
@@ -81,10 +82,10 @@ def check(
     model_id: str, as_of: dt.date, table: DeprecationTable
 ) -> tuple[str, str, str | None] | None:
     """(kind, why, suggestion) for a model id that should change, or None when it is fine."""
-    if not is_pinned(model_id):
+    if not is_pinned(model_id, table):
         why = (
             "undated alias: it moves to a new model whenever the provider updates it"
-            if is_known_alias(model_id)
+            if is_known_alias(model_id, table)
             else "no snapshot date or version: not pinned to one model"
         )
         suggestion = table.suggest(model_id, as_of)
@@ -120,7 +121,9 @@ def lint_paths(
                 continue
             verdict = check(model_id, as_of, table)
             if verdict:
-                findings.append(Finding(str(file), line, model_id, *verdict))
+                kind, why, suggestion = verdict
+                pinned = suggestion is None or is_pinned(suggestion, table)
+                findings.append(Finding(str(file), line, model_id, kind, why, suggestion, pinned))
     return findings
 
 

@@ -40,7 +40,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from canarytrace.deprecations import Lifecycle, load_table
+from canarytrace.deprecations import SHIPPED_ONLY as _SHIPPED_ONLY
+from canarytrace.deprecations import DeprecationTable, Lifecycle, load_table
 from canarytrace.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -139,22 +140,38 @@ class InvalidRegistryError(RegistryError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def is_known_alias(model_id: str) -> bool:
+def _table(table: DeprecationTable | None) -> DeprecationTable:
+    """`table`, else the default one; never raises (the alias rule runs on the hot path).
+
+    A broken `$CANARYTRACE_DEPRECATIONS` file falls back to the shipped table here; the
+    commands that read the table directly report it.
+    """
+    if table is not None:
+        return table
+    try:
+        return load_table()
+    except RegistryError:
+        return load_table(_SHIPPED_ONLY)
+
+
+def is_known_alias(model_id: str, table: DeprecationTable | None = None) -> bool:
     """True for an undated alias that moves when the provider says so (`gpt-4o`, `*-latest`)."""
-    return model_id in load_table().aliases or model_id.endswith("-latest")
+    return model_id in _table(table).aliases or model_id.endswith("-latest")
 
 
-def is_pinned(model_id: str) -> bool:
+def is_pinned(model_id: str, table: DeprecationTable | None = None) -> bool:
     """True when `model_id` names one fixed model version.
 
     That is when it carries a snapshot date or version (`-20241022`, `@20241022`,
     `-2024-11-20`, `-0125-preview`, `-001`), or when the deprecation table lists it as a
     dateless snapshot (Anthropic's ids from Claude 4.6 on, e.g. `claude-sonnet-4-6`).
-    Known aliases are never pinned.
+    Known aliases are never pinned. `table` defaults to the shipped deprecation table
+    extended by `$CANARYTRACE_DEPRECATIONS`.
     """
-    if is_known_alias(model_id):
+    table = _table(table)
+    if is_known_alias(model_id, table):
         return False
-    return bool(_PINNED.search(model_id)) or load_table().is_snapshot(model_id)
+    return bool(_PINNED.search(model_id)) or table.is_snapshot(model_id)
 
 
 def env_var(route: str, tier: str) -> str:
@@ -301,7 +318,7 @@ def _schema_problems(
     return list(problems.values())
 
 
-def _validate(data: Any, located: _Located) -> Registry:
+def _validate(data: Any, located: _Located, table: DeprecationTable | None) -> Registry:
     if not isinstance(data, dict):
         raise InvalidRegistryError(
             [located.problem((), "expected a mapping with 'routes' and 'models'")]
@@ -336,7 +353,8 @@ def _validate(data: Any, located: _Located) -> Registry:
         except ValidationError as exc:
             problems.extend(_schema_problems(exc, ("models", index), located, ModelEntry))
 
-    problems.extend(_rule_problems(routes, models, listed if check_listed else None, located))
+    listed_or_none = listed if check_listed else None
+    problems.extend(_rule_problems(routes, models, listed_or_none, located, _table(table)))
     if problems:
         raise InvalidRegistryError(problems)
     return Registry(routes=routes, models=tuple(entry for _, entry in models))
@@ -347,6 +365,7 @@ def _rule_problems(
     models: list[tuple[int, ModelEntry]],
     listed: set[str] | None,
     located: _Located,
+    table: DeprecationTable,
 ) -> Iterator[Problem]:
     first: dict[str, int] = {}
     for index, entry in models:
@@ -356,7 +375,7 @@ def _rule_problems(
             yield located.problem(where, f"duplicate id '{entry.id}' (first at line {line})")
             continue
         first[entry.id] = index
-        if is_known_alias(entry.id) and not entry.allow_alias:
+        if is_known_alias(entry.id, table) and not entry.allow_alias:
             yield located.problem(
                 where,
                 f"'{entry.id}' is an undated alias that moves when the provider updates it; "
@@ -404,12 +423,19 @@ def key_lines(path: str | Path) -> dict[tuple[str | int, ...], int]:
     return {key: line for key, (_, line) in located.where.items() if line is not None}
 
 
-def parse_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
-    """Read and validate a registry without the retirement-date log (for tools)."""
+def parse_registry(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    table: DeprecationTable | None = None,
+) -> Registry:
+    """Read and validate a registry without the retirement-date log (for tools).
+
+    `table` decides which ids are known aliases (default: see `is_pinned`).
+    """
     data, located = _read(Path(path))
     if isinstance(data, dict):
         _apply_env(data, located, os.environ if environ is None else environ)
-    return _validate(data, located)
+    return _validate(data, located, table)
 
 
 def load_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
