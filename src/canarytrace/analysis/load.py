@@ -441,7 +441,9 @@ def _jaeger(url: str, parts: _Parts, now: dt.datetime) -> None:
         "query.service_name": query["service"],
         "query.start_time_min": start.isoformat().replace("+00:00", "Z"),
         "query.start_time_max": end.isoformat().replace("+00:00", "Z"),
-        "query.search_depth": query.get("limit", "1000"),
+        # Jaeger v2's HTTP gateway (v1.76) reads the limit as query.num_traces and answers
+        # 500 without it; checked against the real Jaeger in tests/integration.
+        "query.num_traces": query.get("limit", "1000"),
     }
     base = f"{parsed.scheme}://{parsed.netloc}"
     api = f"{base}/api/v3/traces?{urllib.parse.urlencode(params)}"

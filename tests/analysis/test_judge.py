@@ -1,0 +1,158 @@
+"""The judge on synthetic canaries with a known truth.
+
+Sample sizes are the ones README.md ("Judging a canary") documents: the stage is 50 %,
+users make 5 calls on average, 30 % of calls get feedback and 30 % an outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from canarytrace.analysis import synth
+from canarytrace.analysis.judge import JudgeConfig, Verdict, holm, judge
+from canarytrace.analysis.settings import route_configs
+from canarytrace.errors import RegistryError
+
+# (canary truth, total users) at which each regression must be caught in >= 90 % of runs.
+DETECTION = {
+    "error rate 1% -> 3%": ({"error_rate": 0.03}, 2000),
+    "p95 latency +30%": ({"latency_median_ms": 900 * 1.3}, 1200),
+    "cost +25%": ({"cost_multiplier": 1.25}, 200),
+    "satisfaction -0.3 on 1-5": ({"satisfaction_mean": 3.7}, 1600),
+}
+
+
+@pytest.mark.slow
+def test_an_aa_canary_is_not_rolled_back_in_99_percent_of_200_runs() -> None:
+    verdicts = [judge(synth.calls(synth.aa(users=800, seed=s))).verdict for s in range(200)]
+    assert verdicts.count(Verdict.ROLLBACK) <= 2
+    assert verdicts.count(Verdict.PROMOTE) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", DETECTION)
+def test_a_regression_is_rolled_back_at_the_documented_sample_size(case: str) -> None:
+    truth, users = DETECTION[case]
+    runs = 30
+    rolled = 0
+    for seed in range(runs):
+        scenario = synth.with_canary(synth.Scenario(users=users, seed=500 + seed), **truth)
+        rolled += judge(synth.calls(scenario)).verdict == Verdict.ROLLBACK
+    assert rolled >= 0.9 * runs
+
+
+def test_the_reason_names_the_failing_metric() -> None:
+    scenario = synth.with_canary(synth.Scenario(users=2000, seed=1), error_rate=0.03)
+    route = judge(synth.calls(scenario)).routes["chat"]
+    assert route.verdict == Verdict.ROLLBACK
+    assert route.reasons[0].startswith("error rate +")
+    failed = {m.name for m in route.metrics if m.status == "fail"}
+    assert failed == {"error_rate"}
+    assert route.failing_canary and all(
+        t["status"] == "error" or t["outcome_kind"] for t in route.failing_canary
+    )
+
+
+def test_thin_data_holds_and_says_how_much_more_is_needed() -> None:
+    route = judge(synth.calls(synth.aa(users=40, seed=2))).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    assert "too little data" in route.reasons[0]
+    assert route.more_canary_calls is not None and route.more_canary_calls > 0
+    assert route.more_hours is not None and route.more_hours > 0
+
+
+def test_a_large_aa_canary_is_promoted() -> None:
+    route = judge(synth.calls(synth.aa(users=3000, seed=4))).routes["chat"]
+    assert route.verdict == Verdict.PROMOTE
+    assert all(m.status == "pass" for m in route.metrics)
+
+
+def test_a_skewed_split_is_a_sample_ratio_mismatch_and_holds() -> None:
+    skewed = synth.with_canary(
+        synth.Scenario(users=3000, seed=5, observed_canary_share=0.44), error_rate=0.03
+    )
+    route = judge(synth.calls(skewed)).routes["chat"]
+    assert route.srm is not None and route.srm.mismatch
+    assert route.verdict == Verdict.HOLD
+    assert "sample ratio mismatch" in route.reasons[0]
+    sound = judge(synth.calls(synth.aa(users=3000, seed=5))).routes["chat"]
+    assert sound.srm is not None and not sound.srm.mismatch
+
+
+def test_a_non_critical_regression_holds_instead_of_rolling_back() -> None:
+    # A cheaper model that talks more: 60 % more output tokens at the same cost per call.
+    scenario = synth.with_canary(
+        synth.Scenario(users=2000, seed=6), output_tokens_mean=400.0, cost_multiplier=0.71
+    )
+    route = judge(synth.calls(scenario)).routes["chat"]
+    tokens = next(m for m in route.metrics if m.name == "output_tokens")
+    assert tokens.status == "fail" and not tokens.critical
+    assert route.verdict == Verdict.HOLD
+    assert any("not critical" in r for r in route.reasons)
+
+
+def test_holm_matches_statsmodels() -> None:
+    p = [0.01, 0.04, 0.03, 0.2, 0.001]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def test_a_lazy_frame_gives_the_same_verdict() -> None:
+    frame = synth.calls(synth.with_canary(synth.Scenario(users=600, seed=7), cost_multiplier=1.3))
+    eager, lazy = judge(frame), judge(frame.lazy())
+    assert eager.to_dict() == lazy.to_dict()
+    assert eager.verdict == Verdict.ROLLBACK
+
+
+@pytest.mark.slow
+def test_sequential_looks_at_an_aa_canary_do_not_roll_back() -> None:
+    config = JudgeConfig(sequential=True)
+    rollbacks = 0
+    for seed in range(40):
+        frame = synth.calls(synth.aa(users=1200, seed=900 + seed))
+        first = frame["start"].min()
+        for hours in (1, 2, 4, 6):  # the same canary looked at four times as it grows
+            look = frame.filter(pl.col("start") < first + dt.timedelta(hours=hours))
+            if judge(look, config=config).verdict == Verdict.ROLLBACK:
+                rollbacks += 1
+                break
+    assert rollbacks <= 1
+
+
+def test_sequential_mode_is_named_and_still_catches_a_big_regression() -> None:
+    config = JudgeConfig(sequential=True)
+    scenario = synth.with_canary(synth.Scenario(users=2000, seed=8), error_rate=0.05)
+    result = judge(synth.calls(scenario), config=config)
+    assert result.verdict == Verdict.ROLLBACK
+    assert result.to_dict()["mode"].startswith("sequential")
+
+
+def test_overrides_change_margins_and_reject_unknown_keys() -> None:
+    config = JudgeConfig().override(
+        {"confidence": 0.99, "metrics": {"latency_p95": {"margin": 0.5, "critical": False}}}
+    )
+    p95 = next(m for m in config.metrics if m.name == "latency_p95")
+    assert (config.confidence, p95.margin, p95.critical) == (0.99, 0.5, False)
+    with pytest.raises(ValueError, match=r"judge\.metrics\.latency_p99: unknown metric"):
+        JudgeConfig().override({"metrics": {"latency_p99": {"margin": 1}}})
+    with pytest.raises(ValueError, match=r"judge\.confidance: unknown judge setting"):
+        JudgeConfig().override({"confidance": 0.9})
+
+
+def test_models_yaml_judge_settings_are_read_per_route(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "routes:\n"
+        "  chat:\n    production: a-20240101\n    judge:\n      sequential: true\n"
+        "      metrics:\n        cost_per_call: {margin: 0.5}\n"
+        "  other:\n    production: b-20240101\n"
+    )
+    configs = route_configs(path)
+    assert set(configs) == {"chat"} and configs["chat"].sequential
+    path.write_text("routes:\n  chat:\n    production: a\n    judge: {colour: red}\n")
+    with pytest.raises(RegistryError, match=r"routes\.chat\.judge\.colour"):
+        route_configs(path)
