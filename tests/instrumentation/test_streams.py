@@ -1,0 +1,189 @@
+"""Stream proxies end the call's span exactly once, however the stream ends, and the
+application sees the SDK's stream unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from canarytrace.instrumentation import _call
+from canarytrace.instrumentation.openai import ChatAccumulator
+from tests.instrumentation.conftest import (
+    TEXT_CHUNKS,
+    Telemetry,
+    anthropic_client,
+    fake_api,
+    openai_client,
+)
+
+MODEL = "gpt-4o-2024-08-06"
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+def ended_calls(telemetry: Telemetry) -> int:
+    """How many times a call was finished: one duration measurement per end."""
+    data = telemetry.metrics.get_metrics_data()
+    return sum(
+        point.count
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "gen_ai.client.operation.duration"
+        for point in metric.data.data_points
+    )
+
+
+def test_exhausted_stream_ends_span_once(instrumented: Telemetry) -> None:
+    with openai_client().chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    ) as stream:
+        chunks = list(stream)
+        stream.close()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(
+        TEXT_CHUNKS
+    )
+    span = instrumented.one_span()
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert ended_calls(instrumented) == 1
+
+
+def test_stream_broken_off_after_one_chunk_and_closed_ends_span(instrumented: Telemetry) -> None:
+    stream = openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    for _chunk in stream:
+        break
+    assert instrumented.llm_spans() == []  # still open while the stream is
+    stream.close()
+    span = instrumented.one_span()
+    assert span.status.status_code.name == "UNSET"
+    assert span.attributes["gen_ai.response.id"] == "chatcmpl-1"
+    assert ended_calls(instrumented) == 1
+
+
+def test_stream_broken_off_and_dropped_ends_span_when_collected(instrumented: Telemetry) -> None:
+    def read_one() -> None:
+        stream = anthropic_client().messages.create(
+            model="claude-3-5-sonnet-20241022", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        next(iter(stream))
+
+    read_one()
+    gc.collect()
+    assert instrumented.one_span().attributes["gen_ai.response.id"] == "msg_1"
+    assert ended_calls(instrumented) == 1
+
+
+def test_unconsumed_stream_ends_span_when_collected(instrumented: Telemetry) -> None:
+    openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    gc.collect()
+    assert len(instrumented.llm_spans()) == 1
+    assert ended_calls(instrumented) == 1
+
+
+def test_async_stream_broken_off_ends_span(instrumented: Telemetry) -> None:
+    async def main() -> None:
+        client = openai_client(is_async=True)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        async for _chunk in stream:
+            break
+        await stream.close()
+
+    asyncio.run(main())
+    assert instrumented.one_span().attributes["gen_ai.request.stream"] is True
+    assert ended_calls(instrumented) == 1
+
+
+class _BrokenStream(httpx2.SyncByteStream):
+    """The first event, then the connection drops."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        raise httpx2.ReadError("connection lost")
+
+
+def _broken_api(request: httpx2.Request) -> httpx2.Response:
+    complete = fake_api(request).read()
+    first = complete.split(b"\n\n")[0] + b"\n\n"
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_BrokenStream(first)
+    )
+
+
+def _broken_client() -> openai.OpenAI:
+    http = httpx2.Client(transport=httpx2.MockTransport(_broken_api))
+    return openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+
+
+def _read_broken_stream() -> tuple[list[Any], BaseException]:
+    chunks = []
+    stream = _broken_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    with pytest.raises(Exception) as raised:
+        for chunk in stream:
+            chunks.append(chunk)
+    return chunks, raised.value
+
+
+def test_stream_that_raises_ends_span_with_error_and_reraises(telemetry: Telemetry) -> None:
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    plain_chunks, plain_error = _read_broken_stream()
+    instrument(tracer_provider=telemetry.provider, meter_provider=telemetry.meter_provider)
+    try:
+        chunks, error = _read_broken_stream()
+    finally:
+        uninstrument()
+    assert type(error) is type(plain_error)
+    assert str(error) == str(plain_error)
+    assert len(chunks) == len(plain_chunks) == 1
+    span = telemetry.one_span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["error.type"] == type(error).__qualname__
+    assert ended_calls(telemetry) == 1
+
+
+def test_user_exception_inside_the_loop_propagates(instrumented: Telemetry) -> None:
+    class Stop(Exception):
+        pass
+
+    stream = openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    with pytest.raises(Stop), stream:
+        for _chunk in stream:
+            raise Stop
+    assert len(instrumented.llm_spans()) == 1
+    assert ended_calls(instrumented) == 1
+
+
+def test_proxy_keeps_the_sdk_stream_api(instrumented: Telemetry) -> None:
+    stream = openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    assert isinstance(stream, openai.Stream)
+    assert stream.response.status_code == 200
+    stream.close()
+
+
+def test_errors_in_canarytrace_stream_hooks_are_swallowed(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Any, chunk: Any) -> None:
+        raise RuntimeError("bug in canarytrace")
+
+    monkeypatch.setattr(ChatAccumulator, "process", broken)
+    monkeypatch.setattr(_call, "_reported", set())
+    with caplog.at_level("DEBUG", logger="canarytrace.instrumentation"):
+        for _ in range(2):
+            chunks = list(
+                openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+            )
+            assert len(chunks) == len(TEXT_CHUNKS) + 2
+    site = [r for r in caplog.records if "stream.process" in r.getMessage()]
+    # Logged once per call site as a warning, then at debug level only.
+    assert [r.levelname for r in site][:2] == ["WARNING", "DEBUG"]
+    assert sum(r.levelname == "WARNING" for r in site) == 1
+    assert len(instrumented.llm_spans()) == 2
