@@ -1,0 +1,143 @@
+"""End to end: SDK calls -> canarytrace.instrument() -> OTLP -> the real collector ->
+its files and Jaeger (and, tail-sampled, the Tempo pipeline) -> canarytrace.analysis.
+
+The app is a separate process with the real openai and anthropic clients against the
+project's simulator; the collector runs collector-config.yaml unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from polars.testing import assert_frame_equal
+
+from canarytrace.analysis.load import load
+from canarytrace.attributes import (
+    FEEDBACK_SPAN_NAME,
+    GEN_AI_REQUEST_MODEL,
+    OUTCOME_SPAN_NAME,
+    TIER,
+)
+
+from .stores import jaeger_spans, spans_in_files, wait_for_spans
+
+pytestmark = pytest.mark.integration
+
+CALLS = 16
+
+
+def _service() -> str:
+    """A service name of this test alone, so one Jaeger query finds only its spans."""
+    return f"canarytrace-it-{uuid.uuid4().hex[:8]}"
+
+
+def _jaeger_source(query_url: str, service: str) -> str:
+    return f"jaeger+{query_url}?service={service}&lookback=1h"
+
+
+@pytest.fixture(scope="module")
+def pipeline(start_jaeger: Any, start_collector: Any, start_app: Any) -> dict[str, Any]:
+    """Run the app once through collector and Jaeger; what it sent and where it went."""
+    jaeger, tempo_stand_in = start_jaeger(), start_jaeger()
+    # Tail sampling keeps no healthy production call here, so what Tempo would get is
+    # exactly the canary calls, the failed calls and the feedback/outcome records.
+    collector = start_collector(
+        jaeger.otlp_grpc, tempo_stand_in.otlp_http, CANARYTRACE_TEMPO_SAMPLE_PERCENT="0"
+    )
+    service = _service()
+    app = start_app("--calls", str(CALLS), endpoint=collector.otlp_http, service=service)
+    done = app.finish()
+    in_files = wait_for_spans(
+        lambda: spans_in_files(collector.traces_dir), done["spans"], "the collector's files"
+    )
+    in_jaeger = wait_for_spans(
+        lambda: jaeger_spans(jaeger.query_url, service), done["spans"], "Jaeger"
+    )
+    return {
+        "service": service,
+        "done": done,
+        "collector": collector,
+        "jaeger": jaeger,
+        "tempo": tempo_stand_in,
+        "in_files": in_files,
+        "in_jaeger": in_jaeger,
+    }
+
+
+def test_every_span_arrives_in_the_files_and_in_jaeger(pipeline: dict[str, Any]) -> None:
+    done, service = pipeline["done"], pipeline["service"]
+    in_files, in_jaeger = pipeline["in_files"], pipeline["in_jaeger"]
+    assert done["answered"] > 0 and len(done["calls"]) == CALLS
+
+    # Exactly what the app handed to its SDK: no span lost, none doubled.
+    assert len(in_files) == done["spans"]
+    assert in_files.keys() == in_jaeger.keys()
+    assert {c["span_id"] for c in done["calls"]} <= in_files.keys()
+    assert {s.service for s in in_files.values()} == {service}
+    names = [s.name for s in in_files.values()]
+    assert FEEDBACK_SPAN_NAME in names and OUTCOME_SPAN_NAME in names
+
+
+def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
+    pipeline: dict[str, Any],
+) -> None:
+    done, service = pipeline["done"], pipeline["service"]
+    collector, jaeger = pipeline["collector"], pipeline["jaeger"]
+
+    from_files = load(collector.traces_dir)
+    from_jaeger = load(_jaeger_source(jaeger.query_url, service))
+
+    assert from_files.problems == [] and from_jaeger.problems == []
+    calls = from_files.calls.sort("span_id")
+    assert calls.height == CALLS
+    assert set(calls["span_id"]) == {c["span_id"] for c in done["calls"]}
+    # Feedback and outcome records were joined onto their calls in both.
+    assert calls["feedback_score"].drop_nulls().len() > 0
+    assert calls["outcome_ok"].drop_nulls().len() > 0
+    assert_frame_equal(calls, from_jaeger.calls.sort("span_id"))
+    expected_tiers = {c["span_id"]: c["tier"] for c in done["calls"]}
+    assert dict(zip(calls["span_id"], calls["tier"], strict=True)) == expected_tiers
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        {TIER: "canary"},
+        {GEN_AI_REQUEST_MODEL: "gpt-4o-2024-11-20"},
+        {GEN_AI_REQUEST_MODEL: "claude-3-5-sonnet-20241022"},
+    ],
+    ids=["tier", "openai-canary-model", "anthropic-production-model"],
+)
+def test_jaeger_finds_the_calls_by_tag(pipeline: dict[str, Any], tag: dict[str, str]) -> None:
+    done, service, jaeger = pipeline["done"], pipeline["service"], pipeline["jaeger"]
+    key, value = next(iter(tag.items()))
+    field = "tier" if key == TIER else "model"
+    expected = {c["span_id"] for c in done["calls"] if c[field] == value}
+    assert expected, "the app made no such call; the test would prove nothing"
+
+    # Jaeger indexes tags as its batch arrives; the full copy is already in (fixture).
+    found = wait_for_spans(
+        lambda: jaeger_spans(jaeger.query_url, service, tag), expected, f"Jaeger's {tag} search"
+    )
+    assert found.keys() == expected
+
+
+def test_the_tempo_pipeline_keeps_canaries_failures_and_feedback_only(
+    pipeline: dict[str, Any],
+) -> None:
+    done, service = pipeline["done"], pipeline["service"]
+    kept = [c for c in done["calls"] if c["tier"] == "canary" or not c["ok"]]
+    dropped = {c["span_id"] for c in done["calls"]} - {c["span_id"] for c in kept}
+    assert kept and dropped, "the run needs both kinds of call to show the sampling"
+
+    tempo = pipeline["tempo"]
+    found = wait_for_spans(
+        lambda: jaeger_spans(tempo.query_url, service),
+        {c["span_id"] for c in kept},
+        "the Tempo stand-in",
+    )
+    assert not dropped & found.keys()
+    records = [s for s in found.values() if s.name in (FEEDBACK_SPAN_NAME, OUTCOME_SPAN_NAME)]
+    assert records, "feedback and outcome records are kept whatever their call"
