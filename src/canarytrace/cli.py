@@ -295,6 +295,89 @@ def simulate(
         sim.stop()
 
 
+# --- analysis: analyze, export -------------------------------------------------------------
+
+SourceArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Trace files, folder, glob, .parquet, jaeger+http://HOST:PORT?service=NAME or "
+        "tempo+http://HOST:PORT?q=TRACEQL (default: the embedded folder)."
+    ),
+]
+
+
+class AnalyzeFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def analyze(
+    source: SourceArg = None,
+    route: Annotated[str | None, typer.Option(help="Judge only this route.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only calls since then: ISO time or a duration (6h).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only calls before then.")] = None,
+    output: Annotated[
+        AnalyzeFormat, typer.Option("--format", case_sensitive=False, help="table or json (CI).")
+    ] = AnalyzeFormat.table,
+    markdown: Annotated[Path | None, typer.Option(help="Also write a Markdown report.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report.")] = None,
+    jaeger_url: Annotated[str | None, typer.Option(help="Link trace ids to Jaeger's UI.")] = None,
+    tempo_url: Annotated[str | None, typer.Option(help="Link trace ids to Tempo/Grafana")] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="Confidence of each decision (default 0.95).")
+    ] = None,
+    sequential: Annotated[
+        bool, typer.Option(help="Always-valid intervals: safe to re-run on a live canary.")
+    ] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Judge canary vs production: exit 0 PROMOTE, 1 ROLLBACK, 3 HOLD, 2 usage, 4 unreadable."""
+    from canarytrace.analysis.command import analyze as run
+
+    code = run(
+        source,
+        out=stdout,
+        err=stderr,
+        route=route,
+        since=since,
+        until=until,
+        as_json=output == AnalyzeFormat.json,
+        markdown=markdown,
+        html=html,
+        jaeger_url=jaeger_url,
+        tempo_url=tempo_url,
+        confidence=confidence,
+        sequential=sequential,
+        registry=_registry_path(registry),
+    )
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def export(
+    source: SourceArg = None,
+    parquet: Annotated[Path, typer.Option(help="The Parquet file of calls to write.")] = Path(
+        "calls.parquet"
+    ),
+    since: Annotated[str | None, typer.Option(help="Only calls since then.")] = None,
+) -> None:
+    """Convert traces to one Parquet file of calls (fast to analyse again)."""
+    from canarytrace.analysis.command import export as run
+
+    raise typer.Exit(code=run(source, parquet, err=stderr, since=since))
+
+
+# --- snapshot tests across model versions: snapshots review, compare ---------------------
+# Defined in canarytrace.snapshots.commands, which imports nothing heavy until a command runs.
+from canarytrace.snapshots import commands as _snapshots  # noqa: E402
+
+app.add_typer(_snapshots.app, name="snapshots")
+app.command("compare")(_snapshots.compare)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

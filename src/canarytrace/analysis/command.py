@@ -1,0 +1,117 @@
+"""What `canarytrace analyze` and `canarytrace export` do, behind the typer shell in cli.py.
+
+Exit codes of `analyze` (documented in README.md, "Judging a canary"): 0 PROMOTE,
+1 ROLLBACK, 3 HOLD, 2 usage error (bad option, bad registry `judge:` settings),
+4 source unreadable. Every run also records each route's verdict in
+`.canarytrace/last-verdict.json` (or `$CANARYTRACE_STATE_DIR`) for
+`promote --require-verdict`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from canarytrace.analysis import report
+from canarytrace.analysis.judge import JudgeConfig, judge
+from canarytrace.analysis.load import export_parquet, load, parse_time
+from canarytrace.analysis.settings import route_configs
+from canarytrace.errors import RegistryError, TraceSourceError
+
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 4
+
+
+def state_file() -> Path:
+    """Where the latest verdict per route is kept."""
+    folder = os.environ.get("CANARYTRACE_STATE_DIR") or ".canarytrace"
+    return Path(folder) / "last-verdict.json"
+
+
+def _err(console: Console, message: str) -> None:
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def analyze(
+    source: str | None,
+    *,
+    out: Console,
+    err: Console,
+    route: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    as_json: bool = False,
+    markdown: Path | None = None,
+    html: Path | None = None,
+    jaeger_url: str | None = None,
+    tempo_url: str | None = None,
+    confidence: float | None = None,
+    sequential: bool = False,
+    registry: Path | None = None,
+) -> int:
+    """Load, judge, report; return the exit code."""
+    try:
+        parse_time(since)
+        parse_time(until)
+    except ValueError as exc:
+        _err(err, f"--since/--until: {exc}")
+        return EXIT_USAGE
+    base = JudgeConfig()
+    try:
+        changes: dict[str, object] = {}
+        if confidence is not None:
+            changes["confidence"] = confidence
+        if sequential:
+            changes["sequential"] = True
+        configs = route_configs(registry) if registry is not None and registry.exists() else {}
+        base = base.override(changes, where="option")
+        configs = {name: cfg.override(changes, where="option") for name, cfg in configs.items()}
+    except (ValueError, RegistryError) as exc:
+        _err(err, str(exc))
+        return EXIT_USAGE
+    try:
+        loaded = load(source, since=since, until=until)
+    except TraceSourceError as exc:
+        _err(err, str(exc))
+        return EXIT_UNREADABLE
+    for problem in loaded.problems:
+        err.print(Text("skipped ", style="yellow") + Text(str(problem)), soft_wrap=True)
+    if loaded.calls.height == 0:
+        _err(err, f"no LLM calls in {', '.join(loaded.sources) or source}; nothing to judge")
+        return EXIT_UNREADABLE if loaded.problems else 3
+    if route is not None and route not in set(loaded.calls["route"].drop_nulls().to_list()):
+        _err(err, f"--route {route}: no calls of that route in the source")
+        return EXIT_USAGE
+    judgement = judge(loaded.calls, route=route, config=base, route_configs=configs)
+    if as_json:
+        out.print_json(report.to_json(judgement, loaded.problems))
+    else:
+        report.print_judgement(
+            judgement, out, problems=loaded.problems, jaeger_url=jaeger_url, tempo_url=tempo_url
+        )
+    links = {"jaeger_url": jaeger_url, "tempo_url": tempo_url}
+    if markdown is not None:
+        report.write_markdown(judgement, loaded.calls, markdown, **links)
+    if html is not None:
+        report.write_html(judgement, loaded.calls, html, **links)
+    report.save_latest(judgement, state_file())
+    return report.EXIT_CODES[judgement.verdict]
+
+
+def export(source: str | None, parquet: Path, *, err: Console, since: str | None = None) -> int:
+    """Convert traces to one Parquet file of calls; return the exit code."""
+    try:
+        loaded = export_parquet(source, parquet, since=since)
+    except TraceSourceError as exc:
+        _err(err, str(exc))
+        return EXIT_UNREADABLE
+    except ValueError as exc:
+        _err(err, str(exc))
+        return EXIT_USAGE
+    for problem in loaded.problems:
+        err.print(Text("skipped ", style="yellow") + Text(str(problem)), soft_wrap=True)
+    err.print(f"wrote {loaded.calls.height} calls to {parquet}")
+    return 0

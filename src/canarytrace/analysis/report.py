@@ -1,0 +1,424 @@
+"""The judgement for people and for CI: rich tables, JSON, Markdown or HTML with plots.
+
+`print_judgement` writes one table per route (metric, production, canary, change with
+its interval, adjusted p, margin, status), the verdict with its reasons and the canary
+traces worth a look, as links when a Jaeger or Tempo URL is given. `to_json` is the
+machine form (`--format json`). `write_markdown` / `write_html` add plots: latency
+distributions per tier, error and regression rates with 95 % Wilson intervals, cost per
+call over time. HTML embeds its plots; Markdown writes PNGs beside itself.
+`save_latest` / `latest_verdict` keep the last verdict per route so that a promotion
+can be refused when the analysis does not support it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from canarytrace.analysis import metrics as M
+from canarytrace.analysis.judge import Judgement, MetricResult, RouteVerdict, Verdict
+from canarytrace.analysis.load import Problem
+
+_VERDICT_STYLE = {
+    Verdict.PROMOTE: "bold green",
+    Verdict.HOLD: "bold yellow",
+    Verdict.ROLLBACK: "bold red",
+}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "no data": "dim"}
+EXIT_CODES = {Verdict.PROMOTE: 0, Verdict.ROLLBACK: 1, Verdict.HOLD: 3}
+
+
+def trace_link(
+    trace_id: str, jaeger_url: str | None = None, tempo_url: str | None = None
+) -> str | None:
+    """A URL for a trace: `{trace_id}` in the URL is replaced, else a default path is added.
+
+    Jaeger's UI shows a trace at `/trace/<id>`; Tempo (no UI of its own) at
+    `/api/traces/<id>`; pass a Grafana Explore URL with `{trace_id}` to link there.
+    """
+    for base, default in ((jaeger_url, "/trace/{trace_id}"), (tempo_url, "/api/traces/{trace_id}")):
+        if base:
+            template = base if "{trace_id}" in base else base.rstrip("/") + default
+            return template.replace("{trace_id}", trace_id)
+    return None
+
+
+def format_value(result: MetricResult, value: float | None) -> str:
+    """A metric's value in its unit (%, ms, USD, tokens, score)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if result.name.endswith("_rate") or result.name == "positive_feedback":
+        return f"{value:.2%}"
+    if result.name.startswith("latency"):
+        return f"{value:,.0f} ms"
+    if result.name.startswith("cost"):
+        return f"${value:.5f}"
+    if result.name == "output_tokens":
+        return f"{value:,.1f}"
+    return f"{value:.3f}"
+
+
+def format_change(result: MetricResult, value: float | None) -> str:
+    """A change: relative in %, absolute proportions in percentage points."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if result.relative:
+        return f"{value:+.1%}"
+    if result.name.endswith("_rate") or result.name == "positive_feedback":
+        return f"{value * 100:+.2f} pp"
+    return f"{value:+.3g}"
+
+
+def format_margin(result: MetricResult) -> str:
+    """The margin with the direction that counts as worse."""
+    worse = "+" if result.higher_is_worse else "-"
+    if result.relative:
+        return f"{worse}{result.margin:.0%}"
+    if result.name.endswith("_rate") or result.name == "positive_feedback":
+        return f"{worse}{result.margin * 100:.2g} pp"
+    return f"{worse}{result.margin:g}"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2g}"
+
+
+def metric_rows(route: RouteVerdict) -> list[list[str]]:
+    """The table's rows as text, shared by the console, Markdown and HTML."""
+    rows = []
+    for r in route.metrics:
+        change = format_change(r, r.change)
+        if r.low is not None and r.high is not None:
+            change += f" [{format_change(r, r.low)}, {format_change(r, r.high)}]"
+        rows.append(
+            [
+                r.label + (" *" if r.critical else ""),
+                format_value(r, r.production),
+                format_value(r, r.canary),
+                change,
+                _p(r.p_harm_adjusted),
+                format_margin(r),
+                r.status,
+            ]
+        )
+    return rows
+
+
+HEADERS = [
+    "metric",
+    "production",
+    "canary",
+    "change [interval]",
+    "adj. p (worse)",
+    "margin",
+    "status",
+]
+
+
+def _interval_note(route: RouteVerdict) -> str:
+    level = 1 - 2 * (1 - route.confidence)
+    if route.mode.startswith("sequential"):
+        return f"intervals: always-valid at {route.confidence:.0%}"
+    return f"intervals: {level:.0%} two-sided (= one-sided tests at {route.confidence:.0%})"
+
+
+def _traces(route: RouteVerdict) -> list[tuple[str, dict[str, Any]]]:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    seen += [("slowest", t) for t in route.slowest_canary]
+    seen += [("failing", t) for t in route.failing_canary]
+    return seen
+
+
+def print_judgement(
+    judgement: Judgement,
+    console: Console,
+    *,
+    problems: Sequence[Problem] = (),
+    jaeger_url: str | None = None,
+    tempo_url: str | None = None,
+) -> None:
+    """The console report: per route a table, the verdict, reasons and traces."""
+    for route in judgement.routes.values():
+        title = (
+            f"route {route.route}: {route.production_model} (production, "
+            f"{route.production_users} users / {route.production_calls} calls) vs "
+            f"{route.canary_model} (canary, "
+            f"{route.canary_users} users / {route.canary_calls} calls)"
+        )
+        table = Table(title=title, caption=f"{route.mode}; {_interval_note(route)}; * critical")
+        for header in HEADERS:
+            table.add_column(header, justify="left" if header in ("metric", "status") else "right")
+        for row in metric_rows(route):
+            table.add_row(*row[:-1], Text(row[-1], style=_STATUS_STYLE.get(row[-1], "")))
+        console.print(table)
+        console.print(
+            Text.assemble(
+                ("verdict: ", "bold"), (str(route.verdict), _VERDICT_STYLE[route.verdict])
+            )
+        )
+        for reason in route.reasons:
+            console.print(Text(f"  - {reason}"))
+        if route.srm is not None:
+            console.print(
+                Text(
+                    f"  split: {route.srm.observed_share:.1%} canary users, stage "
+                    f"{route.srm.expected_share:.0%} (SRM p = {route.srm.p_value:.2g})"
+                )
+            )
+        for label, trace in _traces(route):
+            link = trace_link(trace["trace_id"], jaeger_url, tempo_url)
+            text = Text(f"  {label} canary trace ")
+            text.append(trace["trace_id"], style=f"link {link}" if link else "cyan")
+            detail = f" {trace['duration_ms']:,.0f} ms"
+            if trace.get("error_type"):
+                detail += f", {trace['error_type']}"
+            if trace.get("outcome_kind"):
+                detail += f", {trace['outcome_kind']}"
+            text.append(detail)
+            console.print(text)
+    if problems:
+        console.print(Text(f"{len(problems)} unreadable line(s) skipped:", style="yellow"))
+        for problem in problems[:20]:
+            console.print(Text(f"  {problem}"))
+    console.print(
+        Text.assemble(
+            ("overall: ", "bold"), (str(judgement.verdict), _VERDICT_STYLE[judgement.verdict])
+        )
+    )
+
+
+def to_json(judgement: Judgement, problems: Sequence[Problem] = ()) -> str:
+    """The judgement and the problems met while loading, as JSON for CI."""
+    data = judgement.to_dict()
+    data["exit_code"] = EXIT_CODES[judgement.verdict]
+    data["problems"] = [
+        {"source": p.source, "line": p.line, "message": p.message} for p in problems
+    ]
+    return json.dumps(data, indent=2, default=str)
+
+
+# --- plots ------------------------------------------------------------------------------
+
+
+def _wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def plots(calls: pl.DataFrame | pl.LazyFrame, route: str) -> dict[str, bytes]:
+    """PNG plots of one route: latency per tier, rates with intervals, cost over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lazy = calls.lazy().filter(
+        (pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"])
+    )
+    out: dict[str, bytes] = {}
+
+    def save(fig: Any, name: str) -> None:
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        out[name] = buffer.getvalue()
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for tier, colour in (("production", "tab:blue"), ("canary", "tab:orange")):
+        values = lazy.filter(pl.col("tier") == tier).select("duration_ms").collect()["duration_ms"]
+        values = values.drop_nulls().filter(values > 0).to_numpy()
+        if len(values):
+            bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60)
+            ax.hist(values, bins=bins, density=True, alpha=0.5, label=tier, color=colour)
+            ax.axvline(np.quantile(values, 0.95), color=colour, linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale); dashed: p95")
+    ax.set_title(f"{route}: latency per tier")
+    ax.legend()
+    save(fig, "latency")
+
+    summary = M.summary(lazy, by=("tier",))
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+    for ax, (rate, count, total, title) in zip(
+        axes,
+        (
+            ("error_rate", "errors", "calls", "error rate"),
+            ("regression_rate", None, "outcomes", "regression rate"),
+        ),
+        strict=True,
+    ):
+        tiers, centres, lows, highs = [], [], [], []
+        for row in summary.iter_rows(named=True):
+            n = row[total] or 0
+            k = row[count] if count else (row[rate] or 0) * n
+            low, high = _wilson(k, n)
+            tiers.append(row["tier"])
+            centres.append(row[rate] or 0)
+            lows.append(max(0.0, (row[rate] or 0) - low) if n else 0)
+            highs.append(max(0.0, high - (row[rate] or 0)) if n else 0)
+        ax.bar(
+            tiers,
+            centres,
+            yerr=[lows, highs],
+            capsize=6,
+            color=["tab:orange", "tab:blue"][: len(tiers)],
+        )
+        ax.set_title(f"{title} (95% Wilson)")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    save(fig, "rates")
+
+    timeline = M.over_time(lazy, every="1h", by=("tier",))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for tier in ("production", "canary"):
+        part = timeline.filter(pl.col("tier") == tier)
+        if part.height:
+            ax.plot(
+                part["start"].to_list(),
+                part["cost_per_1k_calls_usd"].to_list(),
+                marker="o",
+                label=tier,
+            )
+    ax.set_ylabel("USD per 1,000 calls")
+    ax.set_title(f"{route}: cost over time")
+    ax.legend()
+    fig.autofmt_xdate()
+    save(fig, "cost")
+    return out
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def _markdown_table(route: RouteVerdict) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in metric_rows(route)]
+    return "\n".join(lines)
+
+
+def _trace_lines(
+    route: RouteVerdict, jaeger_url: str | None, tempo_url: str | None, md: bool
+) -> list[str]:
+    lines = []
+    for label, trace in _traces(route):
+        link = trace_link(trace["trace_id"], jaeger_url, tempo_url)
+        tid = trace["trace_id"]
+        if md:
+            shown = f"[`{tid}`]({link})" if link else f"`{tid}`"
+        else:
+            shown = (
+                f'<a href="{html.escape(link)}"><code>{tid}</code></a>'
+                if link
+                else f"<code>{tid}</code>"
+            )
+        lines.append(
+            f"{label}: {shown} {trace['duration_ms']:,.0f} ms {trace.get('error_type') or ''}"
+        )
+    return lines
+
+
+def write_markdown(
+    judgement: Judgement,
+    calls: pl.DataFrame | pl.LazyFrame,
+    path: str | Path,
+    *,
+    jaeger_url: str | None = None,
+    tempo_url: str | None = None,
+) -> Path:
+    """A Markdown report; its PNG plots go to `<name>_plots/` beside it."""
+    path = Path(path)
+    folder = path.with_name(path.stem + "_plots")
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [f"# Canary analysis: {judgement.verdict}", "", f"Mode: {judgement.config.mode}.", ""]
+    for route in judgement.routes.values():
+        parts += [f"## Route `{route.route}`: **{route.verdict}**", ""]
+        parts += [f"- {reason}" for reason in route.reasons] + [""]
+        parts += [_markdown_table(route), "", f"_{_interval_note(route)}; * critical_", ""]
+        parts += [f"- {line}" for line in _trace_lines(route, jaeger_url, tempo_url, md=True)] + [
+            ""
+        ]
+        for name, png in plots(calls, route.route).items():
+            file = folder / f"{route.route}_{name}.png"
+            file.write_bytes(png)
+            parts += [f"![{name}]({folder.name}/{file.name})", ""]
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def write_html(
+    judgement: Judgement,
+    calls: pl.DataFrame | pl.LazyFrame,
+    path: str | Path,
+    *,
+    jaeger_url: str | None = None,
+    tempo_url: str | None = None,
+) -> Path:
+    """A self-contained HTML report (plots embedded as PNG data URIs)."""
+    path = Path(path)
+    body = [
+        f"<h1>Canary analysis: {judgement.verdict}</h1>",
+        f"<p>Mode: {html.escape(judgement.config.mode)}.</p>",
+    ]
+    for route in judgement.routes.values():
+        body.append(f"<h2>Route <code>{html.escape(route.route)}</code>: {route.verdict}</h2><ul>")
+        body += [f"<li>{html.escape(reason)}</li>" for reason in route.reasons]
+        body.append("</ul><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADERS) + "</tr>")
+        for row in metric_rows(route):
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        body.append(f"</table><p><em>{html.escape(_interval_note(route))}; * critical</em></p><ul>")
+        body += [
+            f"<li>{line}</li>" for line in _trace_lines(route, jaeger_url, tempo_url, md=False)
+        ]
+        body.append("</ul>")
+        for name, png in plots(calls, route.route).items():
+            data = base64.b64encode(png).decode()
+            body.append(f'<img alt="{name}" src="data:image/png;base64,{data}">')
+    style = "body{font-family:sans-serif;max-width:60em}td,th{padding:2px 8px;text-align:right}"
+    document = (
+        f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>"
+    )
+    path.write_text(document + "\n".join(body) + "</body></html>", encoding="utf-8")
+    return path
+
+
+# --- the latest verdict, for `promote --require-verdict` ------------------------------------
+
+
+def save_latest(judgement: Judgement, path: str | Path) -> Path:
+    """Record each route's verdict (and when) so a later promotion can check it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    for name, route in judgement.routes.items():
+        previous[name] = {
+            "verdict": str(route.verdict),
+            "canary_model": route.canary_model,
+            "window_end": route.window_end.isoformat() if route.window_end else None,
+        }
+    path.write_text(json.dumps(previous, indent=2), encoding="utf-8")
+    return path
+
+
+def latest_verdict(route: str, path: str | Path) -> Verdict | None:
+    """The last recorded verdict of `route`, or None when it was never analysed."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text()).get(route)
+    return Verdict(entry["verdict"]) if entry else None

@@ -1,0 +1,96 @@
+"""`canarytrace analyze` and `canarytrace export` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from canarytrace.analysis import synth
+from canarytrace.analysis.report import latest_verdict
+from canarytrace.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _traces(tmp_path: Path, scenario: synth.Scenario, name: str) -> Path:
+    return synth.write_otlp(synth.calls(scenario), tmp_path / name / "traces-1.jsonl").parent
+
+
+def test_exit_codes_follow_the_verdict(tmp_path: Path) -> None:
+    bad = _traces(
+        tmp_path, synth.with_canary(synth.Scenario(users=800, seed=1), cost_multiplier=1.4), "bad"
+    )
+    good = _traces(tmp_path, synth.aa(users=3000, seed=4), "good")
+    thin = _traces(tmp_path, synth.aa(users=30, seed=2), "thin")
+    rollback = runner.invoke(app, ["analyze", str(bad)])
+    assert rollback.exit_code == 1, rollback.output
+    assert "ROLLBACK" in rollback.output and "cost per call" in rollback.output
+    assert runner.invoke(app, ["analyze", str(good)]).exit_code == 0
+    assert runner.invoke(app, ["analyze", str(thin)]).exit_code == 3
+    assert latest_verdict("chat", tmp_path / "state" / "last-verdict.json") == "HOLD"
+
+
+def test_usage_errors_and_unreadable_sources(tmp_path: Path) -> None:
+    good = _traces(tmp_path, synth.aa(users=100, seed=4), "good")
+    assert runner.invoke(app, ["analyze", str(tmp_path / "nowhere")]).exit_code == 4
+    assert runner.invoke(app, ["analyze", str(good), "--since", "yesterday"]).exit_code == 2
+    assert runner.invoke(app, ["analyze", str(good), "--confidence", "1.5"]).exit_code == 2
+    assert runner.invoke(app, ["analyze", str(good), "--route", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["analyze", str(good), "--format", "yaml"]).exit_code == 2
+    registry = tmp_path / "models.yaml"
+    registry.write_text("routes:\n  chat:\n    production: a\n    judge: {colour: red}\n")
+    result = runner.invoke(app, ["analyze", str(good), "--registry", str(registry)])
+    assert result.exit_code == 2 and "routes.chat.judge.colour" in result.output
+
+
+def test_json_for_ci_and_reports_with_plots_and_links(tmp_path: Path) -> None:
+    source = _traces(
+        tmp_path, synth.with_canary(synth.Scenario(users=1500, seed=3), error_rate=0.04), "src"
+    )
+    md, page = tmp_path / "report.md", tmp_path / "report.html"
+    args = ["analyze", str(source), "--format", "json", "--sequential"]
+    args += ["--markdown", str(md), "--html", str(page), "--jaeger-url", "http://jaeger:16686"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "ROLLBACK" and data["exit_code"] == 1
+    assert data["mode"].startswith("sequential")
+    failing = data["routes"]["chat"]["failing_canary"][0]["trace_id"]
+    assert f"](http://jaeger:16686/trace/{failing})" in md.read_text()
+    assert sorted(p.name for p in (tmp_path / "report_plots").iterdir()) == [
+        "chat_cost.png",
+        "chat_latency.png",
+        "chat_rates.png",
+    ]
+    assert page.read_text().count("data:image/png;base64,") == 3
+
+
+def test_export_writes_parquet_that_analyzes_the_same(tmp_path: Path) -> None:
+    source = _traces(
+        tmp_path, synth.with_canary(synth.Scenario(users=600, seed=5), error_rate=0.05), "src"
+    )
+    out = tmp_path / "calls.parquet"
+    assert runner.invoke(app, ["export", str(source), "--parquet", str(out)]).exit_code == 0
+    from_json = runner.invoke(app, ["analyze", str(source), "--format", "json"])
+    from_parquet = runner.invoke(app, ["analyze", str(out), "--format", "json"])
+    assert json.loads(from_json.stdout) == json.loads(from_parquet.stdout)
+
+
+def test_malformed_lines_are_reported_on_stderr(tmp_path: Path) -> None:
+    source = _traces(tmp_path, synth.aa(users=100, seed=6), "src")
+    with (source / "traces-1.jsonl").open("a") as f:
+        f.write('{"resourceSpans": [{"scopeSpans": [\n')
+    result = runner.invoke(app, ["analyze", str(source), "--format", "json"])
+    assert f"traces-1.jsonl:{len((source / 'traces-1.jsonl').read_text().splitlines())}" in (
+        result.stderr
+    )
+    assert json.loads(result.stdout)["problems"][0]["line"] > 1
