@@ -227,6 +227,9 @@ class _Server(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "canarytrace-simulator"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, each
+    # keep-alive response would stall on the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
@@ -335,11 +338,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send_common_headers(provider, request_id, {})
         self.end_headers()
         self.wfile.flush()
+        due: list[bytes] = []  # events already due go out in one write
         for at, event in reply.events:
-            self._wait_until(arrived + at)
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            if arrived + at > time.monotonic():
+                self._write_chunks(due)
+                due = []
+                self._wait_until(arrived + at)
+            due.append(event)
+        self._write_chunks([*due, b""])  # the empty chunk ends the body
+
+    def _write_chunks(self, events: list[bytes]) -> None:
+        if events:
+            self.wfile.write(b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events))
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
 
     def _send_common_headers(self, provider: str, request_id: str, extra: dict[str, str]) -> None:
         id_header = "request-id" if provider == "anthropic" else "x-request-id"
