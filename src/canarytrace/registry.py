@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import logging
 import os
 import re
@@ -168,7 +169,12 @@ def is_pinned(model_id: str, table: DeprecationTable | None = None) -> bool:
     Known aliases are never pinned. `table` defaults to the shipped deprecation table
     extended by `$CANARYTRACE_DEPRECATIONS`.
     """
-    table = _table(table)
+    return _pinned(model_id, _table(table))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pinned(model_id: str, table: DeprecationTable) -> bool:
+    """Cached per (id, table): the instrumentation asks once per traced call."""
     if is_known_alias(model_id, table):
         return False
     return bool(_PINNED.search(model_id)) or table.is_snapshot(model_id)
