@@ -1,0 +1,124 @@
+"""`canarytrace snapshots review` and `canarytrace compare`: thin typer shells.
+
+The top-level `cli.py` mounts `app` as `snapshots` and registers `compare`. Everything
+heavy (syrupy, the embedding model, the SDKs, scipy) is imported inside the commands,
+so `canarytrace --help` stays fast and never imports torch.
+
+Exit codes: 0 all acceptable / EQUIVALENT; 1 a worrying change / REGRESSED; 2 the
+command could not run (bad option, no git, unreadable file), with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from canarytrace.errors import CanaryTraceError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Snapshot tests across model versions: review what an update changed.",
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class EmbedderChoice(StrEnum):
+    """How similarity is measured (see canarytrace.snapshots.embedders)."""
+
+    auto = "auto"
+    local = "local"
+    openai = "openai"
+    lexical = "lexical"
+
+
+EmbedderOption = Annotated[
+    EmbedderChoice | None,
+    typer.Option(
+        "--embedder",
+        case_sensitive=False,
+        help="local (all-MiniLM-L6-v2), openai, lexical, or auto "
+        "(default: $CANARYTRACE_EMBEDDER, else auto)",
+    ),
+]
+
+
+def _fail(exc: CanaryTraceError) -> typer.Exit:
+    stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command("review")
+def review(
+    base: Annotated[
+        str, typer.Option(help="Git revision to compare the working tree's snapshots with.")
+    ] = "HEAD",
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a side-by-side HTML report to this file.")
+    ] = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Classify each changed LLM snapshot (*.llm) as acceptable or worrying; 1 if any worrying."""
+    from canarytrace.snapshots import review as reviewing
+
+    try:
+        result = reviewing.review(base, embedder=embedder.value if embedder else None)
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    if result.changes:
+        stdout.print(reviewing.table(result))
+    stdout.print(reviewing.summary(result), highlight=False)
+    if html is not None:
+        reviewing.write_html(result, html)
+        stderr.print(f"wrote {html}", highlight=False)
+    raise typer.Exit(code=1 if result.worrying else 0)
+
+
+def compare(
+    prompts: Annotated[
+        Path,
+        typer.Argument(metavar="PROMPTS.yaml", help="A list of prompts (strings or mappings)."),
+    ],
+    baseline: Annotated[
+        str, typer.Option(help="Model id, or a tier of models.yaml (e.g. production).")
+    ],
+    candidate: Annotated[str, typer.Option(help="Model id, or a tier (e.g. canary).")],
+    runs: Annotated[
+        int, typer.Option(min=2, help="Answers per prompt per model; one sample is noise.")
+    ] = 5,
+    route: Annotated[
+        str | None, typer.Option(help="Route of models.yaml when a tier is given.")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the verdict.")] = 0.05,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Ask both models each prompt N times; judge the candidate against the baseline's noise.
+
+    Exit 0 EQUIVALENT, 1 REGRESSED, 2 when it cannot run.
+    """
+    from canarytrace.snapshots import compare as comparing
+
+    try:
+        result = comparing.compare(
+            baseline,
+            candidate,
+            comparing.load_prompts(prompts),
+            runs=runs,
+            route=route,
+            alpha=alpha,
+            embedder=embedder.value if embedder else None,
+        )
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+    stdout.print(comparing.table(result))
+    for r in result.results:
+        for error in r.errors:
+            stderr.print(f"{r.prompt.id}: {error}", highlight=False)
+    style = "red" if result.verdict == "REGRESSED" else "green"
+    stdout.print(f"[{style}]{result.verdict}[/{style}]: {result.reason}", highlight=False)
+    stdout.print(f"similarity: {result.similarity_label}", highlight=False)
+    raise typer.Exit(code=1 if result.verdict == "REGRESSED" else 0)
