@@ -102,9 +102,11 @@ def test_the_registry_defaults_to_the_environment_variable(
     registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CANARYTRACE_REGISTRY", str(registry))
-    result = runner.invoke(app, ["promote", "summarize"])
+    result = runner.invoke(app, ["promote", "summarize", "--as-of", "2026-11-25"])
     assert result.exit_code == 0, result.output
     assert "25% -> 50%" in result.stdout
+    # The canary is promoted, with a warning: it retires in 50 days.
+    assert "gpt-4o-2024-11-20 retires on 2027-01-14, in 50 days" in result.stderr
 
 
 def test_lint_json_output_and_exit_codes() -> None:

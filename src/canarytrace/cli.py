@@ -193,12 +193,15 @@ def promote(
 
     day = as_of.date() if as_of else None
     try:
-        change = promote_route(
-            _registry_path(registry), route, today=day, table=load_table(deprecations)
-        )
+        table = load_table(deprecations)
+        change = promote_route(_registry_path(registry), route, today=day, table=table)
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
     stdout.print(f"{route}: {change.summary}", highlight=False, markup=False, soft_wrap=True)
+    promoted = change.before.canary or ""
+    state = table.assess(promoted, day or dt.date.today())
+    if state.warned:
+        _say("warning", "yellow", f"{route}: {promoted} {state.describe()}")
 
 
 @app.command()
