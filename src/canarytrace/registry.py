@@ -187,7 +187,7 @@ def env_var(route: str, tier: str) -> str:
 
 # --- reading with positions -------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 
 class _Located:
@@ -195,9 +195,9 @@ class _Located:
 
     def __init__(self, file: str):
         self.file = file
-        self.where: dict[Path_, tuple[str, int | None]] = {}
+        self.where: dict[KeyPath, tuple[str, int | None]] = {}
 
-    def plain(self, node: Any, path: Path_ = ()) -> Any:
+    def plain(self, node: Any, path: KeyPath = ()) -> Any:
         if isinstance(node, CommentedMap):
             out = {}
             for key, value in node.items():
@@ -212,7 +212,7 @@ class _Located:
             return items
         return node
 
-    def problem(self, path: Path_, message: str) -> Problem:
+    def problem(self, path: KeyPath, message: str) -> Problem:
         """A problem at the deepest known position along `path`."""
         for end in range(len(path), 0, -1):
             if path[:end] in self.where:
@@ -221,7 +221,7 @@ class _Located:
         return Problem(self.file, None, _dotted(path) or "(top level)", message)
 
 
-def _dotted(path: Path_) -> str:
+def _dotted(path: KeyPath) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -306,9 +306,9 @@ def _unknown_key(key: object, allowed: Iterable[str]) -> str:
 
 
 def _schema_problems(
-    error: ValidationError, base: Path_, located: _Located, schema: type[BaseModel]
+    error: ValidationError, base: KeyPath, located: _Located, schema: type[BaseModel]
 ) -> list[Problem]:
-    problems: dict[Path_, Problem] = {}
+    problems: dict[KeyPath, Problem] = {}
     for err in error.errors():
         loc = (*base, *err["loc"])
         if loc in problems:
