@@ -31,7 +31,7 @@ def test_every_model_of_the_example_is_covered_or_knowingly_absent() -> None:
 
 def test_successors_of_the_example_are_in_the_table_too() -> None:
     table = load_table()
-    for retired in ("claude-3-5-sonnet-20241022", "claude-3-opus-20240229"):
+    for retired in ("claude-3-5-sonnet-20241022", "claude-3-opus-20240229", "gpt-4o-2024-11-20"):
         replacement = table.get(retired).replacement
         assert table.assess(replacement, dt.date(2026, 11, 25)).lifecycle is Lifecycle.ACTIVE
 
