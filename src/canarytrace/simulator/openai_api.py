@@ -53,7 +53,12 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
     fingerprint = f"fp_{stable_int(done.snapshot) % 16**10:010x}"
     finish = done.finish
     if not stream:
-        message = {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": done.text,
+            "refusal": None,
+            "annotations": [],
+        }
         return JsonReply(
             {
                 "id": cid,

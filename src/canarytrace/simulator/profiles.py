@@ -54,9 +54,9 @@ class _Strict(BaseModel):
 class Latency(_Strict):
     """Time to first token (log-normal around a median) and the time of each further token."""
 
-    ttft_median_s: float = Field(0.5, gt=0)
-    ttft_sigma: float = Field(0.3, ge=0, le=3)
-    per_token_s: float = Field(0.01, ge=0)
+    ttft_median_s: float = Field(default=0.5, gt=0)
+    ttft_sigma: float = Field(default=0.3, ge=0, le=3)
+    per_token_s: float = Field(default=0.01, ge=0)
 
     def sample_ttft(self, rng: random.Random) -> float:
         """One time to first token, in unscaled seconds."""
@@ -74,9 +74,9 @@ class ErrorRates(_Strict):
     when an engine is overloaded.
     """
 
-    rate_limit: float = Field(0.0, ge=0, le=1)
-    server_error: float = Field(0.0, ge=0, le=1)
-    overloaded: float = Field(0.0, ge=0, le=1)
+    rate_limit: float = Field(default=0.0, ge=0, le=1)
+    server_error: float = Field(default=0.0, ge=0, le=1)
+    overloaded: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> ErrorRates:
@@ -101,9 +101,9 @@ class ErrorRates(_Strict):
 class OutputLength(_Strict):
     """Length of answers to prompts the profiles do not know (log-normal, in tokens)."""
 
-    median_tokens: int = Field(60, ge=1)
-    sigma: float = Field(0.5, ge=0, le=3)
-    max_tokens: int = Field(800, ge=1)
+    median_tokens: int = Field(default=60, ge=1)
+    sigma: float = Field(default=0.5, ge=0, le=3)
+    max_tokens: int = Field(default=800, ge=1)
 
     def sample(self, rng: random.Random) -> int:
         """One answer length in tokens, between 1 and `max_tokens`."""
@@ -118,8 +118,8 @@ class Billing(_Strict):
     `verbosity` stretches every answer by that factor (padding sentences after the facts).
     """
 
-    input_overhead: int = Field(0, ge=0)
-    verbosity: float = Field(1.0, ge=1, le=20)
+    input_overhead: int = Field(default=0, ge=0)
+    verbosity: float = Field(default=1.0, ge=1, le=20)
 
 
 class ModelProfile(_Strict):
@@ -128,14 +128,16 @@ class ModelProfile(_Strict):
     provider: Provider
     kind: Kind = "chat"
     retired: bool = False
-    created: int = Field(1_700_000_000, ge=0, description="Unix time shown in models lists.")
+    created: int = Field(
+        default=1_700_000_000, ge=0, description="Unix time shown in models lists."
+    )
     latency: Latency = Latency()
     errors: ErrorRates = ErrorRates()
     output: OutputLength = OutputLength()
     billing: Billing = Billing()
-    wrong_rate: float = Field(0.0, ge=0, le=1)
-    variation: float = Field(0.2, ge=0, le=1)
-    dimensions: int = Field(1536, ge=1, le=8192)
+    wrong_rate: float = Field(default=0.0, ge=0, le=1)
+    variation: float = Field(default=0.2, ge=0, le=1)
+    dimensions: int = Field(default=1536, ge=1, le=8192)
 
     def regressed(self, kind: Regression) -> ModelProfile:
         """This profile made worse in one way, for `Simulator.regress` and the demo.

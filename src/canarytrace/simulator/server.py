@@ -135,8 +135,7 @@ class Simulator:
         """``http://HOST:PORT`` of the running server."""
         if self._server is None:
             raise RuntimeError("the simulator is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._address[0]}:{self._server.server_port}"
 
     @property
     def openai_base_url(self) -> str:
