@@ -111,6 +111,17 @@ def test_invalid_requests_are_400(oai: openai.OpenAI, ant: anthropic.Anthropic) 
         ant.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=0, messages=HELLO)  # type: ignore[arg-type]
     with pytest.raises(anthropic.BadRequestError):
         ant.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=5, messages=[])
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(
+            model="gpt-4o", messages=HELLO, stream_options={"include_usage": True}
+        )  # type: ignore[call-overload]
+    assert caught.value.param == "stream_options"
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.embeddings.create(model="text-embedding-3-small", input="hi", dimensions=4096)
+    assert caught.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.responses.create(model="gpt-4o", input="hi", stream=True, temperature="hot")  # type: ignore[arg-type]
+    assert caught.value.param == "temperature"
 
 
 def test_malformed_json_and_unknown_paths(simulator: Simulator) -> None:

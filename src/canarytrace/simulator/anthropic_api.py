@@ -13,6 +13,7 @@ message_start reports `output_tokens: 1`, as the API does.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from canarytrace.simulator.engine import Completion, Engine, count_tokens
@@ -70,7 +71,7 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
     if not stream:
         return JsonReply(message, delay_s=last)
 
-    def events() -> Any:
+    def events() -> Iterator[tuple[float, bytes]]:
         start = message | {
             "content": [],
             "stop_reason": None,
@@ -102,7 +103,7 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         yield last, sse(delta, event="message_delta")
         yield last, sse({"type": "message_stop"}, event="message_stop")
 
-    return StreamReply(events())
+    return StreamReply.of(events())
 
 
 _DELTA_USAGE = (

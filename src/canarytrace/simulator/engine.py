@@ -117,10 +117,10 @@ class Engine:
 
     def regress(self, model: str, kind: Regression) -> None:
         """Make `model` (a snapshot or an alias's current snapshot) worse in one way."""
-        snapshot = self._aliases.get(model, model)
-        if snapshot not in self.profiles.models:
-            raise KeyError(f"{model!r} is not a model of the profiles; pick one of them")
         with self._lock:
+            snapshot = self._aliases.get(model, model)
+            if snapshot not in self.profiles.models:
+                raise KeyError(f"{model!r} is not a model of the profiles; pick one of them")
             self._effective[snapshot] = self._effective[snapshot].regressed(kind)
 
     # --- per request ----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,12 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
         raise SimulatedError("invalid_request", "The simulator supports only n=1.", param="n")
     stream = optional(body, "stream", bool, False)
     options = optional(body, "stream_options", dict, {})
+    if options and not stream:
+        raise SimulatedError(
+            "invalid_request",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
     limit = positive_int(body, "max_completion_tokens", "max_tokens") or _NO_LIMIT
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
     done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit)
@@ -93,7 +100,7 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
             out["usage"] = None
         return out
 
-    def events() -> Any:
+    def events() -> Iterator[tuple[float, bytes]]:
         yield done.ttft_s, sse(chunk({"role": "assistant", "content": "", "refusal": None}, None))
         for i, piece in enumerate(done.pieces):
             yield done.ttft_s + i * done.per_token_s, sse(chunk({"content": piece}, None))
@@ -104,7 +111,7 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
             yield end, sse(final)
         yield end, sse("[DONE]")
 
-    return StreamReply(events())
+    return StreamReply.of(events())
 
 
 def responses(engine: Engine, body: dict[str, Any]) -> Reply:
@@ -115,6 +122,8 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
         texts.insert(0, ("developer", instructions))
     limit = positive_int(body, "max_output_tokens")
     stream = optional(body, "stream", bool, False)
+    temperature = optional(body, "temperature", (int, float), 1.0)
+    top_p = optional(body, "top_p", (int, float), 1.0)
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
     done = engine.complete(
         body.get("model"), "openai", prompt, json.dumps(texts), limit or _NO_LIMIT
@@ -152,11 +161,11 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
             "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None},
             "service_tier": "default",
-            "temperature": optional(body, "temperature", (int, float), 1.0),
+            "temperature": temperature,
             "text": {"format": {"type": "text"}, "verbosity": "medium"},
             "tool_choice": "auto",
             "tools": [],
-            "top_p": optional(body, "top_p", (int, float), 1.0),
+            "top_p": top_p,
             "truncation": "disabled",
             "usage": usage,
             "user": None,
@@ -175,7 +184,7 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
     if not stream:
         return JsonReply(response(final_status, [final_item], usage), delay_s=_last_token_at(done))
 
-    def events() -> Any:
+    def events() -> Iterator[tuple[float, bytes]]:
         seq = iter(range(1_000_000))
 
         def event(type_: str, at: float, **fields: Any) -> tuple[float, bytes]:
@@ -199,7 +208,7 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
             f"response.{final_status}", end, response=response(final_status, [final_item], usage)
         )
 
-    return StreamReply(events())
+    return StreamReply.of(events())
 
 
 def embeddings(engine: Engine, body: dict[str, Any]) -> Reply:
@@ -219,6 +228,12 @@ def embeddings(engine: Engine, body: dict[str, Any]) -> Reply:
         )
     snapshot, profile = engine.resolve(body.get("model"), "openai", "embedding")
     dims = positive_int(body, "dimensions") or profile.dimensions
+    if dims > profile.dimensions:
+        raise SimulatedError(
+            "invalid_request",
+            f"'dimensions' must be at most {profile.dimensions} for {snapshot}, got {dims}.",
+            param="dimensions",
+        )
     rng = engine.draw(snapshot, json.dumps(inputs))
     engine.fail_randomly(rng, profile)
     delay = profile.latency.sample_ttft(rng) * engine.time_scale

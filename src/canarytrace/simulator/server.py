@@ -182,6 +182,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # close_connections() joins the threads instead
+    request_queue_size = 128  # the default backlog of 5 drops bursts of new clients
 
     def __init__(self, address: tuple[str, int], engine: Engine) -> None:
         super().__init__(address, _RequestHandler)

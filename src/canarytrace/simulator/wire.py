@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from canarytrace.simulator.errors import SimulatedError
@@ -25,9 +25,18 @@ class JsonReply:
 
 @dataclass(frozen=True)
 class StreamReply:
-    """Server-sent events, each with its due time in wall seconds after the request."""
+    """Server-sent events, each with its due time in wall seconds after the request.
 
-    events: Iterable[tuple[float, bytes]] = field(default_factory=tuple)
+    The events are built in full before the status line goes out, so a bad request can
+    still be refused with a proper error instead of a stream cut in the middle.
+    """
+
+    events: tuple[tuple[float, bytes], ...]
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[float, bytes]]) -> StreamReply:
+        """A reply from any iterable of (due time, event), consumed now."""
+        return cls(tuple(events))
 
 
 Reply = JsonReply | StreamReply
