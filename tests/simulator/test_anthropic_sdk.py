@@ -116,3 +116,21 @@ def test_short_prefixes_are_not_cached(ant: anthropic.Anthropic) -> None:
         reply = ant.messages.create(model=MODEL, max_tokens=50, system=system, messages=ask("Hi"))
         assert reply.usage.cache_creation_input_tokens == 0
         assert reply.usage.cache_read_input_tokens == 0
+
+
+def test_stop_sequence_ends_the_answer_before_it(ant: anthropic.Anthropic) -> None:
+    reply = ant.messages.create(
+        model=MODEL, max_tokens=200, messages=ask(PASSWORD), stop_sequences=["###", "."]
+    )
+    assert (reply.stop_reason, reply.stop_sequence) == ("stop_sequence", ".")
+    text = reply.content[0].text  # type: ignore[union-attr]
+    assert "." not in text
+    assert reply.usage.output_tokens == count_tokens(text)
+    events = list(
+        ant.messages.create(
+            model=MODEL, max_tokens=200, messages=ask(PASSWORD), stop_sequences=["."], stream=True
+        )
+    )
+    delta = events[-2]
+    assert delta.delta.stop_reason == "stop_sequence"  # type: ignore[union-attr]
+    assert delta.delta.stop_sequence == "."  # type: ignore[union-attr]

@@ -62,6 +62,15 @@ def test_chat_max_tokens_cuts_the_answer_with_finish_reason_length(oai: openai.O
     assert count_tokens(reply.choices[0].message.content or "") == 5
 
 
+def test_chat_stop_sequence_cuts_the_answer_with_finish_reason_stop(oai: openai.OpenAI) -> None:
+    reply = oai.chat.completions.create(model="gpt-4o", messages=ask(CAPITAL), stop=["."])
+    text = reply.choices[0].message.content or ""
+    assert "." not in text
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == count_tokens(text)
+
+
 def test_chat_stream_with_include_usage_ends_with_a_usage_chunk(oai: openai.OpenAI) -> None:
     stream = oai.chat.completions.create(
         model="gpt-4o",

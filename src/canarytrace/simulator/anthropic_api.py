@@ -28,7 +28,7 @@ from canarytrace.simulator.wire import (
 )
 
 CACHE_MIN_TOKENS = 1024  # prefixes shorter than this are not cached (Sonnet/Opus minimum)
-_STOP = {"stop": "end_turn", "length": "max_tokens"}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -54,8 +54,10 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         blocks += turn_blocks
         texts.append((role, "\n".join(b["text"] for b in turn_blocks)))
     stream = optional(body, "stream", bool, False)
+    stops = [s for s in optional(body, "stop_sequences", list, []) if isinstance(s, str)]
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
-    done = engine.complete(body.get("model"), "anthropic", prompt, json.dumps(texts), limit)
+    conversation = json.dumps(texts)
+    done = engine.complete(body.get("model"), "anthropic", prompt, conversation, limit, stops)
     usage = _usage(engine, done, blocks, texts)
     message = {
         "id": f"msg_01{_base62(int(done.uid, 16)).zfill(22)}",
@@ -64,7 +66,7 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         "model": done.snapshot,
         "content": [{"type": "text", "text": done.text}],
         "stop_reason": _STOP[done.finish],
-        "stop_sequence": None,
+        "stop_sequence": done.stop_sequence,
         "usage": usage,
     }
     last = done.ttft_s + max(0, done.output_tokens - 1) * done.per_token_s
@@ -75,6 +77,7 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         start = message | {
             "content": [],
             "stop_reason": None,
+            "stop_sequence": None,
             "usage": usage | {"output_tokens": 1},
         }
         first = done.ttft_s
@@ -97,7 +100,7 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         final_usage = {k: usage[k] for k in _DELTA_USAGE}
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": _STOP[done.finish], "stop_sequence": None},
+            "delta": {"stop_reason": _STOP[done.finish], "stop_sequence": done.stop_sequence},
             "usage": final_usage,
         }
         yield last, sse(delta, event="message_delta")

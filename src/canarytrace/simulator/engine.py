@@ -17,6 +17,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +31,7 @@ from canarytrace.simulator.profiles import (
     Regression,
 )
 
-Finish = Literal["stop", "length"]
+Finish = Literal["stop", "length", "stop_sequence"]
 _TOKEN = re.compile(r"\s*[\w']+|\s*[^\w\s]")
 _FILLER_TEXT = (
     "the answer depends on context and a few details matter here so it helps to check the "
@@ -72,6 +73,7 @@ class Completion:
     ttft_s: float
     per_token_s: float
     uid: str  # random hex from the seeded draw, for response ids
+    stop_sequence: str | None = None  # the caller's stop sequence that ended the answer
 
     @property
     def text(self) -> str:
@@ -166,10 +168,18 @@ class Engine:
         raise SimulatedError(kind, retry_after_s=retry, delay_s=delay)
 
     def complete(
-        self, model: object, provider: Provider, prompt: str, conversation: str, max_tokens: int
+        self,
+        model: object,
+        provider: Provider,
+        prompt: str,
+        conversation: str,
+        max_tokens: int,
+        stop: Sequence[str] = (),
     ) -> Completion:
         """Answer `prompt` (the last user turn; `conversation` is the whole request).
 
+        The answer ends early at the first of the `stop` sequences it contains (which is
+        not part of the answer) or after `max_tokens` tokens, whichever comes first.
         Raises `SimulatedError` for an unknown or retired model and for the transient
         errors the profile draws.
         """
@@ -180,12 +190,16 @@ class Engine:
         per_token = profile.latency.sample_per_token(rng) * self.time_scale
         known = self.profiles.prompt(prompt)
         text = self._answer(rng, snapshot, profile, known)
-        pieces = tokenize(text)
-        finish: Finish = "stop"
-        if len(pieces) > max_tokens:
-            pieces, finish = pieces[:max_tokens], "length"
         uid = f"{rng.getrandbits(128):032x}"
-        return Completion(snapshot, profile, tuple(pieces), finish, ttft, per_token, uid)
+        hits = sorted((text.find(s), s) for s in stop if s and s in text)
+        stop_sequence = hits[0][1] if hits else None
+        pieces = tokenize(text[: hits[0][0]] if hits else text)
+        finish: Finish = "stop_sequence" if hits else "stop"
+        if len(pieces) > max_tokens:
+            pieces, finish, stop_sequence = pieces[:max_tokens], "length", None
+        return Completion(
+            snapshot, profile, tuple(pieces), finish, ttft, per_token, uid, stop_sequence
+        )
 
     def prompt_cache_hit(self, snapshot: str, prefix: str) -> bool:
         """Whether `prefix` was cached for `snapshot` already; caches it if not."""

@@ -53,12 +53,14 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
             param="stream_options",
         )
     limit = positive_int(body, "max_completion_tokens", "max_tokens") or _NO_LIMIT
+    stop = optional(body, "stop", (str, list), [])
+    stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
-    done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit)
+    done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit, stops)
     usage = _chat_usage(done, texts)
     cid, created = f"chatcmpl-{done.uid}", int(time.time())
     fingerprint = f"fp_{stable_int(done.snapshot) % 16**10:010x}"
-    finish = done.finish
+    finish = "length" if done.finish == "length" else "stop"  # OpenAI: a stop sequence is "stop"
     if not stream:
         message: dict[str, Any] = {
             "role": "assistant",
