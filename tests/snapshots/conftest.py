@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from canarytrace.snapshots.embedders import LocalEmbedder, local_model_available
 from canarytrace.snapshots.similarity import Similarity, shared_similarity
-
-EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "models.yaml"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +36,3 @@ def semantic(local_model: Similarity) -> Similarity:
     similarity = shared_similarity()
     assert similarity.embedder.name == LocalEmbedder.name
     return similarity
-
-
-@pytest.fixture
-def registry_dir(pytester: pytest.Pytester) -> Iterator[Path]:
-    """pytester's folder holding the example models.yaml, as a team's repo would."""
-    shutil.copy(EXAMPLE_REGISTRY, pytester.path / "models.yaml")
-    yield pytester.path
