@@ -48,7 +48,7 @@ EmbedderOption = Annotated[
 
 
 def _fail(exc: CanaryTraceError) -> typer.Exit:
-    stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+    stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -71,7 +71,7 @@ def review(
         raise _fail(exc) from exc
     if result.changes:
         stdout.print(reviewing.table(result))
-    stdout.print(reviewing.summary(result), highlight=False)
+    stdout.print(reviewing.summary(result), highlight=False, soft_wrap=True)
     if html is not None:
         reviewing.write_html(result, html)
         stderr.print(f"wrote {html}", highlight=False)
@@ -119,6 +119,8 @@ def compare(
         for error in r.errors:
             stderr.print(f"{r.prompt.id}: {error}", highlight=False)
     style = "red" if result.verdict == "REGRESSED" else "green"
-    stdout.print(f"[{style}]{result.verdict}[/{style}]: {result.reason}", highlight=False)
+    stdout.print(
+        f"[{style}]{result.verdict}[/{style}]: {result.reason}", highlight=False, soft_wrap=True
+    )
     stdout.print(f"similarity: {result.similarity_label}", highlight=False)
     raise typer.Exit(code=1 if result.verdict == "REGRESSED" else 0)
