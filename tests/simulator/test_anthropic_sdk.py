@@ -134,3 +134,17 @@ def test_stop_sequence_ends_the_answer_before_it(ant: anthropic.Anthropic) -> No
     delta = events[-2]
     assert delta.delta.stop_reason == "stop_sequence"  # type: ignore[union-attr]
     assert delta.delta.stop_sequence == "."  # type: ignore[union-attr]
+
+
+def test_models_list_and_retrieve(ant: anthropic.Anthropic) -> None:
+    models = list(ant.models.list())
+    ids = [m.id for m in models]
+    assert {"claude-3-5-sonnet-20241022", "claude-3-opus-20241219"} <= set(ids)
+    assert "claude-2.1" not in ids  # retired
+    assert "gpt-4o-2024-11-20" not in ids
+    sonnet = ant.models.retrieve("claude-3-5-sonnet-latest")
+    assert (sonnet.id, sonnet.display_name) == ("claude-3-5-sonnet-20241022", "Claude 3.5 Sonnet")
+    assert (sonnet.type, sonnet.lifecycle) == ("model", "active")
+    assert sonnet.created_at.year == 2024
+    with pytest.raises(anthropic.NotFoundError):
+        ant.models.retrieve("claude-2.1")

@@ -12,6 +12,7 @@ message_start reports `output_tokens: 1`, as the API does.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -107,6 +108,49 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
         yield last, sse({"type": "message_stop"}, event="message_stop")
 
     return StreamReply.of(events())
+
+
+def list_models(engine: Engine, body: dict[str, Any]) -> Reply:
+    """GET /v1/models: the Anthropic models that are not retired (one page, newest first)."""
+    rows = sorted(_anthropic_models(engine), key=lambda m: m["created_at"], reverse=True)
+    first, last = (rows[0]["id"], rows[-1]["id"]) if rows else (None, None)
+    return JsonReply({"data": rows, "has_more": False, "first_id": first, "last_id": last})
+
+
+def retrieve_model(engine: Engine, body: dict[str, Any], model: str) -> Reply:
+    """GET /v1/models/{model}; an alias answers with the snapshot it serves."""
+    snapshot = engine.aliases().get(model, model)
+    found = next((m for m in _anthropic_models(engine) if m["id"] == snapshot), None)
+    if found is None:
+        raise SimulatedError("not_found", f"model: {model}")
+    return JsonReply(found)
+
+
+def _anthropic_models(engine: Engine) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "model",
+            "id": model_id,
+            "display_name": display_name(model_id),
+            "created_at": dt.datetime.fromtimestamp(p.created, dt.UTC).isoformat(),
+            "lifecycle": "active",
+        }
+        for model_id, p in engine.profiles.models.items()
+        if p.provider == "anthropic" and not p.retired
+    ]
+
+
+def display_name(model_id: str) -> str:
+    """'claude-3-5-sonnet-20241022' -> 'Claude 3.5 Sonnet', as the models list shows it."""
+    words: list[str] = []
+    for part in model_id.split("-"):
+        if len(part) == 8 and part.isdigit():
+            continue  # the snapshot date
+        if part.isdigit() and words and words[-1][-1].isdigit():
+            words[-1] += f".{part}"
+        else:
+            words.append(part.capitalize())
+    return " ".join(words)
 
 
 _DELTA_USAGE = (

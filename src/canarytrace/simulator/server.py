@@ -11,7 +11,7 @@ Routes (OpenAI under ``/v1``, Anthropic under ``/anthropic/v1``):
 
     POST /v1/chat/completions    POST /v1/responses    POST /v1/embeddings
     GET  /v1/models              GET  /v1/models/{id}
-    POST /anthropic/v1/messages
+    POST /anthropic/v1/messages  GET  /anthropic/v1/models  GET  /anthropic/v1/models/{id}
 
 A request may force an error with the header ``x-canarytrace-simulate-error: KIND``
 (KIND one of `errors.ERROR_KINDS`), so tests of error handling need no special profile.
@@ -60,6 +60,8 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], Handler], ...] = (
     ("GET", re.compile(r"/v1/models"), openai_api.list_models),
     ("GET", re.compile(r"/v1/models/(?P<model>[^/]+)"), openai_api.retrieve_model),
     ("POST", re.compile(r"/anthropic/v1/messages"), anthropic_api.messages),
+    ("GET", re.compile(r"/anthropic/v1/models"), anthropic_api.list_models),
+    ("GET", re.compile(r"/anthropic/v1/models/(?P<model>[^/]+)"), anthropic_api.retrieve_model),
 )
 
 
