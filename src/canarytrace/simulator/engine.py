@@ -159,7 +159,11 @@ class Engine:
         return random.Random(stable_int(self.seed, snapshot, key[1], n))
 
     def fail_randomly(self, rng: random.Random, profile: ModelProfile) -> None:
-        """Raise the transient error this draw fails with, if any; consumes two numbers."""
+        """Raise the transient error this draw fails with, if any.
+
+        Draws the same numbers whether or not it raises, so that later draws of the
+        request do not depend on the error rates.
+        """
         kind = profile.errors.draw(rng)
         delay = profile.latency.sample_ttft(rng) * 0.5 * self.time_scale
         if kind is None:
