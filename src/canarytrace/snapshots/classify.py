@@ -29,7 +29,7 @@ DEFAULT_MAX_LENGTH_RATIO = 2.0  # "far longer": more than twice the words of the
 CONCISE_RATIO = 0.8  # at most 80 % of the old words, same meaning: "more concise"
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*")
+_NUMBER = re.compile(r"(?<![\d.])\d+(?:[.,:]\d+)*")
 _REFUSAL = re.compile(
     r"\b(?:i'?m|i am) (?:sorry|afraid)\b[^.]{0,60}\b(?:can(?:no|')?t|unable|not able|won'?t)\b"
     r"|\bi (?:can(?:no|')?t|won'?t|am unable to|am not able to|must decline to) "
