@@ -373,6 +373,58 @@ def export(
     raise typer.Exit(code=run(source, parquet, err=stderr, since=since))
 
 
+class RegressKind(StrEnum):
+    latency = "latency"
+    errors = "errors"
+    quality = "quality"
+    cost = "cost"
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Simulated users (each makes 1-3 calls).")] = 2000,
+    stage: Annotated[int, typer.Option(help="Canary share in percent for the run.")] = 25,
+    regress: Annotated[
+        RegressKind | None,
+        typer.Option(case_sensitive=False, help="Make the canary worse in this way."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same simulated answers.")] = 7,
+    time_scale: Annotated[
+        float, typer.Option(help="Simulated provider latency x this (1 = real time).")
+    ] = 0.01,
+    registry: RegistryOpt = None,
+) -> None:
+    """Simulated canary rollout -> traces -> verdict, with no service to run."""
+    from rich.progress import Progress
+
+    from canarytrace.analysis.command import analyze as judge_traces
+    from canarytrace.demo import DemoSettings, run
+    from canarytrace.registry import load_registry
+    from canarytrace.telemetry import DEFAULT_TRACES_DIR, TRACES_DIR_ENV
+
+    settings = DemoSettings(
+        registry=load_registry(_registry_path(registry)),
+        users=users,
+        stage=stage,
+        seed=seed,
+        regress=regress.value if regress else None,
+        time_scale=time_scale,
+    )
+    traces = Path(os.environ.get(TRACES_DIR_ENV) or DEFAULT_TRACES_DIR)
+    started = dt.datetime.now(dt.UTC)
+    with Progress(console=stderr, transient=True) as progress:
+        task = progress.add_task("simulated users calling", total=users * settings.calls_per_user)
+        made = run(settings, on_call_done=lambda: progress.advance(task))
+    stderr.print(f"{made} LLM calls traced to {traces}/; judging the canary ...")
+    judge_traces(
+        str(traces),
+        out=stdout,
+        err=stderr,
+        since=started.isoformat(),
+        registry=_registry_path(registry),
+    )
+
+
 # --- snapshot tests across model versions: snapshots review, compare ---------------------
 # Defined in canarytrace.snapshots.commands, which imports nothing heavy until a command runs.
 from canarytrace.snapshots import commands as _snapshots  # noqa: E402
