@@ -2,26 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null)
+# uv makes the virtualenv and installs fast; if the machine lacks it, pip installs it
+# for this user first.
+UV = $(shell command -v uv 2>/dev/null || echo $$HOME/.local/bin/uv)
 
-.PHONY: demo test venv
+.PHONY: demo test
 
-# uv makes the virtualenv; if the machine lacks it, pip installs it for this user first.
-$(VENV)/.installed: pyproject.toml
-	@if [ -z "$(UV)" ]; then $(PYTHON) -m pip install --quiet --user uv; fi
-	@uv=$$(command -v uv || echo $$HOME/.local/bin/uv); \
-	  $$uv venv --quiet --allow-existing -p $(PYTHON) $(VENV) && \
-	  $$uv pip install --quiet -p $(PY) -e ".[all,dev]"
+$(UV):
+	$(PYTHON) -m pip install --quiet --user uv
+
+# The demo needs the SDKs only; the tests need every extra (the local embedding model
+# pulls in torch, a large first download that uv caches outside the checkout).
+$(VENV)/.demo-installed: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing -p $(PYTHON) $(VENV)
+	$(UV) pip install --quiet -p $(PY) -e ".[demo]"
 	@touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.test-installed: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing -p $(PYTHON) $(VENV)
+	$(UV) pip install --quiet -p $(PY) -e ".[all,dev]"
+	@touch $@
 
 ## demo: simulated canary rollout -> traces -> verdict, no services needed
-demo: venv
+demo: $(VENV)/.demo-installed
 	$(VENV)/bin/canarytrace demo
 
 ## test: lint, format check and the whole test suite (what .ci/run calls)
-test: venv
+test: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	bash tools/build-otel.sh  # the real collector and Jaeger for tests/integration (cached)
