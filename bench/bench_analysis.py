@@ -1,0 +1,348 @@
+"""Load and judge 1M / 10M calls from OTLP JSON and Parquet, beside pandas and DuckDB.
+
+Run by hand:
+
+    uv venv ~/.cache/canarytrace/bench-analysis-venv -p .venv/bin/python
+    uv pip install -p ~/.cache/canarytrace/bench-analysis-venv/bin/python pandas pyarrow duckdb
+    .venv/bin/python bench/bench_analysis.py --sizes 1M,10M
+
+The peers live in their own venv (they are not canarytrace dependencies). Inputs are
+generated once per size under `--workdir` (synthetic canary calls from
+`canarytrace.analysis.synth`: rotated OTLP JSON files as the collector writes them,
+with feedback and outcome spans, and the same calls as Parquet). Every measurement
+runs in a fresh subprocess and reports its wall time and peak RSS
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so one run cannot warm the next.
+
+What each contender does on the same files:
+
+* canarytrace: `load` (JSON) or `scan` (Parquet, lazy) and the whole `judge`: per-user
+  aggregation, histograms, every statistical test, the verdict;
+* pandas and DuckDB: the same aggregation only (spans → calls with feedback and
+  outcomes joined → per route/tier/user sums and median log-latency, plus each tier's
+  p95), no statistics. Their JSON path parses OTLP the straightforward way: `json.loads`
+  per line with pandas, `read_json` with an explicit nested schema and `unnest` with
+  DuckDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHUNK_CALLS = 250_000
+DEFAULT_WORKDIR = Path.home() / ".cache" / "canarytrace" / "bench-analysis"
+DEFAULT_PEER_PYTHON = (
+    Path.home() / ".cache" / "canarytrace" / "bench-analysis-venv" / "bin" / "python"
+)
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("KM")) * scale)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def generate(calls: int, workdir: Path) -> Path:
+    """Rotated OTLP JSON files and Parquet parts holding `calls` calls (made once)."""
+    from canarytrace.analysis import synth
+
+    folder = workdir / str(calls)
+    done = folder / "complete"
+    if done.exists():
+        return folder
+    (folder / "json").mkdir(parents=True, exist_ok=True)
+    (folder / "parquet").mkdir(parents=True, exist_ok=True)
+    made = 0
+    index = 0
+    started = time.perf_counter()
+    while made < calls:
+        size = min(CHUNK_CALLS, calls - made)
+        scenario = synth.Scenario(users=max(1, size // 5), seed=index, canary_percent=10)
+        frame = synth.calls(scenario).head(size)
+        synth.write_otlp(frame, folder / "json" / f"traces-{index:04d}.jsonl", seed=index)
+        frame.write_parquet(folder / "parquet" / f"calls-{index:04d}.parquet", compression="zstd")
+        made += frame.height
+        index += 1
+        print(f"  generated {made:,}/{calls:,} calls", file=sys.stderr, flush=True)
+    done.write_text(f"{time.perf_counter() - started:.0f} s\n")
+    return folder
+
+
+# --- contenders (each runs in its own subprocess) ---------------------------------------------
+
+
+def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
+    from canarytrace.analysis.judge import judge
+    from canarytrace.analysis.load import load, scan
+
+    if fmt == "json":
+        loaded = load(folder / "json")
+        frame, problems = loaded.calls, loaded.problems
+        n = frame.height
+    else:
+        frame, problems, _ = scan(folder / "parquet")
+        n = None
+    verdict = judge(frame)
+    return {"verdict": str(verdict.verdict), "calls": n, "problems": len(problems)}
+
+
+def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, object]:
+    import numpy as np
+    import pandas as pd
+
+    if fmt == "parquet":
+        calls = pd.concat(pd.read_parquet(p) for p in sorted((folder / "parquet").iterdir()))
+    else:
+        calls = _pandas_calls_from_json(folder / "json", names)
+    calls["error"] = calls["status"] == "error"
+    calls["log_latency"] = np.log(calls["duration_ms"].clip(lower=0.01))
+    calls["wrong"] = calls["outcome_ok"].eq(False)
+    calls["has_outcome"] = calls["outcome_ok"].notna()
+    users = calls.groupby(["route", "tier", "user_hash"]).agg(
+        calls=("span_id", "size"),
+        errors=("error", "sum"),
+        cost=("cost_usd", "sum"),
+        output_tokens=("output_tokens", "sum"),
+        feedback=("feedback_score", "count"),
+        score_sum=("feedback_score", "sum"),
+        outcomes=("has_outcome", "sum"),
+        wrong=("wrong", "sum"),
+        log_latency_median=("log_latency", "median"),
+    )
+    p95 = calls.groupby(["route", "tier"])["duration_ms"].quantile(0.95)
+    return {"users": len(users), "calls": len(calls), "p95": p95.round(1).to_dict().__len__()}
+
+
+def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    rows: list[dict[str, object]] = []
+    feedback: dict[tuple[str, str], list[float]] = {}
+    outcomes: dict[tuple[str, str], bool] = {}
+    for path in sorted(folder.iterdir()):
+        with path.open("rb") as lines:
+            for line in lines:
+                for rs in json.loads(line)["resourceSpans"]:
+                    for ss in rs["scopeSpans"]:
+                        for span in ss["spans"]:
+                            attrs = {
+                                a["key"]: next(iter(a["value"].values()))
+                                for a in span.get("attributes", [])
+                            }
+                            target = (attrs.get(n["target_trace"]), attrs.get(n["target_span"]))
+                            if span["name"] == n["feedback"]:
+                                feedback.setdefault(target, []).append(float(attrs[n["score"]]))
+                            elif span["name"] == n["outcome"]:
+                                outcomes[target] = outcomes.get(target, True) and attrs[n["ok"]]
+                            elif n["operation"] in attrs:
+                                start = int(span["startTimeUnixNano"])
+                                rows.append(
+                                    {
+                                        "trace_id": span["traceId"],
+                                        "span_id": span["spanId"],
+                                        "route": attrs.get(n["route"]),
+                                        "tier": attrs.get(n["tier"]),
+                                        "user_hash": attrs.get(n["user"]),
+                                        "status": "error"
+                                        if span.get("status", {}).get("code") == 2
+                                        else "ok",
+                                        "duration_ms": (int(span["endTimeUnixNano"]) - start) / 1e6,
+                                        "cost_usd": attrs.get(n["cost"]),
+                                        "output_tokens": int(attrs.get(n["output"], 0)),
+                                    }
+                                )
+    calls = pd.DataFrame(rows)
+    keys = list(zip(calls["trace_id"], calls["span_id"], strict=True))
+    calls["feedback_score"] = [
+        sum(feedback[k]) / len(feedback[k]) if k in feedback else None for k in keys
+    ]
+    calls["feedback_score"] = calls["feedback_score"].astype(float)
+    calls["outcome_ok"] = [outcomes.get(k) for k in keys]
+    return calls
+
+
+_DUCK_COLUMNS = (
+    "{'resourceSpans': 'STRUCT(scopeSpans STRUCT(spans STRUCT(traceId VARCHAR, spanId VARCHAR, "
+    "name VARCHAR, startTimeUnixNano VARCHAR, endTimeUnixNano VARCHAR, status STRUCT(code "
+    "INTEGER), attributes STRUCT(key VARCHAR, value STRUCT(stringValue VARCHAR, intValue "
+    "VARCHAR, doubleValue DOUBLE, boolValue BOOLEAN))[])[])[])[]'}"
+)
+
+
+def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
+    import duckdb
+
+    con = duckdb.connect()
+    if fmt == "parquet":
+        con.execute(
+            f"CREATE VIEW calls AS SELECT * FROM read_parquet('{folder}/parquet/*.parquet')"
+        )
+    else:
+
+        def attr(key: str, part: str = "stringValue") -> str:
+            return f"list_filter(s.attributes, lambda a: a.key = '{key}')[1].value.{part}"
+
+        con.execute(
+            f"""
+            CREATE TEMP TABLE spans AS
+            WITH r AS (SELECT unnest(resourceSpans) AS rs FROM read_json(
+                '{folder}/json/*.jsonl', format='newline_delimited',
+                columns={_DUCK_COLUMNS}, maximum_object_size=268435456)),
+            sc AS (SELECT unnest(rs.scopeSpans) AS x FROM r),
+            sp AS (SELECT unnest(x.spans) AS s FROM sc)
+            SELECT s.traceId AS trace_id, s.spanId AS span_id, s.name AS name,
+              (CAST(s.endTimeUnixNano AS BIGINT) - CAST(s.startTimeUnixNano AS BIGINT)) / 1e6
+                AS duration_ms,
+              CASE WHEN s.status.code = 2 THEN 'error' ELSE 'ok' END AS status,
+              {attr(n["operation"])} AS operation,
+              {attr(n["route"])} AS route, {attr(n["tier"])} AS tier,
+              {attr(n["user"])} AS user_hash,
+              {attr(n["cost"], "doubleValue")} AS cost_usd,
+              CAST({attr(n["output"], "intValue")} AS BIGINT) AS output_tokens,
+              {attr(n["target_trace"])} AS target_trace, {attr(n["target_span"])} AS target_span,
+              {attr(n["score"], "doubleValue")} AS score, {attr(n["ok"], "boolValue")} AS ok
+            FROM sp
+            """
+        )
+        con.execute(
+            f"""
+            CREATE VIEW calls AS
+            WITH fb AS (SELECT target_trace, target_span, avg(score) AS feedback_score
+                        FROM spans WHERE name = '{n["feedback"]}' GROUP BY ALL),
+                 oc AS (SELECT target_trace, target_span, bool_and(ok) AS outcome_ok
+                        FROM spans WHERE name = '{n["outcome"]}' GROUP BY ALL)
+            SELECT c.*, fb.feedback_score, oc.outcome_ok FROM spans c
+            LEFT JOIN fb ON fb.target_trace = c.trace_id AND fb.target_span = c.span_id
+            LEFT JOIN oc ON oc.target_trace = c.trace_id AND oc.target_span = c.span_id
+            WHERE c.operation IS NOT NULL
+              AND c.name NOT IN ('{n["feedback"]}', '{n["outcome"]}')
+            """
+        )
+    users = con.execute(
+        """
+        SELECT route, tier, user_hash, count(*) AS calls,
+          sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,
+          sum(cost_usd) AS cost, sum(output_tokens) AS output_tokens,
+          count(feedback_score) AS feedback, sum(feedback_score) AS score_sum,
+          count(outcome_ok) AS outcomes,
+          sum(CASE WHEN outcome_ok = false THEN 1 ELSE 0 END) AS wrong,
+          median(ln(greatest(duration_ms, 0.01))) AS log_latency_median
+        FROM calls GROUP BY ALL
+        """
+    ).fetchall()
+    p95 = con.execute(
+        "SELECT route, tier, quantile_cont(duration_ms, 0.95) FROM calls GROUP BY ALL"
+    ).fetchall()
+    total = con.execute("SELECT count(*) FROM calls").fetchone()
+    return {"users": len(users), "calls": total[0] if total else 0, "p95": len(p95)}
+
+
+def child(task: str, folder: Path, fmt: str, names: dict[str, str]) -> None:
+    """Run one contender; imports are timed apart (they are a fixed cost, not the work)."""
+    started = time.perf_counter()
+    modules = {
+        "canarytrace": ("canarytrace.analysis.judge", "canarytrace.analysis.load"),
+        "pandas": ("pandas", "pyarrow.parquet"),
+        "duckdb": ("duckdb",),
+    }[task]
+    for module in modules:
+        __import__(module)
+    imports = time.perf_counter() - started
+    started = time.perf_counter()
+    if task == "canarytrace":
+        result = run_canarytrace(folder, fmt)
+    elif task == "pandas":
+        result = run_pandas(folder, fmt, names)
+    else:
+        result = run_duckdb(folder, fmt, names)
+    result["seconds"] = time.perf_counter() - started
+    result["import_s"] = round(imports, 1)
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+def _names() -> dict[str, str]:
+    from canarytrace import attributes as A
+
+    return {
+        "operation": A.GEN_AI_OPERATION_NAME,
+        "route": A.ROUTE,
+        "tier": A.TIER,
+        "user": A.USER_HASH,
+        "cost": A.COST_USD,
+        "output": A.GEN_AI_USAGE_OUTPUT_TOKENS,
+        "feedback": A.FEEDBACK_SPAN_NAME,
+        "outcome": A.OUTCOME_SPAN_NAME,
+        "target_trace": A.TARGET_TRACE_ID,
+        "target_span": A.TARGET_SPAN_ID,
+        "score": A.FEEDBACK_SCORE,
+        "ok": A.OUTCOME_OK,
+    }
+
+
+def measure(python: str, task: str, folder: Path, fmt: str) -> dict[str, object]:
+    env = {**os.environ, "BENCH_NAMES": json.dumps(_names())}
+    cmd = [python, __file__, "--child", task, "--folder", str(folder), "--fmt", fmt]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1M", help="comma-separated call counts, e.g. 1M,10M")
+    parser.add_argument("--formats", default="json,parquet")
+    parser.add_argument("--peers", default="pandas,duckdb", help="empty to skip the peers")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--fmt", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.folder, args.fmt, json.loads(os.environ["BENCH_NAMES"]))
+        return
+    peers = [p for p in args.peers.split(",") if p]
+    if peers and not Path(args.peer_python).exists():
+        print(f"no peer venv at {args.peer_python}; see the module docstring", file=sys.stderr)
+        peers = []
+    print(f"{'calls':>11} {'format':8} {'contender':12} {'seconds':>8} {'peak MB':>8}  result")
+    for calls in (_size(s) for s in args.sizes.split(",")):
+        folder = generate(calls, args.workdir)
+        for fmt in args.formats.split(","):
+            ours = measure(sys.executable, "canarytrace", folder, fmt)
+            rows = [("canarytrace", ours)]
+            rows += [(peer, measure(args.peer_python, peer, folder, fmt)) for peer in peers]
+            for name, result in rows:
+                if "error" in result:
+                    print(f"{calls:>11,} {fmt:8} {name:12} failed: {result['error']}")
+                    continue
+                ratio = ""
+                if name != "canarytrace" and "seconds" in ours:
+                    ratio = (
+                        f"  time x{result['seconds'] / ours['seconds']:.1f}, "
+                        f"memory x{result['max_rss_mb'] / ours['max_rss_mb']:.1f} of canarytrace"
+                    )
+                extra = {k: v for k, v in result.items() if k not in ("seconds", "max_rss_mb")}
+                print(
+                    f"{calls:>11,} {fmt:8} {name:12} {result['seconds']:8.1f} "
+                    f"{result['max_rss_mb']:8.0f}  {extra}{ratio}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
