@@ -9,14 +9,14 @@ on stdout it reports events and, at the end, every call's ids and how many spans
 handed to the SDK; on stdin it waits for the test's "go" where asked to pause.
 
     python app.py --calls 20 [--pause-after 10] [--wait-before-flush]
-                  [--memory-every 100 --prompt-bytes 50000]
+                  [--memory-every 50] [--no-flush]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +43,20 @@ class CountingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         self.ended += 1
+
+
+def rss_kib() -> int:
+    """The process's resident memory now (not the peak: start-up imports set the peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status: the memory check needs Linux")
+
+
+def live_spans() -> int:
+    """Finished spans still held anywhere in this process (queued, or leaked)."""
+    gc.collect()
+    return sum(isinstance(o, ReadableSpan) for o in gc.get_objects())
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -89,10 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--pause-after", type=int, default=0)
     parser.add_argument("--wait-before-flush", action="store_true")
+    # With the collector gone for good a final flush would only wait out the retries.
+    parser.add_argument("--no-flush", action="store_true")
     parser.add_argument("--memory-every", type=int, default=0)
-    # Long prompts (recorded when content capture is on) make every span large, so a
-    # queue that kept growing would show in the process's memory.
-    parser.add_argument("--prompt-bytes", type=int, default=0)
     parser.add_argument("--service-name", default="canarytrace-it")
     args = parser.parse_args(argv)
 
@@ -114,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 emit("paused", calls=i, spans=counter.ended)
                 wait_for_go()
             try:
-                prompt = f"What is {i} + {i}?" + " please" * (args.prompt_bytes // 7)
-                text = call(clients, vendor, model, prompt)
+                text = call(clients, vendor, model, f"What is {i} + {i}?")
             except (openai.APIError, anthropic.APIError) as error:
                 text, ok = "", False
                 emit("call-error", i=i, error=type(error).__name__)
@@ -138,13 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             if i % 4 == 1:
                 canarytrace.outcome(ref, ok, kind=None if ok else "no_answer")
             if args.memory_every and (i + 1) % args.memory_every == 0:
-                rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                emit("memory", calls=i + 1, max_rss_kib=rss_kib)
+                emit("memory", calls=i + 1, rss_kib=rss_kib(), live_spans=live_spans())
 
     emit("calls-done", answered=answered, spans=counter.ended)
     if args.wait_before_flush:
         wait_for_go()
-    telemetry.flush()
+    if not args.no_flush:
+        telemetry.flush()
     emit("done", answered=answered, spans=counter.ended, calls=made)
 
 

@@ -7,8 +7,8 @@ same to users):
   (1 s, 2 s, 4 s, ...) until OTEL_EXPORTER_OTLP_TIMEOUT runs out, while the batch span
   processor keeps up to OTEL_BSP_MAX_QUEUE_SIZE (2048) spans. A collector outage
   shorter than about half that timeout therefore loses nothing; beyond the queue or the
-  timeout spans are dropped, each drop logged by the SDK, and the app is never slowed
-  down or made to fail.
+  timeout spans are dropped (the SDK logs the queue overflow and every batch it gives
+  up on, not the number of spans), and the app is never slowed down or made to fail.
 * Collector -> Jaeger/Tempo: a span the collector accepted sits in the sending queue
   on disk (file_storage) until the back-end takes it, retried without a deadline, and a
   clean restart of the collector (SIGTERM, as orchestrators stop it) resumes from the
@@ -66,26 +66,28 @@ def test_a_collector_restart_mid_run_loses_no_span(
 
 
 def test_with_the_collector_gone_the_app_answers_with_bounded_memory(start_app: Any) -> None:
-    calls, prompt_bytes = 400, 50_000
+    calls, queue, batch = 150, 64, 32
     app = start_app(
-        "--calls", str(calls), "--memory-every", "100", "--prompt-bytes", str(prompt_bytes),
+        "--calls", str(calls), "--memory-every", "50", "--no-flush",
         endpoint=f"http://127.0.0.1:{free_port()}",  # nothing ever listens here
         service=f"canarytrace-down-{uuid.uuid4().hex[:8]}",
-        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
-        OTEL_EXPORTER_OTLP_TIMEOUT="2",
-        OTEL_BSP_MAX_QUEUE_SIZE="64",
-        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="32",
+        # Each export is retried for 4 s, so spans come faster than they are given up.
+        OTEL_EXPORTER_OTLP_TIMEOUT="4",
+        OTEL_BSP_MAX_QUEUE_SIZE=str(queue),
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE=str(batch),
     )  # fmt: skip
     done = app.finish()
 
-    assert done["answered"] + sum(e["event"] == "call-error" for e in app.events) == calls
+    errors = sum(e["event"] == "call-error" for e in app.events)
+    assert done["answered"] + errors == calls and done["answered"] > errors
+    # The app never holds more spans than the queue plus the batch being exported (and
+    # the span just ending): memory stays bounded however long the outage. Without the
+    # bound (a queue of 100000) the same run holds ~160 spans at the end and climbing.
+    held = {e["calls"]: e["live_spans"] for e in app.events if e["event"] == "memory"}
+    assert len(held) == calls // 50
+    assert max(held.values()) <= queue + batch + 1, held
     # The SDK logs that its queue overflowed and each batch it gave up on; it does not
     # log how many spans that was (see the README).
     log = app.stderr()
     assert "Queue full, dropping Span" in log
     assert "Failed to export spans batch" in log
-    # Every span carries its ~50 kB prompt: had the app kept them, 300 calls would add
-    # some 15 MB (and more with the answers); a bounded queue adds nothing after warm-up.
-    rss = {e["calls"]: e["max_rss_kib"] for e in app.events if e["event"] == "memory"}
-    growth_kib = rss[calls] - rss[100]
-    assert growth_kib < (calls - 100) * prompt_bytes // 1024 // 3, rss
