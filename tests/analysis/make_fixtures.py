@@ -4,7 +4,8 @@ Run `python tests/analysis/make_fixtures.py` after changing `synth`. The files a
 responses of the documented HTTP APIs for the spans of `fixture_frame()`:
 
 * Jaeger v2 `GET /api/v3/traces?query.service_name=...` →
-  `jaeger/api_v3_traces.json`: `{"result": {"resourceSpans": [...]}}`, OTLP JSON, hex ids.
+  `jaeger/api_v3_traces.json`: `{"result": {"resourceSpans": [...]}}`, OTLP JSON with hex
+  ids and enums by name (`SPAN_KIND_CLIENT`, `STATUS_CODE_ERROR`) as grpc-gateway writes.
 * Tempo `GET /api/search?q=...` → `tempo/api_search.json` (`traces` with `traceID`
   without leading zeros, `rootServiceName`, `rootTraceName`, `startTimeUnixNano`,
   `durationMs`; `metrics`), and `GET /api/traces/<traceID>` →
@@ -32,6 +33,15 @@ def fixture_frame() -> pl.DataFrame:
     return synth.calls(synth.with_canary(scenario, error_rate=0.3, latency_median_ms=1200.0))
 
 
+def _enum_names(span: dict[str, object]) -> dict[str, object]:
+    """Jaeger's grpc-gateway writes enums by name, not number."""
+    span = copy.deepcopy(span)
+    span["kind"] = {1: "SPAN_KIND_INTERNAL", 3: "SPAN_KIND_CLIENT"}[span["kind"]]  # type: ignore[index]
+    if span.get("status"):
+        span["status"] = {"code": "STATUS_CODE_ERROR"}
+    return span
+
+
 def _b64(hex_id: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_id)).decode()
 
@@ -51,7 +61,7 @@ def _tempo_batch(service: str, span: dict[str, object]) -> dict[str, object]:
 def main() -> None:
     frame = fixture_frame()
     pairs = list(synth.spans(frame))
-    jaeger = {"result": synth.request(pairs[0][0], [span for _, span in pairs])}
+    jaeger = {"result": synth.request(pairs[0][0], [_enum_names(span) for _, span in pairs])}
     (FIXTURES / "jaeger").mkdir(parents=True, exist_ok=True)
     (FIXTURES / "jaeger" / "api_v3_traces.json").write_text(json.dumps(jaeger, indent=1) + "\n")
     tempo = FIXTURES / "tempo"

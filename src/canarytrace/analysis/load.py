@@ -198,7 +198,6 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
     start = raw["start_ns"].cast(pl.Int64, strict=False)
     end = raw["end_ns"].cast(pl.Int64, strict=False)
     raw = raw.with_columns(
-        pl.col("code").cast(pl.Float64, strict=False),
         *(pl.col(c).str.to_lowercase() == "true" for c in _BOOL_ATTRS),
         *(pl.col(c).cast(pl.Float64, strict=False).cast(pl.Int64) for c in _INT_ATTRS),
         *(pl.col(c).cast(pl.Float64, strict=False) for c in _FLOAT_ATTRS),
@@ -211,7 +210,11 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "name",
         pl.from_epoch(start // 1000, time_unit="us").dt.replace_time_zone("UTC").alias("start"),
         ((end - start) / 1e6).alias("duration_ms"),
-        pl.when(pl.col("code") == 2).then(pl.lit("error")).otherwise(pl.lit("ok")).alias("status"),
+        # Enums arrive as numbers (collector) or names (grpc-gateway, e.g. Jaeger's API).
+        pl.when(pl.col("code").is_in(["2", "STATUS_CODE_ERROR"]))
+        .then(pl.lit("error"))
+        .otherwise(pl.lit("ok"))
+        .alias("status"),
         "error_type",
         pl.coalesce("provider_name", "system").alias("provider"),
         "operation",
