@@ -7,12 +7,16 @@ project's simulator; the collector runs collector-config.yaml unchanged.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import Counter
 from typing import Any
 
 import pytest
 from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
 
+from canarytrace import cli
 from canarytrace.analysis.load import load
 from canarytrace.attributes import (
     FEEDBACK_SPAN_NAME,
@@ -21,11 +25,13 @@ from canarytrace.attributes import (
     TIER,
 )
 
+from .servers import REPO
 from .stores import jaeger_spans, spans_in_files, wait_for_spans
 
 pytestmark = pytest.mark.integration
 
 CALLS = 16
+REGISTRY = REPO / "models.yaml"
 
 
 def _service() -> str:
@@ -141,3 +147,42 @@ def test_the_tempo_pipeline_keeps_canaries_failures_and_feedback_only(
     assert not dropped & found.keys()
     records = [s for s in found.values() if s.name in (FEEDBACK_SPAN_NAME, OUTCOME_SPAN_NAME)]
     assert records, "feedback and outcome records are kept whatever their call"
+
+
+def _analyze(*args: str) -> tuple[int, dict[str, Any]]:
+    """`canarytrace analyze ... --format json` in-process: exit code and report."""
+    result = CliRunner().invoke(
+        cli.app, ["analyze", *args, "--format", "json", "--registry", str(REGISTRY)]
+    )
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def test_canarytrace_analyze_reads_jaeger_by_service_and_time_window(
+    pipeline: dict[str, Any],
+) -> None:
+    done, service, jaeger = pipeline["done"], pipeline["service"], pipeline["jaeger"]
+    source = _jaeger_source(jaeger.query_url, service)
+    route_of = {"anthropic": "chat", "openai": "summarize"}
+    expected = Counter((route_of[c["provider"]], c["tier"]) for c in done["calls"])
+
+    code, report = _analyze(source)
+
+    assert code == report["exit_code"] and report["problems"] == []
+    assert report["verdict"] in ("PROMOTE", "HOLD", "ROLLBACK")
+    judged = {
+        (route, tier): report["routes"][route][f"{tier}_calls"]
+        for route in ("chat", "summarize")
+        for tier in ("production", "canary")
+    }
+    assert judged == dict(expected)
+
+    # The window: only the calls that started from the ninth call on.
+    starts = sorted(load(source).calls["start"])
+    code, report = _analyze(source, "--since", starts[8].isoformat())
+    assert (
+        sum(r["production_calls"] + r["canary_calls"] for r in report["routes"].values())
+        == CALLS - 8
+    )
+    # A window before the run holds nothing: exit 3 (HOLD, nothing to judge).
+    code, _ = _analyze(source, "--until", starts[0].isoformat())
+    assert code == 3
