@@ -156,3 +156,13 @@ def test_models_yaml_judge_settings_are_read_per_route(tmp_path: Path) -> None:
     path.write_text("routes:\n  chat:\n    production: a\n    judge: {colour: red}\n")
     with pytest.raises(RegistryError, match=r"routes\.chat\.judge\.colour"):
         route_configs(path)
+
+
+def test_routes_without_canary_traffic_do_not_hold_the_others() -> None:
+    chat = synth.calls(synth.aa(users=3000, seed=4))
+    quiet = synth.calls(synth.Scenario(users=200, seed=5, canary_percent=0, route="summarize"))
+    result = judge(pl.concat([chat, quiet]))
+    assert list(result.routes) == ["chat"] and result.verdict == Verdict.PROMOTE
+    only_quiet = judge(quiet)
+    assert only_quiet.verdict == Verdict.HOLD
+    assert "no canary calls" in only_quiet.routes["summarize"].reasons[0]

@@ -889,12 +889,18 @@ def judge(
     config = config or JudgeConfig()
     lazy = calls.lazy()
     if route is None:
-        routes = sorted(
+        # Routes without canary traffic (no canary configured, stage 0) have nothing to
+        # judge and would only turn the overall verdict to HOLD; judge them only when no
+        # route has any canary call, so the answer is still HOLD with its reason.
+        present = (
             lazy.filter(pl.col("tier").is_in(["production", "canary"]))
-            .select(pl.col("route").drop_nulls().unique())
-            .collect()["route"]
-            .to_list()
+            .group_by("route")
+            .agg((pl.col("tier") == "canary").any().alias("has_canary"))
+            .drop_nulls("route")
+            .collect()
         )
+        with_canary = present.filter(pl.col("has_canary"))["route"].to_list()
+        routes = sorted(with_canary or present["route"].to_list())
     else:
         routes = [route]
     threshold = M.positive_threshold(lazy)
