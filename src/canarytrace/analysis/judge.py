@@ -337,10 +337,8 @@ def _ratio_var(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
     ratio = num.sum() / den.sum()
     if n < 2:
         return float(ratio), math.inf
-    mx, my = num.mean(), den.mean()
     cov = np.cov(num, den, ddof=1)
-    var = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (n * my**2)
-    del mx
+    var = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (n * den.mean() ** 2)
     return float(ratio), float(max(var, 0.0))
 
 
