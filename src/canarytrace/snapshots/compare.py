@@ -200,7 +200,10 @@ def compare(
             "the baseline's own run-to-run variation is the yardstick)"
         )
     chosen = [_resolve(baseline, route, "--baseline"), _resolve(candidate, route, "--candidate")]
-    ask = ask or SdkAsker()
+    if ask is None:
+        for model in chosen:
+            provider_of(model)  # an unknown provider is a usage error, not a failed run
+        ask = SdkAsker()
     jobs = [(m, p) for p in prompts for m in chosen for _ in range(runs)]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         answers = list(pool.map(lambda job: _safe_ask(ask, *job), jobs))

@@ -152,7 +152,8 @@ class LexicalEmbedder:
 
     name = "lexical:hashed-words-v1"
     label = "LEXICAL word overlap, not meaning (install canarytrace[embeddings])"
-    default_threshold = 0.60
+    # Not calibrated: no word-overlap bar separates rephrasing from changed meaning well.
+    default_threshold = 0.50
     dimensions = 4096
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
