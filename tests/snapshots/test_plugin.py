@@ -15,7 +15,7 @@ pytest_plugins = ["pytester"]
 INNER_TEST = """
 import json, os
 
-from canarytrace.snapshots.record import LLMOutput
+from canarytrace.snapshots import LLMOutput
 
 
 def test_answer(llm_model, llm_snapshot):
