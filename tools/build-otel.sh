@@ -31,6 +31,8 @@ export GOTOOLCHAIN=local
 
 log() { printf 'build-otel: %s\n' "$*" >&2; }
 
+# Where the official tarball puts Go, for shells whose PATH lacks it (CI's, cron's).
+[[ -x /usr/local/go/bin/go ]] && PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { log "Go is not installed: install Go >= 1.24 (https://go.dev/dl) and rerun"; exit 1; }
 
 # Two runs at once (make test and a test fixture) must not build into each other.
