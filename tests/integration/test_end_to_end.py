@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
@@ -31,6 +32,7 @@ from .stores import jaeger_spans, spans_in_files, wait_for_spans
 pytestmark = pytest.mark.integration
 
 CALLS = 16
+OTHER_CALLS = 4
 REGISTRY = REPO / "models.yaml"
 
 
@@ -45,45 +47,74 @@ def _jaeger_source(query_url: str, service: str) -> str:
 
 @pytest.fixture(scope="module")
 def pipeline(start_jaeger: Any, start_collector: Any, start_app: Any) -> dict[str, Any]:
-    """Run the app once through collector and Jaeger; what it sent and where it went."""
+    """Run the apps once through collector and Jaeger; what they sent and where it went.
+
+    The main app exports OTLP/HTTP; a second, smaller one (another service) exports
+    OTLP/gRPC at the same time, so each store holds two services to tell apart.
+    """
     jaeger, tempo_stand_in = start_jaeger(), start_jaeger()
     # Tail sampling keeps no healthy production call here, so what Tempo would get is
     # exactly the canary calls, the failed calls and the feedback/outcome records.
     collector = start_collector(
         jaeger.otlp_grpc, tempo_stand_in.otlp_http, CANARYTRACE_TEMPO_SAMPLE_PERCENT="0"
     )
-    service = _service()
+    service, other = _service(), _service()
     app = start_app("--calls", str(CALLS), endpoint=collector.otlp_http, service=service)
-    done = app.finish()
+    grpc_app = start_app(
+        "--calls", str(OTHER_CALLS),
+        endpoint=f"http://{collector.otlp_grpc}",
+        service=other,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+    )  # fmt: skip
+    done, other_done = app.finish(), grpc_app.finish()
     in_files = wait_for_spans(
-        lambda: spans_in_files(collector.traces_dir), done["spans"], "the collector's files"
+        lambda: spans_in_files(collector.traces_dir),
+        done["spans"] + other_done["spans"],
+        "the collector's files",
     )
     in_jaeger = wait_for_spans(
         lambda: jaeger_spans(jaeger.query_url, service), done["spans"], "Jaeger"
     )
+    other_in_jaeger = wait_for_spans(
+        lambda: jaeger_spans(jaeger.query_url, other), other_done["spans"], "Jaeger"
+    )
     return {
         "service": service,
         "done": done,
+        "other": other,
+        "other_done": other_done,
         "collector": collector,
         "jaeger": jaeger,
         "tempo": tempo_stand_in,
         "in_files": in_files,
         "in_jaeger": in_jaeger,
+        "other_in_jaeger": other_in_jaeger,
     }
 
 
 def test_every_span_arrives_in_the_files_and_in_jaeger(pipeline: dict[str, Any]) -> None:
     done, service = pipeline["done"], pipeline["service"]
-    in_files, in_jaeger = pipeline["in_files"], pipeline["in_jaeger"]
+    in_jaeger = pipeline["in_jaeger"]
+    in_files = {k: s for k, s in pipeline["in_files"].items() if s.service == service}
     assert done["answered"] > 0 and len(done["calls"]) == CALLS
 
     # Exactly what the app handed to its SDK: no span lost, none doubled.
     assert len(in_files) == done["spans"]
     assert in_files.keys() == in_jaeger.keys()
     assert {c["span_id"] for c in done["calls"]} <= in_files.keys()
-    assert {s.service for s in in_files.values()} == {service}
     names = [s.name for s in in_files.values()]
     assert FEEDBACK_SPAN_NAME in names and OUTCOME_SPAN_NAME in names
+
+
+def test_otlp_grpc_arrives_as_well_as_otlp_http(pipeline: dict[str, Any]) -> None:
+    other, other_done = pipeline["other"], pipeline["other_done"]
+    in_files = {k: s for k, s in pipeline["in_files"].items() if s.service == other}
+    assert len(in_files) == other_done["spans"]
+    assert in_files.keys() == pipeline["other_in_jaeger"].keys()
+    assert {c["span_id"] for c in other_done["calls"]} <= in_files.keys()
+    # Nothing else in the files: the two services are all there is.
+    assert len(pipeline["in_files"]) == pipeline["done"]["spans"] + other_done["spans"]
 
 
 def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
@@ -96,7 +127,8 @@ def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
     from_jaeger = load(_jaeger_source(jaeger.query_url, service))
 
     assert from_files.problems == [] and from_jaeger.problems == []
-    calls = from_files.calls.sort("span_id")
+    assert set(from_jaeger.calls["service"]) == {service}
+    calls = from_files.calls.filter(pl.col("service") == service).sort("span_id")
     assert calls.height == CALLS
     assert set(calls["span_id"]) == {c["span_id"] for c in done["calls"]}
     # Feedback and outcome records were joined onto their calls in both.
@@ -167,6 +199,7 @@ def test_canarytrace_analyze_reads_jaeger_by_service_and_time_window(
 
     code, report = _analyze(source)
 
+    # Only this service's calls (the gRPC app's, in the same Jaeger, are left out).
     assert code == report["exit_code"] and report["problems"] == []
     assert report["verdict"] in ("PROMOTE", "HOLD", "ROLLBACK")
     judged = {
