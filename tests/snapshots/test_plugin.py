@@ -207,3 +207,25 @@ def test_the_threshold_can_be_raised_per_assertion(
     failed = run(suite, monkeypatch, paraphrase, "--route", "chat", checks=strict)
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(["*(threshold 0.99; all-MiniLM-L6-v2 (local))*"])
+
+
+def test_a_project_that_defines_its_own_model_option_keeps_it(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--model', default='theirs')\n"
+    )
+    suite.makepyfile(
+        test_theirs="def test_theirs(request):\n"
+        "    assert request.config.getoption('model') == 'mine'\n"
+    )
+    args = ("--model", "mine", "--canarytrace-model", "canary", "--canarytrace-route", "chat")
+    result = run(suite, monkeypatch, "Paris.", *args, "--snapshot-update")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "canarytrace: --model belongs to another plugin or conftest here; "
+            "use --canarytrace-model",
+            "canarytrace: model claude-3-opus-20241219 (canary of route chat)*",
+        ]
+    )

@@ -10,15 +10,20 @@ until a fixture is used) and it does nothing unless asked.
 `--model` takes a tier (production, canary, fallback), resolved through the registry
 (`$CANARYTRACE_REGISTRY`, else `./models.yaml`) for `--route` (needed when the registry
 has several routes), or a model id. An undated alias is refused, as `canarytrace lint`
-refuses it: a snapshot must say exactly which model wrote it. `--canarytrace-model` and
-`--canarytrace-route` are the same options under names that cannot clash with another
-plugin's `--model`.
+refuses it: a snapshot must say exactly which model wrote it.
+
+The options are `--canarytrace-model` and `--canarytrace-route`; the short `--model` and
+`--route` are added after the project's conftest files have registered theirs, and only
+when still free, because many test suites already define a `--model` of their own and
+installing canarytrace must not break them (argparse refuses a name defined twice).
 
 Hook reference: https://docs.pytest.org/en/stable/reference/reference.html#hooks
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -28,27 +33,24 @@ from canarytrace.snapshots.choose import REGISTRY_ENV, ChosenModel, resolve_mode
 from canarytrace.snapshots.embedders import EMBEDDER_NAMES
 
 _CHOSEN = pytest.StashKey["ChosenModel | None"]()
+_TAKEN = pytest.StashKey[list[str]]()
+_GROUP = ("canarytrace", "canarytrace: LLM snapshot tests across model versions")
+_MODEL_HELP = (
+    "model the llm_model fixture returns: a tier of models.yaml (production, canary, "
+    "fallback) or a dated model id; undated aliases are refused"
+)
+_ROUTE_HELP = "route of models.yaml whose tier --model names (needed with several routes)"
+_SHORT = (("--model", "canarytrace_model", "TIER_OR_ID"), ("--route", "canarytrace_route", "ROUTE"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Options in one group (https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_addoption)."""
-    group = parser.getgroup("canarytrace", "canarytrace: LLM snapshot tests across model versions")
+    group = parser.getgroup(*_GROUP)
     group.addoption(
-        "--model",
-        "--canarytrace-model",
-        dest="canarytrace_model",
-        metavar="TIER_OR_ID",
-        default=None,
-        help="model the llm_model fixture returns: a tier of models.yaml (production, canary, "
-        "fallback) or a dated model id; undated aliases are refused",
+        "--canarytrace-model", dest="canarytrace_model", metavar="TIER_OR_ID", help=_MODEL_HELP
     )
     group.addoption(
-        "--route",
-        "--canarytrace-route",
-        dest="canarytrace_route",
-        metavar="ROUTE",
-        default=None,
-        help="route of models.yaml whose tier --model names (needed with several routes)",
+        "--canarytrace-route", dest="canarytrace_route", metavar="ROUTE", help=_ROUTE_HELP
     )
     group.addoption(
         "--llm-embedder",
@@ -58,6 +60,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how llm_snapshot measures meaning: local (all-MiniLM-L6-v2), openai, lexical, "
         "or auto (local when installed, else lexical); default $CANARYTRACE_EMBEDDER or auto",
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, object, object]:
+    """Once the project's conftests have added their options, take `--model`/`--route` if free."""
+    result = yield
+    group = parser.getgroup(*_GROUP)
+    taken = []
+    for name, dest, metavar in _SHORT:
+        try:
+            group.addoption(
+                name, dest=dest, metavar=metavar, help=f"short for --canarytrace-{name[2:]}"
+            )
+        except argparse.ArgumentError:  # a conftest or plugin defined it first: theirs wins
+            taken.append(name)
+    early_config.stash[_TAKEN] = taken
+    return result
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,11 +94,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """The model and its pin, so every CI log says which model the snapshots saw."""
+    lines = [
+        f"canarytrace: {name} belongs to another plugin or conftest here; "
+        f"use --canarytrace-{name[2:]}"
+        for name in config.stash.get(_TAKEN, [])
+    ]
     chosen = config.stash.get(_CHOSEN, None)
     if chosen is None:
-        return []
+        return lines
     where = f"{chosen.tier} of route {chosen.route}" if chosen.tier else "not routed in models.yaml"
-    return [f"canarytrace: model {chosen.model_id} ({where}); pinned {chosen.pinned}"]
+    return [*lines, f"canarytrace: model {chosen.model_id} ({where}); pinned {chosen.pinned}"]
 
 
 def _chosen(config: pytest.Config) -> ChosenModel | None:
