@@ -99,6 +99,12 @@ class Server:
             self.process.wait()
             pytest.fail(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n{self.log_tail()}")
 
+    def crash(self) -> None:
+        """Kill the process (SIGKILL: no shutdown, no flush), as an OOM kill or a power cut."""
+        assert self.process is not None and self.process.poll() is None, f"{self.name} is down"
+        self.process.kill()
+        self.process.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote."""
         if not self.log_path.exists():

@@ -12,7 +12,8 @@ same to users):
 * Collector -> Jaeger/Tempo: a span the collector accepted sits in the sending queue
   on disk (file_storage) until the back-end takes it, retried without a deadline, and a
   clean restart of the collector (SIGTERM, as orchestrators stop it) resumes from the
-  disk. A crash (SIGKILL) may lose what the batch processor held (at most 1 s).
+  disk; so does a crash (SIGKILL) for every span that had left the batch processor,
+  which may lose what it still held (at most its 1 s timeout's worth).
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def test_a_collector_restart_mid_run_loses_no_span(
     assert len(in_files) == sent and len(in_jaeger) == sent
     assert {c["span_id"] for c in done["calls"]} <= in_jaeger.keys()
     assert "Transient error" in app.stderr()  # the SDK did have to retry
+
+
+def test_spans_queued_for_jaeger_survive_a_collector_crash(
+    start_jaeger: Any, start_collector: Any, start_app: Any
+) -> None:
+    service = f"canarytrace-crash-{uuid.uuid4().hex[:8]}"
+    jaeger_port = free_port()
+    collector = start_collector(f"127.0.0.1:{jaeger_port}", f"http://127.0.0.1:{free_port()}")
+    done = start_app("--calls", "12", endpoint=collector.otlp_http, service=service).finish()
+    # In the files means past the batch processor, so in the Jaeger queue on disk too.
+    wait_for_spans(lambda: spans_in_files(collector.traces_dir), done["spans"], "the files")
+
+    collector.server.crash()
+    collector.server.start()
+    jaeger = start_jaeger(otlp_grpc_port=jaeger_port)
+
+    in_jaeger = wait_for_spans(
+        lambda: jaeger_spans(jaeger.query_url, service), done["spans"], "Jaeger"
+    )
+    assert len(in_jaeger) == done["spans"]
 
 
 def test_with_the_collector_gone_the_app_answers_with_bounded_memory(start_app: Any) -> None:
