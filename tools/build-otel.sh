@@ -17,7 +17,7 @@ JAEGER_VERSION=v1.76.0       # this tag's cmd/jaeger is the Jaeger v2 binary
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 manifest="$here/otelcol-builder.yaml"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/canarytrace"
+cache="${XDG_CACHE_HOME:-${HOME:?set HOME or XDG_CACHE_HOME: the build cache lives there}/.cache}/canarytrace"
 bin="$cache/bin"
 work="$cache/build"
 mkdir -p "$bin" "$work"
