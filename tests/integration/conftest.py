@@ -101,13 +101,7 @@ def start_collector(
 
     def start(jaeger: str, tempo: str, **extra_env: str) -> Collector:
         workdir = tmp_path_factory.mktemp("collector")
-        traces_dir, queue_dir = workdir / "traces", workdir / "queue"
-        env, ports = collector_env(
-            jaeger_otlp_grpc=jaeger,
-            tempo_otlp_http=tempo,
-            traces_dir=traces_dir,
-            queue_dir=queue_dir,
-        )
+        env, ports = collector_env(jaeger_otlp_grpc=jaeger, tempo_otlp_http=tempo, workdir=workdir)
         server = Server(
             name="otelcol",
             argv=[str(binaries.otelcol), "--config", str(COLLECTOR_CONFIG)],
@@ -121,8 +115,8 @@ def start_collector(
             server=server,
             otlp_http=f"http://127.0.0.1:{ports['http']}",
             otlp_grpc=f"127.0.0.1:{ports['grpc']}",
-            traces_dir=traces_dir,
-            queue_dir=queue_dir,
+            traces_dir=workdir / "traces",
+            metrics_dir=workdir / "metrics",
         )
 
     yield start

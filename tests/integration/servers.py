@@ -130,7 +130,7 @@ class Collector:
     otlp_http: str  # http://host:port, for OTEL_EXPORTER_OTLP_ENDPOINT
     otlp_grpc: str  # host:port
     traces_dir: Path
-    queue_dir: Path
+    metrics_dir: Path
 
 
 def base_env() -> dict[str, str]:
@@ -139,9 +139,10 @@ def base_env() -> dict[str, str]:
 
 
 def collector_env(
-    *, jaeger_otlp_grpc: str, tempo_otlp_http: str, traces_dir: Path, queue_dir: Path
+    *, jaeger_otlp_grpc: str, tempo_otlp_http: str, workdir: Path
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """The environment that points collector-config.yaml at free ports and temp folders."""
+    """The environment that points collector-config.yaml at free ports and at folders
+    `traces`, `metrics` and `queue` in `workdir`."""
     ports = {
         "grpc": free_port(),
         "http": free_port(),
@@ -154,8 +155,9 @@ def collector_env(
         "CANARYTRACE_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
         "CANARYTRACE_COLLECTOR_METRICS_HOST": "127.0.0.1",
         "CANARYTRACE_COLLECTOR_METRICS_PORT": str(ports["metrics"]),
-        "CANARYTRACE_TRACES_DIR": str(traces_dir),
-        "CANARYTRACE_COLLECTOR_QUEUE_DIR": str(queue_dir),
+        "CANARYTRACE_TRACES_DIR": str(workdir / "traces"),
+        "CANARYTRACE_METRICS_DIR": str(workdir / "metrics"),
+        "CANARYTRACE_COLLECTOR_QUEUE_DIR": str(workdir / "queue"),
         "CANARYTRACE_JAEGER_OTLP_ENDPOINT": jaeger_otlp_grpc,
         "CANARYTRACE_TEMPO_OTLP_ENDPOINT": tempo_otlp_http,
         # Decide fast so the sampled copy arrives within a test's patience.

@@ -104,6 +104,22 @@ def spans_in_files(folder: Path) -> dict[str, StoredSpan]:
     return found
 
 
+def metric_names_in_files(folder: Path) -> dict[str, set[str]]:
+    """The names of the metrics in the file exporter's OTLP/JSON lines, by service."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            for resource_metrics in json.loads(line).get("resourceMetrics", []) if line else []:
+                resource = {
+                    a["key"]: _otlp_value(a["value"])
+                    for a in resource_metrics.get("resource", {}).get("attributes", [])
+                }
+                names = found.setdefault(str(resource.get("service.name", "")), set())
+                for scope_metrics in resource_metrics.get("scopeMetrics", []):
+                    names.update(m["name"] for m in scope_metrics.get("metrics", []))
+    return found
+
+
 def jaeger_spans(
     query_url: str, service: str, tags: dict[str, str] | None = None
 ) -> dict[str, StoredSpan]:

@@ -43,8 +43,7 @@ def test_the_config_stays_valid_with_the_test_environment(
     env, _ = collector_env(
         jaeger_otlp_grpc="127.0.0.1:1",
         tempo_otlp_http="http://127.0.0.1:1",
-        traces_dir=tmp_path / "traces",
-        queue_dir=tmp_path / "queue",
+        workdir=tmp_path,
     )
     _validate(binaries, COLLECTOR_CONFIG, env | {"CANARYTRACE_TEMPO_SAMPLE_PERCENT": "0"})
 

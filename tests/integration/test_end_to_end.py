@@ -22,12 +22,20 @@ from canarytrace.analysis.load import load
 from canarytrace.attributes import (
     FEEDBACK_SPAN_NAME,
     GEN_AI_REQUEST_MODEL,
+    METRIC_OPERATION_DURATION,
+    METRIC_TOKEN_USAGE,
     OUTCOME_SPAN_NAME,
     TIER,
 )
 
 from .servers import REPO
-from .stores import jaeger_spans, spans_in_files, wait_for_spans
+from .stores import (
+    jaeger_spans,
+    metric_names_in_files,
+    spans_in_files,
+    wait_for_spans,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +76,7 @@ def pipeline(start_jaeger: Any, start_collector: Any, start_app: Any) -> dict[st
         OTEL_EXPORTER_OTLP_INSECURE="true",
     )  # fmt: skip
     done, other_done = app.finish(), grpc_app.finish()
+    app_logs = app.stderr() + grpc_app.stderr()
     in_files = wait_for_spans(
         lambda: spans_in_files(collector.traces_dir),
         done["spans"] + other_done["spans"],
@@ -90,6 +99,7 @@ def pipeline(start_jaeger: Any, start_collector: Any, start_app: Any) -> dict[st
         "in_files": in_files,
         "in_jaeger": in_jaeger,
         "other_in_jaeger": other_in_jaeger,
+        "app_logs": app_logs,
     }
 
 
@@ -115,6 +125,20 @@ def test_otlp_grpc_arrives_as_well_as_otlp_http(pipeline: dict[str, Any]) -> Non
     assert {c["span_id"] for c in other_done["calls"]} <= in_files.keys()
     # Nothing else in the files: the two services are all there is.
     assert len(pipeline["in_files"]) == pipeline["done"]["spans"] + other_done["spans"]
+
+
+def test_the_genai_metrics_arrive_in_the_metrics_files(pipeline: dict[str, Any]) -> None:
+    collector = pipeline["collector"]
+    wanted = {METRIC_OPERATION_DURATION, METRIC_TOKEN_USAGE}
+
+    def exported() -> bool:
+        found = metric_names_in_files(collector.metrics_dir)
+        return all(wanted <= found.get(s, set()) for s in (pipeline["service"], pipeline["other"]))
+
+    wait_until(
+        exported, lambda: f"metrics files hold {metric_names_in_files(collector.metrics_dir)}"
+    )
+    assert "Failed to export metrics" not in pipeline["app_logs"]
 
 
 def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
