@@ -94,3 +94,28 @@ def test_the_build_holds_exactly_the_components_the_config_uses(binaries: Binari
     built = yaml.safe_load(listing.stdout)
     for kind, names in used.items():
         assert {c["name"] for c in built[kind]} == names, kind
+
+
+def test_a_misnamed_queue_storage_passes_validate_but_stops_the_start(
+    binaries: Binaries, tmp_path: Path
+) -> None:
+    # `otelcol validate` does not resolve sending_queue::storage; the start does, and
+    # refuses to run rather than queue in memory. The message names the exporter.
+    text = COLLECTOR_CONFIG.read_text()
+    broken = tmp_path / "collector-config.yaml"
+    broken.write_text(text.replace("storage: file_storage/queue", "storage: file_storge/queue", 1))
+    env, _ = collector_env(
+        jaeger_otlp_grpc="127.0.0.1:1", tempo_otlp_http="http://127.0.0.1:1", workdir=tmp_path
+    )
+    _validate(binaries, broken, env)
+
+    started = subprocess.run(
+        [str(binaries.otelcol), "--config", str(broken)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert started.returncode != 0
+    assert 'failed to start "otlp_grpc/jaeger" exporter: no storage client' in started.stderr
