@@ -19,12 +19,12 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from canarytrace.snapshots.record import Checks
 
-ACCEPTABLE = "acceptable"
-WORRYING = "worrying"
+ACCEPTABLE: Final = "acceptable"
+WORRYING: Final = "worrying"
 DEFAULT_MAX_LENGTH_RATIO = 2.0  # "far longer": more than twice the words of the old output
 CONCISE_RATIO = 0.8  # at most 80 % of the old words, same meaning: "more concise"
 

@@ -95,7 +95,7 @@ def _prompt(item: Any, where: str, index: int) -> Prompt:
     unknown = sorted(set(item) - known)
     if unknown:
         raise SnapshotError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    checks = {
+    checks: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in item.items() if k in _CHECK_KEYS
     }
     try:

