@@ -60,13 +60,8 @@ def test_compare_separates_a_regressed_candidate_from_an_equivalent_one(
     assert worse, "the regression shows on individual prompts"
     # A flagged prompt's worst candidate answer really is a wrong answer of the simulator.
     for result in worse:
-        wrong = min(zip(result.candidate_verdicts, result.candidate, strict=True), key=_rank)
-        assert sim.answer_is_correct(result.prompt.prompt, wrong[1]) is False
-
-
-def _rank(pair: tuple) -> tuple[bool, float]:
-    verdict = pair[0]
-    return verdict.acceptable, verdict.similarity
+        assert result.worst is not None
+        assert sim.answer_is_correct(result.prompt.prompt, result.worst[1]) is False
 
 
 def test_cli_compare_reports_the_verdict_with_exit_code(sim: Simulator, prompts_file: Path) -> None:
@@ -80,6 +75,8 @@ def test_cli_compare_reports_the_verdict_with_exit_code(sim: Simulator, prompts_
     worse = CliRunner().invoke(app, [*args, "--runs", "4"])
     assert worse.exit_code == 1, worse.output
     assert "REGRESSED: candidate worrying in" in worse.output
+    # Like the article's investigate_regression: old and new answer side by side.
+    assert "(medoid)" in worse.output and "(worst run)" in worse.output
 
 
 def test_compare_calls_openai_models_by_registry_tier(

@@ -101,6 +101,7 @@ def compare(
     Exit 0 EQUIVALENT, 1 REGRESSED, 2 when it cannot run.
     """
     from canarytrace.snapshots import compare as comparing
+    from canarytrace.snapshots.display import side_by_side
 
     try:
         result = comparing.compare(
@@ -118,6 +119,16 @@ def compare(
     for r in result.results:
         for error in r.errors:
             stderr.print(f"{r.prompt.id}: {error}", highlight=False)
+        if r.worrying and r.worst:
+            verdict, text = r.worst
+            stdout.print(f"\n{r.prompt.id}: {verdict.kind}: {verdict.reason}", highlight=False)
+            lines = side_by_side(
+                f"baseline {result.baseline.model_id} (medoid)",
+                r.reference,
+                f"candidate {result.candidate.model_id} (worst run)",
+                text,
+            )
+            stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
     style = "red" if result.verdict == "REGRESSED" else "green"
     stdout.print(
         f"[{style}]{result.verdict}[/{style}]: {result.reason}", highlight=False, soft_wrap=True

@@ -154,9 +154,10 @@ class PromptResult:
         )
 
     @property
-    def worst(self) -> Classification | None:
-        """The candidate run's classification that is most worrying (lowest similarity)."""
-        ranked = sorted(self.candidate_verdicts, key=lambda v: (v.acceptable, v.similarity))
+    def worst(self) -> tuple[Classification, str] | None:
+        """The most worrying candidate run (worrying first, then lowest similarity) and its text."""
+        runs = zip(self.candidate_verdicts, self.candidate, strict=True)
+        ranked = sorted(runs, key=lambda run: (run[0].acceptable, run[0].similarity))
         return ranked[0] if ranked else None
 
 
@@ -397,7 +398,7 @@ def table(result: Comparison) -> Any:
     for column in ("prompt", "baseline self", "cand→base", "worrying runs", "verdict", "worst"):
         out.add_column(column, overflow="fold")
     for r in result.results:
-        worst = r.worst
+        worst = r.worst[0] if r.worst else None
         if not r.candidate_verdicts:
             out.add_row(r.prompt.id, "", "", "", "[yellow]no answers[/yellow]", "; ".join(r.errors))
             continue

@@ -18,18 +18,15 @@ model's rephrasings would keep the old model's text and header.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
-from itertools import zip_longest
 from typing import Any, ClassVar
 
 from syrupy.extensions.amber import AmberSnapshotExtension
 
 from canarytrace.snapshots.classify import Classification, classify
+from canarytrace.snapshots.display import side_by_side
 from canarytrace.snapshots.record import LLMOutput, Record
 from canarytrace.snapshots.similarity import shared_similarity
-
-COLUMN = 48
 
 
 class LLMSnapshotExtension(AmberSnapshotExtension):
@@ -86,7 +83,7 @@ class LLMSnapshotExtension(AmberSnapshotExtension):
             yield f"  failed: {failed}"
         if verdict.acceptable:
             yield f"  {verdict.reason}"
-        yield from _side_by_side(
+        yield from side_by_side(
             f"old ({old.model or 'model not recorded'})",
             old.text,
             f"new ({new.model or 'model not recorded'})",
@@ -106,16 +103,3 @@ class LLMSnapshotExtension(AmberSnapshotExtension):
             checks=new.checks,
         )
         return old, new, verdict
-
-
-def _side_by_side(left_title: str, left: str, right_title: str, right: str) -> Iterator[str]:
-    def wrap(text: str) -> list[str]:
-        lines: list[str] = []
-        for paragraph in text.splitlines() or [""]:
-            lines.extend(textwrap.wrap(paragraph, COLUMN) or [""])
-        return lines
-
-    yield f"  {left_title[:COLUMN]:<{COLUMN}} │ {right_title[:COLUMN]}"
-    yield f"  {'─' * COLUMN}─┼─{'─' * COLUMN}"
-    for a, b in zip_longest(wrap(left), wrap(right), fillvalue=""):
-        yield f"  {a:<{COLUMN}} │ {b}".rstrip()
