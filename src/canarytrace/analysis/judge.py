@@ -477,22 +477,23 @@ def _quantile_estimate(
         part = hist.filter(pl.col("tier") == tier)
         if part.height == 0:
             return None
-        users, user_idx = np.unique(part["user"].to_numpy(), return_inverse=True)
-        if len(users) < 2:
+        user_idx = part["user"].rank("dense").to_numpy() - 1
+        n_users = int(user_idx.max()) + 1
+        if n_users < 2:
             return None
         col = np.searchsorted(bins, part["bin"].to_numpy())
         mat = sparse.csr_matrix(
-            (part["n"].to_numpy().astype(float), (user_idx, col)), shape=(len(users), len(bins))
+            (part["n"].to_numpy().astype(float), (user_idx, col)), shape=(n_users, len(bins))
         )
         points.append(
             _quantile_from_counts(np.asarray(mat.sum(axis=0)).ravel(), bins, spec.quantile)
         )
         # Poisson bootstrap over users, in slices that keep the weight matrix small.
-        step = max(1, min(resamples, 4_000_000 // len(users)))
+        step = max(1, min(resamples, 4_000_000 // n_users))
         draws = []
         for start in range(0, resamples, step):
             b = min(step, resamples - start)
-            weights = rng.poisson(1.0, (b, len(users))).astype(float)
+            weights = rng.poisson(1.0, (b, n_users)).astype(float)
             draws.append(_quantile_from_counts(np.asarray(weights @ mat), bins, spec.quantile))
         thetas.append(np.concatenate(draws))
     theta = float(points[0] - points[1])
