@@ -50,8 +50,13 @@ def setup(
     service_name: str | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
-) -> tuple[trace.TracerProvider, metrics.MeterProvider]:
-    """The tracer and meter providers canarytrace should use, creating them if needed."""
+) -> tuple[trace.TracerProvider, metrics.MeterProvider | None]:
+    """The tracer and meter providers canarytrace should use, creating them if needed.
+
+    The meter provider is None when nobody has set one: the GenAI metrics are then not
+    recorded at all (rather than handed to a no-op), so set the application's
+    MeterProvider before `instrument()`, or pass it as `meter_provider=`.
+    """
     global _owned_provider
     if tracer_provider is None:
         tracer_provider = _application_provider()
@@ -63,7 +68,7 @@ def setup(
                 if meter_provider is None and _otlp_endpoint("METRICS"):
                     metrics.set_meter_provider(_create_meter_provider(_owned_provider.resource))
             tracer_provider = _owned_provider
-    return tracer_provider, meter_provider or metrics.get_meter_provider()
+    return tracer_provider, meter_provider or _application_meter_provider()
 
 
 def flush(timeout_millis: int = 30_000) -> bool:
@@ -77,6 +82,16 @@ def _application_provider() -> trace.TracerProvider | None:
     provider = trace.get_tracer_provider()
     # The API's placeholders until somebody sets a real one.
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    return provider
+
+
+def _application_meter_provider() -> metrics.MeterProvider | None:
+    provider = metrics.get_meter_provider()
+    # The API's placeholders until somebody sets a real one.
+    if isinstance(provider, metrics.NoOpMeterProvider):
+        return None
+    if type(provider).__name__ == "_ProxyMeterProvider":
         return None
     return provider
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from canarytrace import attributes as A
@@ -49,34 +50,41 @@ def report(site: str) -> None:
 
 
 class Instruments:
-    """What every wrapper needs, captured once at instrument time."""
+    """What every wrapper needs, captured once at instrument time.
+
+    Without a meter provider the metric instruments are None and no metric is recorded.
+    """
 
     __slots__ = ("capture_content", "cost", "duration", "tokens", "tracer")
 
     def __init__(
         self,
         tracer_provider: trace.TracerProvider,
-        meter_provider: metrics.MeterProvider,
+        meter_provider: metrics.MeterProvider | None,
         capture_content: bool,
         version: str,
     ) -> None:
         self.tracer = trace.get_tracer(A.INSTRUMENTATION_SCOPE, version, tracer_provider)
-        meter = metrics.get_meter(A.INSTRUMENTATION_SCOPE, version, meter_provider)
-        self.duration = meter.create_histogram(
-            A.METRIC_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
-        self.tokens = meter.create_histogram(
-            A.METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-        )
-        self.cost = meter.create_counter(
-            A.METRIC_COST, unit="USD", description="Cost of LLM calls in US dollars"
-        )
+        self.duration: Histogram | None = None
+        self.tokens: Histogram | None = None
+        self.cost: Counter | None = None
+        if meter_provider is not None:
+            meter = metrics.get_meter(A.INSTRUMENTATION_SCOPE, version, meter_provider)
+            self.duration = meter.create_histogram(
+                A.METRIC_OPERATION_DURATION,
+                unit="s",
+                description="GenAI operation duration",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            )
+            self.tokens = meter.create_histogram(
+                A.METRIC_TOKEN_USAGE,
+                unit="{token}",
+                description="Number of input and output tokens used",
+                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            )
+            self.cost = meter.create_counter(
+                A.METRIC_COST, unit="USD", description="Cost of LLM calls in US dollars"
+            )
         self.capture_content = capture_content
 
 
@@ -208,6 +216,9 @@ def end_call(
         report("end_call.metrics")
 
 
+_labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+
+
 def _record_metrics(
     call: Call,
     duration: float,
@@ -217,21 +228,49 @@ def _record_metrics(
     error_type: str | None,
 ) -> None:
     ins = call.ins
-    labels: dict[str, Any] = {
+    if ins.duration is None or ins.tokens is None or ins.cost is None:
+        return
+    key = (
+        call.operation,
+        call.provider,
+        call.model,
+        response_model,
+        call.tier,
+        call.route,
+        error_type,
+    )
+    labels = _labels.get(key)
+    if labels is None:
+        labels = _metric_labels(call, response_model, error_type)
+        if len(_labels) >= 4096:  # bounded: model ids come from the application
+            _labels.clear()
+        _labels[key] = labels
+    common, input_labels, output_labels = labels
+    ins.duration.record(duration, common)
+    if usage is not None:
+        ins.tokens.record(usage.input, input_labels)
+        ins.tokens.record(usage.output, output_labels)
+    if cost is not None:
+        ins.cost.add(cost, common)
+
+
+def _metric_labels(
+    call: Call, response_model: str | None, error_type: str | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    common: dict[str, Any] = {
         A.GEN_AI_OPERATION_NAME: call.operation,
         A.GEN_AI_PROVIDER_NAME: call.provider,
         A.GEN_AI_REQUEST_MODEL: call.model,
     }
     if response_model:
-        labels[A.GEN_AI_RESPONSE_MODEL] = response_model
+        common[A.GEN_AI_RESPONSE_MODEL] = response_model
     if call.tier is not None:
-        labels[A.TIER] = call.tier
-        labels[A.ROUTE] = call.route
+        common[A.TIER] = call.tier
+        common[A.ROUTE] = call.route
     if error_type is not None:
-        labels[A.ERROR_TYPE] = error_type
-    ins.duration.record(duration, labels)
-    if usage is not None:
-        ins.tokens.record(usage.input, {**labels, A.METRIC_TOKEN_TYPE: "input"})
-        ins.tokens.record(usage.output, {**labels, A.METRIC_TOKEN_TYPE: "output"})
-    if cost is not None:
-        ins.cost.add(cost, labels)
+        common[A.ERROR_TYPE] = error_type
+    return (
+        common,
+        {**common, A.METRIC_TOKEN_TYPE: "input"},
+        {**common, A.METRIC_TOKEN_TYPE: "output"},
+    )
