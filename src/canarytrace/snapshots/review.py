@@ -168,23 +168,33 @@ def _models(change: Change) -> str:
 
 
 def table(result: Review) -> Table:
-    """The summary table for the terminal."""
+    """The summary table for the terminal: one row per change, the model once if shared."""
     from rich.table import Table
 
-    out = Table(title=f"LLM snapshot changes since {result.base}", show_lines=False)
-    for column in ("snapshot", "model", "similarity", "verdict", "kind", "reason"):
-        out.add_column(column, overflow="fold")
+    models = {_models(c) for c in result.changes if c.status == "changed"}
+    shared = models.pop() if len(models) == 1 else None
+    files = {c.file for c in result.changes}
+    title = f"LLM snapshot changes since {result.base}"
+    if len(files) == 1:
+        title += f" in {next(iter(files))}"
+    out = Table(title=title, caption=f"model: {shared}" if shared else None)
+    columns = ["snapshot", "verdict", "kind", "similarity", "reason"]
+    if shared is None:
+        columns.insert(1, "model")
+    for column in columns:
+        out.add_column(column, overflow="fold", no_wrap=column in ("snapshot", "similarity"))
     for c in result.changes:
         v = c.classification
         style = "red" if c.worrying else ("green" if v else "yellow")
-        out.add_row(
-            f"{c.file}::{c.name}",
-            _models(c),
-            f"{v.similarity:.2f}" if v else "",
-            f"[{style}]{v.verdict if v else c.status}[/{style}]",
-            v.kind if v else "",
-            v.reason if v else f"snapshot {c.status}; nothing to compare",
-        )
+        row = {
+            "snapshot": c.name if len(files) == 1 else f"{c.file}::{c.name}",
+            "model": _models(c),
+            "verdict": f"[{style}]{v.verdict if v else c.status}[/{style}]",
+            "kind": v.kind if v else "",
+            "similarity": f"{v.similarity:.2f}" if v else "",
+            "reason": v.reason if v else f"snapshot {c.status}; nothing to compare",
+        }
+        out.add_row(*(row[column] for column in columns))
     return out
 
 
