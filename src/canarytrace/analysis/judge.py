@@ -645,7 +645,30 @@ def _judge_route(
 ) -> RouteVerdict:
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
-    users = M.user_aggregates(lazy, route, threshold)
+    in_route = (pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"])
+    info_query = (
+        lazy.filter(in_route)
+        .group_by("tier")
+        .agg(
+            pl.len().alias("calls"),
+            pl.col("request_model").drop_nulls().mode().first().alias("model"),
+            pl.col("start").min().alias("first"),
+            pl.col("start").max().alias("last"),
+        )
+    )
+    canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
+    cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
+    failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
+    # One collect_all: polars shares the scan of the source between the five queries.
+    users, hist, info, slowest, failing = pl.collect_all(
+        [
+            M.user_aggregates(lazy, route, threshold),
+            M.latency_histograms(lazy, route),
+            info_query,
+            canary_calls.sort("duration_ms", descending=True).head(5).select(cols),
+            canary_calls.filter(failed).sort("start", descending=True).head(5).select(cols),
+        ]
+    )
     parts = {
         tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in _NUMERIC}
         for tier, frame in (
@@ -655,17 +678,6 @@ def _judge_route(
     }
     prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
-    info = (
-        lazy.filter((pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"]))
-        .group_by("tier")
-        .agg(
-            pl.len().alias("calls"),
-            pl.col("request_model").drop_nulls().mode().first().alias("model"),
-            pl.col("start").min().alias("first"),
-            pl.col("start").max().alias("last"),
-        )
-        .collect()
-    )
     by_tier = {row["tier"]: row for row in info.iter_rows(named=True)}
     calls_c = by_tier.get("canary", {}).get("calls", 0)
     calls_p = by_tier.get("production", {}).get("calls", 0)
@@ -676,14 +688,12 @@ def _judge_route(
     canary_rate = calls_c / hours if hours > 0 else None
 
     estimates: dict[str, _Estimate | None] = {}
-    hist: pl.DataFrame | None = None
     for spec in config.metrics:
         if spec.kind == "proportion":
             estimates[spec.name] = _proportion_estimate(spec, prod, can, alpha)
         elif spec.kind == "ratio":
             estimates[spec.name] = _ratio_estimate(spec, prod, can)
         elif spec.kind == "quantile":
-            hist = hist if hist is not None else M.latency_histograms(lazy, route)
             estimates[spec.name] = _quantile_estimate(spec, hist, config.bootstrap_resamples, rng)
         else:
             estimates[spec.name] = _shift_estimate(spec, prod, can, alpha, rng)
@@ -833,16 +843,6 @@ def _judge_route(
                 "an estimate sits exactly on its margin: more data alone may not decide it"
             )
 
-    canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
-    cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
-    slowest = canary_calls.sort("duration_ms", descending=True).head(5).select(cols).collect()
-    failing = (
-        canary_calls.filter((pl.col("status") == "error") | (pl.col("outcome_ok") == False))  # noqa: E712
-        .sort("start", descending=True)
-        .head(5)
-        .select(cols)
-        .collect()
-    )
     return RouteVerdict(
         route=route,
         verdict=verdict,

@@ -5,7 +5,8 @@ aggregated without materialising every call). `summary` gives one row per group
 (route, tier, and optionally model id); `errors_by_type` splits the errors;
 `over_time` buckets the same numbers by time. `user_aggregates` and
 `latency_histograms` are what the judge tests: one row per user (the unit of
-randomisation) rather than per call.
+randomisation) rather than per call; they stay lazy so the judge can collect them
+together with one scan of the source.
 
 Satisfaction: `satisfaction` is the mean feedback score; `positive_share` the share of
 scores at or above `positive_threshold`, by default three quarters of the way up the
@@ -106,8 +107,8 @@ def over_time(
     )
 
 
-def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.DataFrame:
-    """Per (tier, user): the sums the judge's ratio and proportion tests need.
+def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.LazyFrame:
+    """Per (tier, user): the sums the judge's ratio and proportion tests need (lazy).
 
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing.
@@ -136,12 +137,11 @@ def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.Dat
             pl.col("start").max().alias("last_seen"),
         )
         .sort("tier", "user")
-        .collect()
     )
 
 
-def latency_histograms(calls: Frame, route: str) -> pl.DataFrame:
-    """Per (tier, user, log-latency bin): call counts, for quantiles and their bootstrap."""
+def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
+    """Per (tier, user, log-latency bin): call counts, for quantiles and their bootstrap (lazy)."""
     user = pl.coalesce(pl.col("user_hash"), pl.lit("call:") + pl.col("span_id"))
     bin_index = (pl.col("duration_ms").clip(_MIN_MS).log() / LOG_BIN_WIDTH).floor().cast(pl.Int32)
     return (
@@ -151,7 +151,6 @@ def latency_histograms(calls: Frame, route: str) -> pl.DataFrame:
         .group_by(pl.col("tier"), user.alias("user"), bin_index.alias("bin"))
         .agg(pl.len().alias("n"))
         .sort("tier", "user", "bin")
-        .collect()
     )
 
 
