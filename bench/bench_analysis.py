@@ -51,16 +51,16 @@ def _size(text: str) -> int:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def generate(calls: int, workdir: Path) -> Path:
-    """Rotated OTLP JSON files and Parquet parts holding `calls` calls (made once)."""
+def generate(calls: int, workdir: Path, formats: list[str]) -> Path:
+    """Rotated OTLP JSON files and/or Parquet parts holding `calls` calls (made once each)."""
     from canarytrace.analysis import synth
 
     folder = workdir / str(calls)
-    done = folder / "complete"
-    if done.exists():
+    todo = [f for f in formats if not (folder / f"{f}.complete").exists()]
+    if not todo:
         return folder
-    (folder / "json").mkdir(parents=True, exist_ok=True)
-    (folder / "parquet").mkdir(parents=True, exist_ok=True)
+    for fmt in todo:
+        (folder / fmt).mkdir(parents=True, exist_ok=True)
     made = 0
     index = 0
     started = time.perf_counter()
@@ -68,12 +68,16 @@ def generate(calls: int, workdir: Path) -> Path:
         size = min(CHUNK_CALLS, calls - made)
         scenario = synth.Scenario(users=max(1, size // 5), seed=index, canary_percent=10)
         frame = synth.calls(scenario).head(size)
-        synth.write_otlp(frame, folder / "json" / f"traces-{index:04d}.jsonl", seed=index)
-        frame.write_parquet(folder / "parquet" / f"calls-{index:04d}.parquet", compression="zstd")
+        if "json" in todo:
+            synth.write_otlp(frame, folder / "json" / f"traces-{index:04d}.jsonl", seed=index)
+        if "parquet" in todo:
+            part = folder / "parquet" / f"calls-{index:04d}.parquet"
+            frame.write_parquet(part, compression="zstd")
         made += frame.height
         index += 1
         print(f"  generated {made:,}/{calls:,} calls", file=sys.stderr, flush=True)
-    done.write_text(f"{time.perf_counter() - started:.0f} s\n")
+    for fmt in todo:
+        (folder / f"{fmt}.complete").write_text(f"{time.perf_counter() - started:.0f} s\n")
     return folder
 
 
@@ -321,8 +325,9 @@ def main() -> None:
         peers = []
     print(f"{'calls':>11} {'format':8} {'contender':12} {'seconds':>8} {'peak MB':>8}  result")
     for calls in (_size(s) for s in args.sizes.split(",")):
-        folder = generate(calls, args.workdir)
-        for fmt in args.formats.split(","):
+        formats = args.formats.split(",")
+        folder = generate(calls, args.workdir, formats)
+        for fmt in formats:
             ours = measure(sys.executable, "canarytrace", folder, fmt)
             rows = [("canarytrace", ours)]
             rows += [(peer, measure(args.peer_python, peer, folder, fmt)) for peer in peers]
