@@ -98,7 +98,7 @@ def test_every_problem_is_listed_most_serious_first() -> None:
     assert result.failed_checks == (
         "the new output refuses to answer",
         "numbers gone or changed: 30",
-        "similarity 0.20 < 0.80",
+        "similarity 0.200 < 0.80",
     )
 
 

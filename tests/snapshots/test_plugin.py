@@ -68,7 +68,7 @@ def test_paraphrase_passes_and_a_changed_fact_fails(
     failed.stdout.fnmatch_lines(
         [
             "*LLM output changed: WORRYING (meaning changed)*",
-            f"*similarity {semantic(old, changed):.2f} (threshold 0.80; all-MiniLM-L6-v2 (local))*",
+            f"*similarity {semantic(old, changed):.3f} (threshold 0.80; all-MiniLM-L6-v2 (local))*",
             "*old (claude-3-5-sonnet-20241022)*│ new (claude-3-5-sonnet-20241022)*",
             "*The capital of France is Paris.*│ The capital of France is Lyon.*",
         ]

@@ -153,7 +153,7 @@ def classify(
     bar = checks.threshold if checks.threshold is not None else threshold
     failures = check_failures(old, new, checks, required_numbers=required_numbers)
     if similarity < bar:
-        failures.append(("meaning changed", f"similarity {similarity:.2f} < {bar:.2f}"))
+        failures.append(("meaning changed", f"similarity {similarity:.3f} < {bar:.2f}"))
     ratio = length_ratio(old, new)
     max_ratio = checks.max_length_ratio or DEFAULT_MAX_LENGTH_RATIO
     if ratio > max_ratio:

@@ -78,7 +78,7 @@ class LLMSnapshotExtension(AmberSnapshotExtension):
         old, new, verdict = self._judge(str(serialized_data), str(snapshot_data))
         label = shared_similarity(self.embedder).label
         yield f"LLM output changed: {verdict.verdict.upper()} ({verdict.kind})"
-        yield f"  similarity {verdict.similarity:.2f} (threshold {verdict.threshold:.2f}; {label})"
+        yield f"  similarity {verdict.similarity:.3f} (threshold {verdict.threshold:.2f}; {label})"
         for failed in verdict.failed_checks:
             yield f"  failed: {failed}"
         if verdict.acceptable:
