@@ -57,9 +57,9 @@ class Spec:
             A.GEN_AI_OPERATION_NAME: self.operation,
             A.GEN_AI_PROVIDER_NAME: self.provider,
             A.GEN_AI_SYSTEM: self.provider,
+            # Always written, so a loader never has to guess what a missing value means.
+            A.GEN_AI_REQUEST_STREAM: self.stream,
         }
-        if self.stream:
-            static[A.GEN_AI_REQUEST_STREAM] = True
         object.__setattr__(self, "static", static)
 
 
