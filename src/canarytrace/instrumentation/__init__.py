@@ -19,10 +19,8 @@ from typing import Any
 
 import wrapt
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from canarytrace import pricing, telemetry
 from canarytrace.instrumentation._call import Instruments
 from canarytrace.instrumentation._wrappers import Options
 
@@ -48,6 +46,8 @@ class _Patcher:
     def apply(self, ins: Instruments, options: Options) -> None:
         if self.applied:
             return
+        from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
         module = importlib.import_module(f"canarytrace.instrumentation.{self.sdk}")
         conflict = get_dependency_conflicts([module.SUPPORTED])
         if conflict is not None:
@@ -92,6 +92,9 @@ class CanaryTraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         global _hooks_registered
+        # Imported here: `import canarytrace` should not load the OTel SDK and exporters.
+        from canarytrace import pricing, telemetry
+
         tracer_provider, meter_provider = telemetry.setup(
             kwargs.get("service_name"), kwargs.get("tracer_provider"), kwargs.get("meter_provider")
         )
