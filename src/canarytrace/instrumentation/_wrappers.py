@@ -81,6 +81,8 @@ def _server(instance: Any) -> dict[str, Any]:
     entry = _servers.get(id(client))
     if entry is None or entry[0] is not base_url:
         entry = (base_url, server_attributes(base_url))
+        if len(_servers) >= 1024:  # an application that makes a client per request
+            _servers.clear()
         _servers[id(client)] = entry
     return entry[1]
 

@@ -1,0 +1,114 @@
+"""The pure extraction functions, on plain values and real SDK objects (no wrapt, no OTel)."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from anthropic.types import Message
+from openai.types.chat import ChatCompletion
+
+from canarytrace.instrumentation import _extract as X
+
+
+def test_request_attributes_skip_unset_values() -> None:
+    kwargs = {
+        "temperature": openai.NOT_GIVEN,
+        "top_p": anthropic.omit,
+        "seed": None,
+        "max_tokens": 100,
+        "max_completion_tokens": openai.omit,
+        "stream": True,
+    }
+    out: dict[str, object] = {}
+    X.request_attributes(kwargs, X.PARAMS["openai.chat"], out)
+    assert out == {"gen_ai.request.max_tokens": 100, "gen_ai.request.stream": True}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.openai.com/v1", ("api.openai.com", 443)),
+        ("http://localhost:8080/v1", ("localhost", 8080)),
+        ("http://proxy/v1", ("proxy", 80)),
+    ],
+)
+def test_server_attributes_fill_in_default_ports(url: str, expected: tuple[str, int]) -> None:
+    attrs = X.server_attributes(httpx2.URL(url))
+    assert (attrs["server.address"], attrs["server.port"]) == expected
+
+
+def test_anthropic_usage_counts_cached_input_in_the_input() -> None:
+    message = Message.model_validate(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-sonnet-20241022",
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "max_tokens",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 2,
+                "cache_read_input_tokens": 30,
+                "cache_creation_input_tokens": 5,
+            },
+        }
+    )
+    attrs, usage = X.anthropic_message_response(message)
+    assert usage == X.Usage(45, 2, 30, 5)
+    assert attrs["gen_ai.response.finish_reasons"] == ["max_tokens"]  # the provider's word
+
+
+def test_openai_usage_reads_cached_prompt_tokens() -> None:
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "x"},
+                    "finish_reason": "length",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 50,
+                "completion_tokens": 7,
+                "total_tokens": 57,
+                "prompt_tokens_details": {"cached_tokens": 20},
+            },
+        }
+    )
+    attrs, usage = X.openai_chat_response(completion)
+    assert usage == X.Usage(50, 7, 20, 0)
+    assert attrs["gen_ai.response.finish_reasons"] == ["length"]
+
+
+def test_input_messages_cover_system_prompts_and_content_blocks() -> None:
+    kwargs = {
+        "system": "Be brief.",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image"}]},
+            {"role": "assistant", "content": "Hello"},
+        ],
+    }
+    assert json.loads(X.input_messages(kwargs) or "") == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Hi"}]},
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hello"}]},
+    ]
+    assert X.input_messages({"model": "m"}) is None
+
+
+def test_user_id_comes_from_the_request_fields_the_providers_define() -> None:
+    assert X.request_user_id({"user": "u1"}) == "u1"
+    assert X.request_user_id({"safety_identifier": "s1", "user": "u1"}) == "s1"
+    assert X.request_user_id({"metadata": {"user_id": "a1"}}) == "a1"
+    assert X.request_user_id({"user": openai.NOT_GIVEN}) is None
