@@ -229,3 +229,55 @@ def test_a_project_that_defines_its_own_model_option_keeps_it(
             "canarytrace: model claude-3-opus-20241219 (canary of route chat)*",
         ]
     )
+
+
+SIMULATED_TEST = """
+import json, os
+
+import anthropic
+import pytest
+
+PROMPTS = json.loads(os.environ["SIM_PROMPTS"])
+
+
+@pytest.mark.parametrize("prompt_id", sorted(PROMPTS))
+def test_answer(prompt_id, llm_model, llm_snapshot):
+    message = anthropic.Anthropic().messages.create(
+        model=llm_model, max_tokens=300, messages=[{"role": "user", "content": PROMPTS[prompt_id]}]
+    )
+    text = message.content[0].text
+    with open(os.environ["SIM_ANSWERS"], "a", encoding="utf-8") as out:
+        out.write(json.dumps({"id": prompt_id, "model": llm_model, "text": text}) + "\\n")
+    assert llm_snapshot == text
+"""
+
+
+def test_no_wrong_answer_of_a_regressed_canary_passes(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The article's flow on simulated models: record production, then test the canary."""
+    from canarytrace.simulator import Simulator
+
+    answers = tmp_path / "answers.jsonl"
+    suite.makepyfile(test_answer=SIMULATED_TEST)
+    with Simulator(seed=0, time_scale=0) as sim:
+        prompts = {p.id: p.prompt for p in sim.prompts}
+        monkeypatch.setenv("SIM_PROMPTS", json.dumps(prompts))
+        monkeypatch.setenv("SIM_ANSWERS", str(answers))
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.anthropic_base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        record = suite.runpytest("--model", "production", "--route", "chat", "--snapshot-update")
+        record.assert_outcomes(passed=len(prompts))
+        sim.regress("claude-3-opus-20241219", "quality")
+        result = suite.runpytest("--model", "canary", "--route", "chat", "-rA")
+        canary = [
+            json.loads(line)
+            for line in answers.read_text(encoding="utf-8").splitlines()
+            if json.loads(line)["model"] == "claude-3-opus-20241219"
+        ]
+        wrong = {
+            a["id"] for a in canary if sim.answer_is_correct(prompts[a["id"]], a["text"]) is False
+        }
+    assert wrong, "seed 0 gives the regressed canary some wrong answers"
+    for prompt_id in wrong:
+        result.stdout.fnmatch_lines([f"FAILED test_answer.py::test_answer[[]{prompt_id}[]]*"])
