@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
@@ -42,6 +43,7 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_SERVICE_NAME = "canarytrace-app"
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+_log = logging.getLogger(__name__)
 _owned_provider: TracerProvider | None = None
 _setup_lock = threading.Lock()
 
@@ -161,15 +163,23 @@ class OtlpJsonLinesExporter(SpanExporter):
         self._file: Any = None
         self._written = 0
         self._sequence = 0
+        self._failed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = encode_spans_json(spans) + "\n"
-        data = line.encode("utf-8")
+        data = (encode_spans_json(spans) + "\n").encode("utf-8")
         with self._lock:
-            if self._file is None or self._written >= self.max_bytes:
-                self._rotate()
-            self._file.write(data)
-            self._file.flush()
+            try:
+                if self._file is None or self._written >= self.max_bytes:
+                    self._rotate()
+                self._file.write(data)
+                self._file.flush()
+            except OSError as error:  # a full disk or a removed folder: drop, say so once
+                if not self._failed:
+                    self._failed = True
+                    _log.warning(
+                        "canarytrace: cannot write traces to %s: %s", self.directory, error
+                    )
+                return SpanExportResult.FAILURE
             self._written += len(data)
         return SpanExportResult.SUCCESS
 

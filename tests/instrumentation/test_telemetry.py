@@ -152,3 +152,28 @@ def _clean_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def test_spans_are_written_at_exit_without_an_explicit_flush(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import canarytrace\n"
+        "canarytrace.instrument()\n"
+        "from tests.instrumentation.conftest import openai_client\n"
+        "openai_client().chat.completions.create(model='gpt-4o-2024-08-06', messages=[])\n"
+    )
+    env = {**_clean_env(), "CANARYTRACE_TRACES_DIR": str(tmp_path), "PYTHONPATH": str(Path.cwd())}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(_lines(tmp_path)) == 1
+
+
+def test_an_unwritable_folder_fails_the_export_without_raising(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    provider, exporter = _provider(blocker / "traces")
+    provider.get_tracer("app").start_span("lost").end()
+    assert exporter.current_path is None
+    provider.shutdown()
