@@ -101,7 +101,7 @@ def _application_meter_provider() -> metrics.MeterProvider | None:
 def _resource(service_name: str | None) -> Resource:
     attributes = {SERVICE_NAME: service_name} if service_name else {}
     resource = Resource.create(attributes)
-    if resource.attributes.get(SERVICE_NAME, "").startswith("unknown_service"):
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
     return resource
 

@@ -210,7 +210,7 @@ def end_call(
     span.end()
     try:
         _record_metrics(call, duration, response_model, usage, cost, error_type)
-        if call.tier is not None:
+        if call.tier is not None and call.route is not None:
             routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")

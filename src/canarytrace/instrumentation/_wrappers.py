@@ -172,7 +172,7 @@ def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: A
             if _wants_stream(kwargs) or _raw_mode(kwargs) == "stream":
                 end_call(call, None, None)  # the body is the application's to read
             else:
-                _finish_parsed(ins, spec, call, result.parse())
+                _finish_parsed(ins, spec, call, _parse(result))
             return result
         if _wants_stream(kwargs) and spec.accumulator is not None:
             return SyncStream(result, call, spec.accumulator(ins.capture_content))
@@ -209,7 +209,7 @@ def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..
                 if _wants_stream(kwargs) or _raw_mode(kwargs) == "stream":
                     end_call(call, None, None)
                 else:
-                    parsed = result.parse()
+                    parsed = _parse(result)
                     if inspect.isawaitable(parsed):
                         parsed = await parsed
                     _finish_parsed(ins, spec, call, parsed)
@@ -223,6 +223,11 @@ def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..
         return result
 
     return traced
+
+
+def _parse(raw_response: Any) -> Any:
+    """The parsed body of a raw (`with_raw_response`) response; the SDK caches it."""
+    return raw_response.parse()
 
 
 def _end_quietly(call: Call) -> None:

@@ -212,12 +212,12 @@ class NativeSpanSwitch:
             return original.fget(client)
 
         self._original = original
-        BaseClient._tracer = property(_tracer, doc=original.__doc__)
+        setattr(BaseClient, "_tracer", property(_tracer, doc=original.__doc__))  # noqa: B010
 
     def uninstall(self) -> None:
         if self._original is None:
             return
         from anthropic._base_client import BaseClient
 
-        BaseClient._tracer = self._original
+        setattr(BaseClient, "_tracer", self._original)  # noqa: B010
         self._original = None
