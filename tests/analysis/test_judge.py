@@ -166,3 +166,13 @@ def test_routes_without_canary_traffic_do_not_hold_the_others() -> None:
     only_quiet = judge(quiet)
     assert only_quiet.verdict == Verdict.HOLD
     assert "no canary calls" in only_quiet.routes["summarize"].reasons[0]
+
+
+def test_a_p_value_of_exactly_zero_still_passes() -> None:
+    # With very precise data scipy returns p == 0.0 for a clear non-inferiority.
+    steady = synth.TierTruth(model="m-20240101", latency_sigma=0.01)
+    scenario = synth.aa(users=4000, seed=12, user_sigma=0.0, production=steady)
+    route = judge(synth.calls(scenario)).routes["chat"]
+    typical = next(m for m in route.metrics if m.name == "latency_typical")
+    assert typical.p_noninferior == 0.0
+    assert typical.status == "pass"

@@ -716,10 +716,10 @@ def _judge_route(
             half = _msprt_halfwidth(est.se, tau, alpha) if est.se > 0 else math.inf
             bounds[spec.name] = (est.theta - half, est.theta + half)
         else:
-            if est.p_harm is None:
+            if est.p_harm is None or est.p_noninferior is None:
                 ph, pn = _t_pvalues(est)
-            else:
-                ph, pn = est.p_harm, est.p_noninferior or 1.0
+            else:  # p can be exactly 0.0 with millions of calls: never `or` it away
+                ph, pn = est.p_harm, est.p_noninferior
             p_harm[spec.name], p_ni[spec.name] = ph, pn
             if est.low is not None and est.high is not None:
                 bounds[spec.name] = (est.low, est.high)
