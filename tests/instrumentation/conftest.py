@@ -133,6 +133,32 @@ def _responses(body: dict[str, Any]) -> httpx2.Response:
             {"type": "response.created", "sequence_number": 0, "response": created},
         )
     ]
+    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant"}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events.append(
+        (
+            "response.output_item.added",
+            {
+                "type": "response.output_item.added",
+                "sequence_number": 0,
+                "output_index": 0,
+                "item": {**item, "content": []},
+            },
+        )
+    )
+    events.append(
+        (
+            "response.content_part.added",
+            {
+                "type": "response.content_part.added",
+                "sequence_number": 0,
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "part": part,
+            },
+        )
+    )
     for n, text in enumerate(TEXT_CHUNKS, start=1):
         events.append(
             (

@@ -39,6 +39,15 @@ def responses_create(c: Any) -> Any:
     return c.responses.create(model=MODEL, input="Say hello", temperature=0.5)
 
 
+def responses_parse(c: Any) -> Any:
+    return c.responses.parse(model=MODEL, input="Say hello", temperature=0.5)
+
+
+def responses_stream_helper(c: Any) -> Any:
+    with c.responses.stream(model=MODEL, input="Say hello") as stream:
+        return [event for event in stream], stream.get_final_response()
+
+
 def responses_stream(c: Any) -> Any:
     return [event for event in c.responses.create(model=MODEL, input="Say hello", stream=True)]
 
@@ -70,6 +79,15 @@ async def aresponses_create(c: Any) -> Any:
     return await c.responses.create(model=MODEL, input="Say hello", temperature=0.5)
 
 
+async def aresponses_parse(c: Any) -> Any:
+    return await c.responses.parse(model=MODEL, input="Say hello", temperature=0.5)
+
+
+async def aresponses_stream_helper(c: Any) -> Any:
+    async with c.responses.stream(model=MODEL, input="Say hello") as stream:
+        return [event async for event in stream], await stream.get_final_response()
+
+
 async def aresponses_stream(c: Any) -> Any:
     stream = await c.responses.create(model=MODEL, input="Say hello", stream=True)
     return [event async for event in stream]
@@ -85,7 +103,9 @@ SYNC = [
     chat_stream,
     chat_stream_helper,
     responses_create,
+    responses_parse,
     responses_stream,
+    responses_stream_helper,
     embeddings,
 ]
 ASYNC = [
@@ -94,7 +114,9 @@ ASYNC = [
     achat_stream,
     achat_stream_helper,
     aresponses_create,
+    aresponses_parse,
     aresponses_stream,
+    aresponses_stream_helper,
     aembeddings,
 ]
 

@@ -1,7 +1,8 @@
 """The OpenAI SDK patches: chat completions (create, parse; `stream()` goes through
-create), the Responses API and embeddings, sync and async.
+create), the Responses API (create, parse; `stream()` goes through create) and
+embeddings, sync and async.
 
-`chat.completions.stream(...)` is not wrapped itself: the SDK implements it by calling
+The `stream(...)` helpers are not wrapped themselves: the SDK implements them by calling
 `self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
 `with_raw_response` and `with_streaming_response` call the same wrapped methods.
 """
@@ -143,6 +144,8 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         (_CHAT, "AsyncCompletions.parse", chat, True),
         (_RESPONSES, "Responses.create", responses, False),
         (_RESPONSES, "AsyncResponses.create", responses, True),
+        (_RESPONSES, "Responses.parse", responses, False),
+        (_RESPONSES, "AsyncResponses.parse", responses, True),
         (_EMBEDDINGS, "Embeddings.create", embeddings, False),
         (_EMBEDDINGS, "AsyncEmbeddings.create", embeddings, True),
     ]
