@@ -161,3 +161,13 @@ def test_zstd_writer_output_is_a_real_zstd_frame(frame: pl.DataFrame, tmp_path: 
     path = synth.write_otlp(frame.head(3), tmp_path / "t.jsonl.zst", compress=True)
     text = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().decode()
     assert text.count("\n") == 1 and '"resourceSpans"' in text
+
+
+def test_zstd_files_of_several_frames_are_read_whole(frame: pl.DataFrame, tmp_path: Path) -> None:
+    # A writer that compresses each export on its own appends one zstd frame per batch.
+    plain = synth.write_otlp(frame, tmp_path / "plain.jsonl")
+    lines = plain.read_bytes().splitlines(keepends=True)
+    compressor = zstandard.ZstdCompressor()
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(b"".join(compressor.compress(line) for line in lines))
+    assert_frame_equal(load(path).calls, load(plain).calls)

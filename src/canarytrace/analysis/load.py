@@ -335,7 +335,9 @@ def _read_json_file(path: Path, parts: _Parts, chunk_bytes: int) -> None:
             if path.suffix == ".zst":
                 import zstandard
 
-                stream: io.BufferedIOBase = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+                stream: io.BufferedIOBase = zstandard.ZstdDecompressor().stream_reader(
+                    raw, read_across_frames=True
+                )  # type: ignore[assignment]
             else:
                 stream = raw  # type: ignore[assignment]
             for lines in _chunks(stream, chunk_bytes):
