@@ -5,7 +5,6 @@ chunks, anthropic messages, anthropic messages streamed) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
-- `none`        uninstrumented (anthropic's native tracing off): the baseline;
 - `bare`        one hand-made OTel span per call with the same ~20 GenAI attributes
                 (the floor an instrumentation can approach);
 - `canarytrace` `canarytrace.instrument()`, anthropic's native tracing left at its default;
@@ -17,14 +16,18 @@ counting no-op exporter, in a fresh interpreter per variant:
 Peers run from their own virtualenvs under `${XDG_CACHE_HOME:-~/.cache}/canarytrace/
 bench-venvs`, made with `uv` on first use (openai-v2 needs `httpx` and
 `opentelemetry-util-genai<1.2` added to import next to openai 3.x; see PEERS.md).
-Time is the process's CPU time (`time.process_time`), and each process reports the
-fastest of its rounds: on a shared machine both keep other processes' load out of the
-figures far better than wall time and a mean. The table reports the median over
-processes of each variant's per-call time minus the baseline's, and that overhead
-divided by the bare span's (the goal is <= 1.5x). Absolute times move with the
-machine; compare the ratios.
 
-    .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 300] [--no-peers]
+Each process measures its variant against the uninstrumented calls *in the same
+process*, alternating rounds with the instrumentation switched on and off (the
+instrumentors' own instrument/uninstrument; OpenLLMetry's uninstrument leaves wrappers
+behind, so its "off" rounds all come first), in CPU time (`time.process_time`), keeping
+each side's fastest round. On a shared machine this keeps other processes' load and
+process-to-process drift out of a difference of a few tens of µs on calls of hundreds.
+The table reports the median over processes of that overhead, and the overhead divided
+by the bare span's (the goal is <= 1.5x). Absolute times move with the machine;
+compare the ratios.
+
+    .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
 """
 
 from __future__ import annotations
@@ -62,7 +65,10 @@ PEER_VENVS: dict[str, list[str]] = {
         "httpx",
     ],
 }
-VARIANTS = ("none", "bare", "canarytrace", "openllmetry", "openai-v2", "anthropic-native")
+VARIANTS = ("bare", "canarytrace", "openllmetry", "openai-v2", "anthropic-native")
+# OpenLLMetry's uninstrument() does not remove all its wrappers (instrumenting again
+# stacks them: 3 spans per call), so its baseline rounds all come before it is switched on.
+ONE_WAY = {"openllmetry"}
 SKIP = {("openai-v2", "anthropic"), ("openai-v2", "anthropic stream")}
 SKIP |= {("anthropic-native", "openai"), ("anthropic-native", "openai stream")}
 
@@ -256,7 +262,42 @@ def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _toggles(variant: str, provider: Any) -> tuple[Any, Any]:
+    """(enable, disable) of the variant's instrumentation, so one process can measure
+    the same calls with and without it, round by round."""
+    if variant == "canarytrace":
+        import canarytrace
+
+        return (lambda: canarytrace.instrument(tracer_provider=provider)), canarytrace.uninstrument
+    if variant in ("openllmetry", "openai-v2"):
+        if variant == "openllmetry":
+            from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+            from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+            instrumentors = [OpenAIInstrumentor(), AnthropicInstrumentor()]
+        else:
+            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+            instrumentors = [OpenAIInstrumentor()]
+
+        def enable() -> None:
+            for instrumentor in instrumentors:
+                instrumentor.instrument(tracer_provider=provider)
+
+        def disable() -> None:
+            for instrumentor in instrumentors:
+                instrumentor.uninstrument()
+
+        return enable, disable
+    return (lambda: None), (lambda: None)
+
+
 def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
+    """Time the scenarios with and without `variant`, alternating in this one process.
+
+    Per scenario: the fastest round's CPU µs per call without the instrumentation
+    (`base`) and the fastest round's extra µs with it (`overhead`).
+    """
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -274,43 +315,51 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
-    if variant == "canarytrace":
-        import canarytrace
-
-        canarytrace.instrument(tracer_provider=provider)
-    elif variant == "openllmetry":
-        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-
-        OpenAIInstrumentor().instrument(tracer_provider=provider)
-        AnthropicInstrumentor().instrument(tracer_provider=provider)
-    elif variant == "openai-v2":
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-
-        OpenAIInstrumentor().instrument(tracer_provider=provider)
-
-    oa, an = _clients(native=variant in ("canarytrace", "anthropic-native"))
-    functions = _calls(oa, an)
+    plain = _calls(*_clients(native=False))
+    # canarytrace is measured as users get it: anthropic's own tracing left on (it turns
+    # it off per call); anthropic-native is that tracing alone.
+    native = variant in ("canarytrace", "anthropic-native")
+    traced = _calls(*_clients(native=True)) if native else plain
     if variant == "bare":
-        functions = _bare(provider.get_tracer("bench"), functions)
+        traced = _bare(provider.get_tracer("bench"), plain)
+    enable, disable = _toggles(variant, provider)
 
-    results: dict[str, Any] = {}
-    samples: dict[str, list[float]] = {name: [] for name in scenarios}
-    for name in scenarios:  # warm-up: imports, caches, price lookups
-        for _ in range(max(calls // 3, 20)):
-            functions[name]()
-    for _ in range(rounds):
-        for name in scenarios:  # interleaved, so drifts in machine load hit all alike
-            function = functions[name]
-            start = time.process_time()
-            for _ in range(calls):
-                function()
-            samples[name].append((time.process_time() - start) / calls * 1e6)
-    provider.force_flush()
-    total_calls = (rounds * calls + max(calls // 3, 20)) * len(scenarios)
+    def timed(function: Any) -> float:
+        start = time.process_time()
+        for _ in range(calls):
+            function()
+        return (time.process_time() - start) / calls * 1e6
+
+    off: dict[str, list[float]] = {name: [] for name in scenarios}
+    on: dict[str, list[float]] = {name: [] for name in scenarios}
+    warm_up = max(calls // 3, 20)
     for name in scenarios:
-        results[name] = min(samples[name])
-    results["spans_per_call"] = exporter.count / total_calls
+        for _ in range(warm_up):
+            plain[name]()
+    if variant in ONE_WAY:  # its uninstrument() leaves wrappers behind: off rounds first
+        for _ in range(rounds):
+            for name in scenarios:
+                off[name].append(timed(plain[name]))
+    enable()
+    for name in scenarios:  # imports, caches, price lookups
+        for _ in range(warm_up):
+            traced[name]()
+    spans_before, calls_on = exporter.count, 0
+    for _ in range(rounds):
+        if variant not in ONE_WAY:
+            disable()
+            for name in scenarios:
+                off[name].append(timed(plain[name]))
+            enable()
+        for name in scenarios:
+            on[name].append(timed(traced[name]))
+            calls_on += calls
+    provider.force_flush()
+    results: dict[str, Any] = {
+        name: {"base": min(off[name]), "overhead": min(on[name]) - min(off[name])}
+        for name in scenarios
+    }
+    results["spans_per_call"] = (exporter.count - spans_before) / calls_on
     return results
 
 
@@ -357,7 +406,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--calls", type=int, default=100, help="calls per timed round")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per process")
-    parser.add_argument("--no-peers", action="store_true", help="only none, bare, canarytrace")
+    parser.add_argument("--no-peers", action="store_true", help="only bare and canarytrace")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -367,7 +416,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, scenarios, args.calls, args.rounds)))
         return
 
-    variants = VARIANTS[:3] if args.no_peers else VARIANTS
+    variants = VARIANTS[:2] if args.no_peers else VARIANTS
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(args.processes):
         for variant in variants:  # interleaved processes: a slow minute hits every variant
@@ -382,33 +431,34 @@ def main() -> None:
     _print_table(runs)
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [run[key] for run in runs if key in run]
+def _median(runs: list[dict[str, Any]], scenario: str, field: str) -> float | None:
+    values = [run[scenario][field] for run in runs if scenario in run]
     return statistics.median(values) if values else None
 
 
 def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
-    base = {s: _median(runs.get("none", []), s) for s in SCENARIOS}
-    bare = {s: _median(runs.get("bare", []), s) for s in SCENARIOS}
-    print("\nuninstrumented call, CPU µs: " + ", ".join(f"{s} {base[s]:.0f}" for s in SCENARIOS))
-    print("\noverhead per call above uninstrumented, µs (x the bare span's overhead)\n")
+    base = {s: _median(runs.get("bare", []), s, "base") for s in SCENARIOS}
+    bare = {s: _median(runs.get("bare", []), s, "overhead") for s in SCENARIOS}
+    print(
+        "\nuninstrumented call, CPU µs: " + ", ".join(f"{s} {base[s] or 0:.0f}" for s in SCENARIOS)
+    )
+    print("\noverhead per call above uninstrumented, CPU µs (x the bare span's overhead)\n")
     header = f"| {'variant':<17}|" + "".join(f" {s:<17}|" for s in SCENARIOS) + " spans/call |"
     print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for variant in VARIANTS:
-        if variant == "none" or variant not in runs:
+        if variant not in runs:
             continue
         cells = []
         for s in SCENARIOS:
-            value = _median(runs[variant], s)
-            if value is None or base[s] is None:
+            overhead = _median(runs[variant], s, "overhead")
+            if overhead is None:
                 cells.append(f" {'–':<17}")
                 continue
-            overhead = value - base[s]
-            floor = (bare[s] or 0) - base[s]
-            ratio = f"({overhead / floor:.2f}x)" if floor > 0 else ""
+            floor = bare[s]
+            ratio = f"({overhead / floor:.2f}x)" if floor else ""
             cells.append(f" {overhead:>6.0f} {ratio:<10}")
-        spans = _median(runs[variant], "spans_per_call") or 0
+        spans = statistics.median(run["spans_per_call"] for run in runs[variant])
         print(f"| {variant:<17}|" + "|".join(cells) + f"| {spans:>10.2f} |")
 
 
