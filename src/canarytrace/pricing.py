@@ -20,6 +20,10 @@ import logging
 import threading
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelPrice
 
 _log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def _resolve(provider: str, model: str) -> Pricer | None:
         return pricer
 
 
-def _exact_model_price(provider: str, model: str):  # -> genai_prices.types.ModelPrice
+def _exact_model_price(provider: str, model: str) -> ModelPrice:
     from genai_prices import Usage, calc_price
 
     return calc_price(Usage(input_tokens=1), model, provider_id=provider).model_price
@@ -112,7 +116,7 @@ def _build_pricer(provider: str, model: str) -> Pricer:
     return flat
 
 
-def _exact_pricer(model_price) -> Pricer:  # model_price: genai_prices.types.ModelPrice
+def _exact_pricer(model_price: ModelPrice) -> Pricer:
     from genai_prices import Usage
 
     def exact(inp: int, out: int, read: int, write: int) -> float:

@@ -10,7 +10,7 @@ from genai_prices import Usage, calc_price
 from canarytrace import pricing
 from tests.instrumentation.conftest import Telemetry, anthropic_client, openai_client
 
-USAGES = [(1200, 300, 0, 0), (5000, 20, 4000, 0), (90_000, 4000, 1000, 2000), (1, 1, 0, 0)]
+USAGES = [(1200, 300, 0, 0), (5000, 20, 4000, 0), (90_000, 4000, 1000, 2000), (300_000, 900, 0, 0)]
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,7 @@ USAGES = [(1200, 300, 0, 0), (5000, 20, 4000, 0), (90_000, 4000, 1000, 2000), (1
         ("openai", "gpt-4o-mini-2024-07-18"),
         ("anthropic", "claude-3-5-sonnet-20241022"),
         ("anthropic", "claude-sonnet-4-20250514"),
+        ("google", "gemini-2.5-pro"),  # tiered: priced above 200k input tokens differently
     ],
 )
 @pytest.mark.parametrize("usage", USAGES)
