@@ -57,3 +57,21 @@ def test_an_sdk_outside_the_supported_range_is_left_alone(
     assert result.id == "chatcmpl-1"
     assert telemetry.llm_spans() == []
     assert "not tracing openai" in caplog.text
+
+
+def test_another_instrumentation_of_the_same_method_is_reported(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    import wrapt
+    from openai.resources.chat.completions.completions import Completions
+
+    original = Completions.__dict__["create"]
+    wrapt.wrap_function_wrapper(Completions, "create", lambda wrapped, _i, a, k: wrapped(*a, **k))
+    try:
+        with caplog.at_level("WARNING", logger="canarytrace.instrumentation"):
+            instrumentor = CanaryTraceInstrumentor()
+            instrumentor.instrument(tracer_provider=telemetry.provider)
+            instrumentor.uninstrument()
+    finally:
+        Completions.create = original
+    assert "Completions.create is already wrapped by another instrumentation" in caplog.text

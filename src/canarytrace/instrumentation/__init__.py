@@ -54,7 +54,16 @@ class _Patcher:
             _log.warning("canarytrace: not tracing %s: %s", self.sdk, conflict)
             return
         for target, name, wrapper in module.patches(ins, options):
-            wrapt.wrap_function_wrapper(target, name, wrapper)
+            owner, method = _resolve(target, name)
+            if isinstance(owner.__dict__.get(method), wrapt.FunctionWrapper):
+                _log.warning(
+                    "canarytrace: %s.%s is already wrapped by another instrumentation "
+                    "(e.g. opentelemetry-instrumentation-openai-v2); each call will have two "
+                    "spans unless that one is switched off",
+                    target,
+                    name,
+                )
+            wrapt.wrap_function_wrapper(owner, method, wrapper)
             self.applied.append((target, name))
         if hasattr(module, "NativeSpanSwitch"):
             self.native = module.NativeSpanSwitch()
@@ -62,8 +71,7 @@ class _Patcher:
 
     def remove(self) -> None:
         for target, name in self.applied:
-            class_name, method = name.split(".")
-            owner = getattr(importlib.import_module(target), class_name)
+            owner, method = _resolve(target, name)
             attribute = owner.__dict__.get(method)
             if isinstance(attribute, wrapt.FunctionWrapper):
                 setattr(owner, method, attribute.__wrapped__)
@@ -71,6 +79,12 @@ class _Patcher:
         if self.native is not None:
             self.native.uninstall()
             self.native = None
+
+
+def _resolve(target: str, name: str) -> tuple[Any, str]:
+    """(class, method name) of "Class.method" in module `target`."""
+    class_name, method = name.split(".")
+    return getattr(importlib.import_module(target), class_name), method
 
 
 _patchers = {sdk: _Patcher(sdk) for sdk in _SDKS}
