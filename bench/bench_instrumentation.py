@@ -5,7 +5,7 @@ chunks, anthropic messages, anthropic messages streamed) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
-- `bare`        one hand-made OTel span per call with the same ~20 GenAI attributes
+- `bare`        one hand-made OTel span per call with the same 17 attributes canarytrace sets
                 (the floor an instrumentation can approach);
 - `canarytrace` `canarytrace.instrument()`, anthropic's native tracing left at its default;
 - `openllmetry` `opentelemetry-instrumentation-openai`/`-anthropic` 0.62 (native tracing off,

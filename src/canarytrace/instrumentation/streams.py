@@ -41,19 +41,20 @@ class Accumulator(Protocol):
 class _Finisher:
     """The end-once logic shared by both proxies (kept off the proxies' attribute space)."""
 
-    __slots__ = ("acc", "call", "done", "first_chunk")
+    __slots__ = ("acc", "call", "done", "first_chunk", "process")
 
     def __init__(self, call: Call, acc: Accumulator) -> None:
         self.call = call
         self.acc = acc
+        self.process = acc.process
         self.done = False
         self.first_chunk: float | None = None
 
     def chunk(self, event: Any) -> None:
+        if self.first_chunk is None:
+            self.first_chunk = time.perf_counter()
         try:
-            if self.first_chunk is None:
-                self.first_chunk = time.perf_counter()
-            self.acc.process(event)
+            self.process(event)
         except Exception:
             report("stream.process")
 
@@ -93,15 +94,16 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
         return self
 
     def __next__(self) -> Any:
+        finisher = self._self_finisher
         try:
             event = self.__wrapped__.__next__()
         except StopIteration:
-            self._self_finisher.end(None)
+            finisher.end(None)
             raise
         except BaseException as error:
-            self._self_finisher.end(error)
+            finisher.end(error)
             raise
-        self._self_finisher.chunk(event)
+        finisher.chunk(event)
         return event
 
     def __enter__(self) -> SyncStream:
@@ -137,15 +139,16 @@ class AsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
         return self
 
     async def __anext__(self) -> Any:
+        finisher = self._self_finisher
         try:
             event = await self.__wrapped__.__anext__()
         except StopAsyncIteration:
-            self._self_finisher.end(None)
+            finisher.end(None)
             raise
         except BaseException as error:
-            self._self_finisher.end(error)
+            finisher.end(error)
             raise
-        self._self_finisher.chunk(event)
+        finisher.chunk(event)
         return event
 
     async def __aenter__(self) -> AsyncStream:
