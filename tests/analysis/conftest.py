@@ -6,6 +6,7 @@ import http.server
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -14,20 +15,30 @@ import pytest
 from analysis.make_fixtures import FIXTURES, fixture_frame
 
 
+@dataclass
+class FakeTraceServer:
+    """A running fake: its host:port, the paths asked for, and the folder it answers from."""
+
+    host: str
+    requested: list[str] = field(default_factory=list)
+    root: Path = FIXTURES
+
+
 class _FixtureHandler(http.server.BaseHTTPRequestHandler):
     """Answers the documented Jaeger v2 / Tempo query endpoints from tests/fixtures."""
 
-    requested: list[str]
+    state: FakeTraceServer
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
-        self.requested.append(self.path)
+        self.state.requested.append(self.path)
+        root = self.state.root
         if url.path == "/api/v3/traces":
-            path = FIXTURES / "jaeger" / "api_v3_traces.json"
+            path = root / "jaeger" / "api_v3_traces.json"
         elif url.path == "/api/search":
-            path = FIXTURES / "tempo" / "api_search.json"
+            path = root / "tempo" / "api_search.json"
         elif url.path.startswith("/api/traces/"):
-            path = FIXTURES / "tempo" / f"api_traces_{url.path.rsplit('/', 1)[1]}.json"
+            path = root / "tempo" / f"api_traces_{url.path.rsplit('/', 1)[1]}.json"
         else:
             path = Path("/nonexistent")
         if not path.exists():
@@ -45,15 +56,16 @@ class _FixtureHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def trace_server() -> Iterator[tuple[str, list[str]]]:
-    """A local HTTP server in a thread serving the fixtures; yields (base URL, requests)."""
-    requested: list[str] = []
-    handler = type("Handler", (_FixtureHandler,), {"requested": requested})
+def trace_server() -> Iterator[FakeTraceServer]:
+    """A local HTTP server in a thread serving the fixtures (change `.root` to serve others)."""
+    state = FakeTraceServer(host="")
+    handler = type("Handler", (_FixtureHandler,), {"state": state})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state.host = f"127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{server.server_address[1]}", requested
+        yield state
     finally:
         server.shutdown()
         server.server_close()

@@ -11,6 +11,8 @@ import pytest
 import zstandard
 from polars.testing import assert_frame_equal
 
+from analysis.conftest import FakeTraceServer
+from analysis.make_fixtures import FIXTURES
 from canarytrace import attributes as A
 from canarytrace.analysis import synth
 from canarytrace.analysis.load import export_parquet, load
@@ -56,9 +58,9 @@ def test_zstd_rotated_folder_glob_and_parquet_give_the_identical_frame(
 
 
 def test_jaeger_and_tempo_apis_give_the_same_frame_as_the_files(
-    small_frame: pl.DataFrame, tmp_path: Path, trace_server: tuple[str, list[str]]
+    small_frame: pl.DataFrame, tmp_path: Path, trace_server: FakeTraceServer
 ) -> None:
-    host, requested = trace_server
+    host, requested = trace_server.host, trace_server.requested
     files = load(synth.write_otlp(small_frame, tmp_path / "traces.jsonl")).calls
     jaeger = load(f"jaeger+http://{host}?service=demo-app&lookback=2h")
     assert jaeger.problems == []
@@ -171,3 +173,17 @@ def test_zstd_files_of_several_frames_are_read_whole(frame: pl.DataFrame, tmp_pa
     path = tmp_path / "frames.jsonl.zst"
     path.write_bytes(b"".join(compressor.compress(line) for line in lines))
     assert_frame_equal(load(path).calls, load(plain).calls)
+
+
+def test_a_tempo_trace_missing_on_fetch_is_reported(
+    small_frame: pl.DataFrame, trace_server: FakeTraceServer, tmp_path: Path
+) -> None:
+    trace_server.root = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES, trace_server.root)
+    search = json.loads((FIXTURES / "tempo" / "api_search.json").read_text())
+    gone = search["traces"][0]["traceID"].rjust(32, "0")
+    (trace_server.root / "tempo" / f"api_traces_{gone}.json").unlink()
+    loaded = load(f"tempo+http://{trace_server.host}")
+    assert [p.message for p in loaded.problems] == ["trace listed by the search not found"]
+    assert gone in loaded.problems[0].source
+    assert 0 < loaded.calls.height <= small_frame.height

@@ -371,7 +371,10 @@ def default_source() -> Path:
 
 
 def _http_json(url: str) -> list[dict[str, object]]:
-    """GET `url`; one JSON document, or several back to back (a streamed response)."""
+    """GET `url`; one JSON document, or several back to back (a streamed response).
+
+    404 gives no documents: Jaeger answers a search without matches that way.
+    """
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT_S) as resp:
@@ -455,7 +458,10 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
     for trace in traces:
         trace_id = str(trace.get("traceID", "")).rjust(32, "0")
         api = f"{base}/api/traces/{trace_id}"
-        _feed_docs(api, _http_json(api), parts)
+        docs = _http_json(api)
+        if not docs:  # listed by the search, gone when fetched (retention, a compaction)
+            parts.problems.append(Problem(api, None, "trace listed by the search not found"))
+        _feed_docs(api, docs, parts)
 
 
 def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> None:
