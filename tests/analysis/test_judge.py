@@ -64,6 +64,7 @@ def test_thin_data_holds_and_says_how_much_more_is_needed() -> None:
     assert "too little data" in route.reasons[0]
     assert route.more_canary_calls is not None and route.more_canary_calls > 0
     assert route.more_hours is not None and route.more_hours > 0
+    assert "more canary calls would decide it (~" in route.reasons[-1]
 
 
 def test_a_large_aa_canary_is_promoted() -> None:

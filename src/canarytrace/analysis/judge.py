@@ -640,6 +640,15 @@ def _describe(r: MetricResult) -> str:
     return f"{r.label} {fmt(r.change)} (interval {fmt(r.low)} to {fmt(r.high)}; margin {margin})"
 
 
+def _span_of(hours: float) -> str:
+    """A wait in the unit a person reads: minutes under two hours, days over two days."""
+    if hours < 2:
+        return f"{max(1, round(hours * 60))} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
 def _judge_route(
     route: str, lazy: pl.LazyFrame, config: JudgeConfig, threshold: float | None
 ) -> RouteVerdict:
@@ -836,7 +845,7 @@ def _judge_route(
             more_hours = more_calls / canary_rate
             reasons.append(
                 f"about {more_calls:,.0f} more canary calls would decide it "
-                f"(~{more_hours:.1f} h at the current {canary_rate:,.0f} canary calls/h)"
+                f"(~{_span_of(more_hours)} at the current {canary_rate:,.0f} canary calls/h)"
             )
         elif not math.isfinite(more_calls):
             reasons.append(
