@@ -1,0 +1,80 @@
+"""`canarytrace demo`: simulated rollout -> traces -> verdict, as a fresh checkout runs it.
+
+Each run is a separate process, as a user runs it: instrument() sets the global
+TracerProvider, which must not leak into other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from canarytrace.analysis.load import load
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_demo(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    shutil.copy(REPO / "models.yaml", tmp_path / "models.yaml")
+    env = {
+        **os.environ,
+        "CANARYTRACE_TRACES_DIR": str(tmp_path / "traces"),
+        "CANARYTRACE_STATE_DIR": str(tmp_path / "state"),
+        "COLUMNS": "160",
+    }
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    return subprocess.run(
+        [sys.executable, "-c", "from canarytrace.cli import main; main()", "demo", *options],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def verdicts(tmp_path: Path) -> dict[str, str]:
+    state = json.loads((tmp_path / "state" / "last-verdict.json").read_text())
+    return {route: entry["verdict"] for route, entry in state.items()}
+
+
+def test_demo_runs_end_to_end_and_leaves_traces_that_parse(tmp_path: Path) -> None:
+    done = run_demo(tmp_path, "--users", "400")
+
+    assert done.returncode == 0, done.stderr
+    assert "route chat" in done.stdout and "route summarize" in done.stdout
+    assert done.stdout.count("verdict:") == 2
+    loaded = load(tmp_path / "traces")
+    assert loaded.problems == []
+    calls = loaded.calls
+    assert calls.height >= 400
+    seen = set(calls.select("route", "tier").unique().iter_rows())
+    assert seen == {
+        ("chat", "production"),
+        ("chat", "canary"),
+        ("summarize", "production"),
+        ("summarize", "canary"),
+    }
+    assert set(calls["provider"].unique()) == {"anthropic", "openai"}
+    assert calls["stream"].any() and not calls["stream"].all()
+    # Feedback and outcomes came back joined to their calls.
+    assert calls["feedback_score"].drop_nulls().len() > 50
+    assert calls["outcome_ok"].drop_nulls().len() > calls.height // 2
+    assert calls.filter(pl.col("status") == "ok")["cost_usd"].drop_nulls().len() > 0
+    assert set(verdicts(tmp_path).values()) <= {"PROMOTE", "HOLD", "ROLLBACK"}
+
+
+@pytest.mark.slow
+def test_demo_with_a_canary_regressed_in_errors_says_rollback(tmp_path: Path) -> None:
+    done = run_demo(tmp_path, "--users", "800", "--stage", "50", "--regress", "errors")
+
+    assert done.returncode == 0, done.stderr
+    assert verdicts(tmp_path)["summarize"] == "ROLLBACK"
+    assert "error rate" in done.stdout
