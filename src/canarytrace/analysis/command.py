@@ -89,9 +89,8 @@ def analyze(
     if as_json:
         out.print_json(report.to_json(judgement, loaded.problems))
     else:
-        report.print_judgement(
-            judgement, out, problems=loaded.problems, jaeger_url=jaeger_url, tempo_url=tempo_url
-        )
+        # The skipped lines were already listed on stderr, where diagnostics belong.
+        report.print_judgement(judgement, out, jaeger_url=jaeger_url, tempo_url=tempo_url)
     links = {"jaeger_url": jaeger_url, "tempo_url": tempo_url}
     if markdown is not None:
         report.write_markdown(judgement, loaded.calls, markdown, **links)
