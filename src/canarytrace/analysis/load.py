@@ -631,7 +631,8 @@ def scan(
     """Like `load`, but the frame stays lazy (Parquet is scanned, not read).
 
     Hand the LazyFrame to `metrics`/`judge` to aggregate without materialising every
-    call: with Parquet input memory then stays flat as the input grows.
+    call: with Parquet input, memory then follows the number of users (the judge's
+    per-user aggregates), not the number of calls. JSON sources are parsed eagerly.
     """
     now = dt.datetime.now(dt.UTC)
     start, end = parse_time(since, now), parse_time(until, now)
