@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def _otlp_protocol(signal: str) -> str:
 
 def _create_provider(service_name: str | None) -> TracerProvider:
     provider = TracerProvider(resource=_resource(service_name))
-    provider.add_span_processor(BatchSpanProcessor(_create_exporter()))
+    provider.add_span_processor(DeliveryCountingProcessor(_create_exporter()))
     return provider
 
 
@@ -146,6 +146,88 @@ def _create_meter_provider(resource: Resource) -> metrics.MeterProvider:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     reader = PeriodicExportingMetricReader(OTLPMetricExporter())
     return MeterProvider(resource=resource, metric_readers=[reader])
+
+
+class DeliveryCountingProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that says how many spans never reached their destination.
+
+    The SDK logs the first "Queue full" and each failed export, but never a count. This
+    counts the spans handed over and the spans each export delivered or lost, logs the
+    running total of lost spans at most every `report_every_s` while exports fail, and
+    at shutdown logs how many of all the spans were lost (a failed export after the
+    exporter's own retries, a full queue while the destination was down, or spans still
+    queued when the exit timeout ran out).
+    """
+
+    def __init__(self, exporter: SpanExporter, report_every_s: float = 30.0) -> None:
+        self.handed = 0
+        self.delivered = 0
+        self.failed = 0
+        self._report_every_s = report_every_s
+        self._next_report = 0.0
+        self._count_lock = threading.Lock()
+        self._destination = type(exporter).__name__
+        super().__init__(_CountingExporter(exporter, self._on_export))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._count_lock:
+            self.handed += 1
+        super().on_end(span)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        lost = self.handed - self.delivered
+        if lost > 0:
+            _log.warning(
+                "canarytrace: %d of %d spans were not delivered by %s (%d in failed exports, "
+                "the rest dropped from a full queue or unsent at exit)",
+                lost,
+                self.handed,
+                self._destination,
+                self.failed,
+            )
+
+    def _on_export(self, count: int, ok: bool) -> None:
+        with self._count_lock:
+            if ok:
+                self.delivered += count
+                return
+            self.failed += count
+            now = time.monotonic()
+            if now < self._next_report:
+                return
+            self._next_report = now + self._report_every_s
+            failed, handed = self.failed, self.handed
+        _log.warning(
+            "canarytrace: %d of %d spans dropped so far: %s cannot deliver them; "
+            "the application keeps running",
+            failed,
+            handed,
+            self._destination,
+        )
+
+
+class _CountingExporter(SpanExporter):
+    """Passes every call to `inner` and reports each export's size and success."""
+
+    def __init__(self, inner: SpanExporter, on_export: Callable[[int, bool], None]) -> None:
+        self._inner = inner
+        self._on_export = on_export
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            self._on_export(len(spans), False)
+            raise
+        self._on_export(len(spans), result is SpanExportResult.SUCCESS)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
 
 
 class OtlpJsonLinesExporter(SpanExporter):

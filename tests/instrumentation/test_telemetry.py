@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from canarytrace import telemetry
 from canarytrace.instrumentation import instrument, uninstrument
-from canarytrace.telemetry import OtlpJsonLinesExporter
+from canarytrace.telemetry import DeliveryCountingProcessor, OtlpJsonLinesExporter
 from tests.instrumentation.conftest import openai_client
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -177,3 +180,45 @@ def test_an_unwritable_folder_fails_the_export_without_raising(tmp_path: Path) -
     provider.get_tracer("app").start_span("lost").end()
     assert exporter.current_path is None
     provider.shutdown()
+
+
+class _Unreachable(SpanExporter):
+    """An exporter whose destination is down: every export fails."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.FAILURE
+
+
+def test_lost_spans_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    processor = DeliveryCountingProcessor(_Unreachable(), report_every_s=3600)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    with caplog.at_level(logging.WARNING, logger="canarytrace.telemetry"):
+        for _ in range(5):
+            tracer.start_span("call").end()
+        provider.force_flush()
+        for _ in range(3):
+            tracer.start_span("call").end()
+        provider.shutdown()
+
+    assert (processor.handed, processor.delivered, processor.failed) == (8, 0, 8)
+    messages = [r.getMessage() for r in caplog.records if r.name == "canarytrace.telemetry"]
+    # One report while exports fail (rate-limited), one total at shutdown.
+    assert len(messages) == 2
+    assert "5 of 5 spans dropped so far" in messages[0]
+    assert "8 of 8 spans were not delivered by _Unreachable" in messages[1]
+
+
+def test_delivered_spans_log_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    processor = DeliveryCountingProcessor(OtlpJsonLinesExporter(tmp_path))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with caplog.at_level(logging.WARNING, logger="canarytrace.telemetry"):
+        for _ in range(4):
+            provider.get_tracer("test").start_span("call").end()
+        provider.shutdown()
+
+    assert (processor.handed, processor.delivered, processor.failed) == (4, 4, 0)
+    assert not [r for r in caplog.records if r.name == "canarytrace.telemetry"]
+    assert len(_lines(tmp_path)) >= 1
