@@ -16,6 +16,7 @@ import pytest
 import canarytrace
 from canarytrace import routing
 from canarytrace.breaker import Breaker, BreakerConfig
+from canarytrace.errors import RegistryError
 from canarytrace.registry import Registry
 
 PRODUCTION = "acme-chat-20260101"
@@ -189,3 +190,25 @@ def test_concurrent_failures_trip_the_breaker_once(
         thread.join()
     assert len(alerts) == 1 and len(rollback_warnings(caplog)) == 1
     assert canarytrace.model("chat", "u1") == PRODUCTION
+
+
+def test_a_routes_own_breaker_in_the_registry_wins_over_the_process_setting() -> None:
+    strict = BreakerConfig(window=4, min_calls=4, max_error_rate=0.5)
+    registry = chat_registry()
+    chat = registry.routes["chat"].model_copy(update={"breaker": strict})
+    routing.configure(registry.model_copy(update={"routes": {"chat": chat}}))
+    for ok in (False, True, False, False):  # 3 of 4 fail: the route's breaker trips
+        routing.record_result("chat", "canary", ok)
+    assert canarytrace.model("chat", "u1") == PRODUCTION
+
+
+def test_a_broken_breaker_setting_is_named_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    text = chat_registry().model_dump(mode="json", exclude_defaults=True)
+    text["routes"]["chat"]["breaker"] = {"window": 10, "min_calls": 50}
+    path.write_text(json.dumps(text, indent=2), encoding="utf-8")
+    with pytest.raises(RegistryError) as error:
+        routing.configure(path)
+    message = str(error.value)
+    assert f"{path}:" in message and "routes.chat.breaker" in message
+    assert "min_calls must be between 1 and window" in message

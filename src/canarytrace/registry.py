@@ -41,6 +41,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from canarytrace.breaker import BreakerConfig
 from canarytrace.deprecations import SHIPPED_ONLY as _SHIPPED_ONLY
 from canarytrace.deprecations import DeprecationTable, Lifecycle, load_table
 from canarytrace.errors import RegistryError
@@ -86,6 +87,12 @@ class Route(_Strict):
     rollback_reason: str | None = None
     rolled_back_on: dt.date | None = None
     upgraded_on: dt.date | None = None  # the day the last canary became production
+    # The route's error-rate breaker (window, min_calls, max_error_rate); None = the
+    # process-wide setting of `canarytrace.configure(breaker=...)`.
+    breaker: BreakerConfig | None = None
+    # Settings of the canary judge for this route (confidence, sequential, metrics with
+    # margins); `canarytrace analyze` validates them, since the judge owns their meaning.
+    judge: dict[str, Any] | None = None
 
 
 class Registry(_Strict):

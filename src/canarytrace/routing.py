@@ -288,9 +288,10 @@ class _Router:
         if breaker is None:
             with self.lock:
                 plan = self.plans.get(route)
-                if plan is None or not plan.canary:
+                if plan is None or not plan.canary or self.registry is None:
                     return None
-                breaker = self.breakers.setdefault(route, Breaker(self.breaker_config))
+                config = self.registry.routes[route].breaker or self.breaker_config
+                breaker = self.breakers.setdefault(route, Breaker(config))
         return breaker
 
 

@@ -17,6 +17,7 @@ from canarytrace.analysis import synth
 from canarytrace.analysis.judge import JudgeConfig, Verdict, holm, judge
 from canarytrace.analysis.settings import route_configs
 from canarytrace.errors import RegistryError
+from canarytrace.registry import load_registry
 
 # (canary truth, total users) at which each regression must be caught in >= 90 % of runs.
 DETECTION = {
@@ -146,15 +147,25 @@ def test_overrides_change_margins_and_reject_unknown_keys() -> None:
 
 def test_models_yaml_judge_settings_are_read_per_route(tmp_path: Path) -> None:
     path = tmp_path / "models.yaml"
+    models = (
+        "models:\n  - {id: a-20240101, provider: other}\n  - {id: b-20240101, provider: other}\n"
+    )
     path.write_text(
         "routes:\n"
         "  chat:\n    production: a-20240101\n    judge:\n      sequential: true\n"
         "      metrics:\n        cost_per_call: {margin: 0.5}\n"
-        "  other:\n    production: b-20240101\n"
+        "  other:\n    production: b-20240101\n" + models
     )
     configs = route_configs(path)
     assert set(configs) == {"chat"} and configs["chat"].sequential
-    path.write_text("routes:\n  chat:\n    production: a\n    judge: {colour: red}\n")
+    # The registry itself accepts the mapping, so routing reads the same file.
+    assert load_registry(path).routes["chat"].judge == {
+        "sequential": True,
+        "metrics": {"cost_per_call": {"margin": 0.5}},
+    }
+    path.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    judge: {colour: red}\n" + models
+    )
     with pytest.raises(RegistryError, match=r"routes\.chat\.judge\.colour"):
         route_configs(path)
 
