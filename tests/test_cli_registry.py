@@ -130,3 +130,31 @@ def test_lint_text_output_is_one_line_per_finding() -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 3
     assert lines[0].startswith(f"{path}:2: claude-3-5-sonnet-latest: undated alias")
+
+
+def test_promote_with_require_verdict_needs_a_promote_verdict_for_this_canary(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "state"))
+    canary = parse_registry(registry, environ={}).routes["chat"].canary
+    promote = ["promote", "chat", "--require-verdict", "-r", str(registry)]
+
+    never = runner.invoke(app, promote)
+    assert never.exit_code == 1 and "is not recorded" in never.stderr
+
+    def record(verdict: str, model: str | None) -> None:
+        (tmp_path / "state").mkdir(exist_ok=True)
+        state = {"chat": {"verdict": verdict, "canary_model": model, "window_end": None}}
+        (tmp_path / "state" / "last-verdict.json").write_text(json.dumps(state))
+
+    record("HOLD", canary)
+    held = runner.invoke(app, promote)
+    assert held.exit_code == 1 and "said HOLD" in held.stderr
+    record("PROMOTE", "some-other-canary-20260101")
+    assert runner.invoke(app, promote).exit_code == 1  # another candidate's verdict
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 5
+
+    record("PROMOTE", canary)
+    promoted = runner.invoke(app, promote)
+    assert promoted.exit_code == 0, promoted.output
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 25

@@ -185,6 +185,10 @@ def promote(
     registry: RegistryOpt = None,
     as_of: AsOfOpt = None,
     deprecations: DeprecationsOpt = None,
+    require_verdict: Annotated[
+        bool,
+        typer.Option(help="Refuse unless the latest `analyze` of this canary said PROMOTE."),
+    ] = False,
 ) -> None:
     """Move a route's canary one stage up; past the last stage the canary becomes production."""
     from canarytrace.deprecations import load_table
@@ -193,6 +197,8 @@ def promote(
 
     day = as_of.date() if as_of else None
     try:
+        if require_verdict:
+            _check_verdict(route, _registry_path(registry))
         table = load_table(deprecations)
         change = promote_route(_registry_path(registry), route, today=day, table=table)
     except CanaryTraceError as exc:
@@ -202,6 +208,25 @@ def promote(
     state = table.assess(promoted, day or dt.date.today())
     if state.warned:
         _say("warning", "yellow", f"{route}: {promoted} {state.describe()}")
+
+
+def _check_verdict(route: str, path: Path) -> None:
+    """Raise RoutingError unless the latest analysis of the route's canary said PROMOTE."""
+    from canarytrace.analysis.command import state_file
+    from canarytrace.analysis.judge import Verdict
+    from canarytrace.analysis.report import latest_verdict
+    from canarytrace.errors import RoutingError
+    from canarytrace.registry import parse_registry
+
+    routes = parse_registry(path).routes
+    canary = routes[route].canary if route in routes else None
+    verdict = latest_verdict(route, state_file(), canary_model=canary)
+    if verdict is not Verdict.PROMOTE:
+        said = f"said {verdict}" if verdict else "is not recorded"
+        raise RoutingError(
+            f"{path}: routes.{route}: the latest analysis of canary {canary} {said}; "
+            f"promotion refused (run `canarytrace analyze` on its traces first)"
+        )
 
 
 @app.command()

@@ -415,10 +415,16 @@ def save_latest(judgement: Judgement, path: str | Path) -> Path:
     return path
 
 
-def latest_verdict(route: str, path: str | Path) -> Verdict | None:
-    """The last recorded verdict of `route`, or None when it was never analysed."""
+def latest_verdict(route: str, path: str | Path, canary_model: str | None = None) -> Verdict | None:
+    """The last recorded verdict of `route`, or None when it was never analysed.
+
+    With `canary_model`, a verdict recorded for another canary counts as none: a new
+    candidate must earn its own promotion.
+    """
     path = Path(path)
     if not path.exists():
         return None
     entry = json.loads(path.read_text()).get(route)
-    return Verdict(entry["verdict"]) if entry else None
+    if not entry or (canary_model is not None and entry.get("canary_model") != canary_model):
+        return None
+    return Verdict(entry["verdict"])
