@@ -6,10 +6,14 @@ import datetime as dt
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from canarytrace.deprecations import DeprecationTable
+    from canarytrace.registry import Registry
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -86,6 +90,23 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _read_registry(
+    registry: Path | None, as_of: dt.datetime | None, deprecations: Path | None
+) -> tuple[Path, dt.date, DeprecationTable, Registry]:
+    """The registry file, the day to judge dates on, the deprecation table and the registry."""
+    from canarytrace.deprecations import load_table
+    from canarytrace.errors import CanaryTraceError
+    from canarytrace.registry import parse_registry
+
+    path = _registry_path(registry)
+    day = as_of.date() if as_of else dt.date.today()
+    try:
+        table = load_table(deprecations)
+        return path, day, table, parse_registry(path, table=table)
+    except CanaryTraceError as exc:
+        raise _fail(exc) from exc
+
+
 @app.command()
 def status(
     registry: RegistryOpt = None, as_of: AsOfOpt = None, deprecations: DeprecationsOpt = None
@@ -94,17 +115,9 @@ def status(
     from rich.table import Table
     from rich.text import Text
 
-    from canarytrace.deprecations import load_table
-    from canarytrace.errors import CanaryTraceError
-    from canarytrace.registry import is_pinned, parse_registry
+    from canarytrace.registry import is_pinned
 
-    path = _registry_path(registry)
-    day = as_of.date() if as_of else dt.date.today()
-    try:
-        table = load_table(deprecations)
-        reg = parse_registry(path, table=table)
-    except CanaryTraceError as exc:
-        raise _fail(exc) from exc
+    path, day, table, reg = _read_registry(registry, as_of, deprecations)
     view = Table(title=f"{path} (as of {day.isoformat()})")
     for column in ("route", "stage", "rollback", "tier", "model", "pinned on", "lifecycle"):
         view.add_column(column)
@@ -145,17 +158,9 @@ def validate(
     deprecations: DeprecationsOpt = None,
 ) -> None:
     """Check a registry: schema, rules, aliases, and retirement dates. Exit 1 on any error."""
-    from canarytrace.deprecations import load_table
-    from canarytrace.errors import CanaryTraceError
-    from canarytrace.registry import is_known_alias, is_pinned, key_lines, parse_registry
+    from canarytrace.registry import is_known_alias, is_pinned, key_lines
 
-    path = _registry_path(registry)
-    day = as_of.date() if as_of else dt.date.today()
-    try:
-        table = load_table(deprecations)
-        reg = parse_registry(path, table=table)
-    except CanaryTraceError as exc:
-        raise _fail(exc) from exc
+    path, day, table, reg = _read_registry(registry, as_of, deprecations)
     lines = key_lines(path)
     errors = 0
     for route, tier, model_id in reg.model_ids():
