@@ -181,7 +181,12 @@ def validate(
             )
     if errors:
         raise typer.Exit(code=1)
-    stdout.print(f"{path}: valid ({len(reg.routes)} routes, {len(reg.models)} models)")
+    stdout.print(
+        f"{path}: valid ({len(reg.routes)} routes, {len(reg.models)} models)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
