@@ -47,7 +47,10 @@ def test_usage_errors_and_unreadable_sources(tmp_path: Path) -> None:
     assert runner.invoke(app, ["analyze", str(good), "--route", "nope"]).exit_code == 2
     assert runner.invoke(app, ["analyze", str(good), "--format", "yaml"]).exit_code == 2
     registry = tmp_path / "models.yaml"
-    registry.write_text("routes:\n  chat:\n    production: a\n    judge: {colour: red}\n")
+    registry.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    judge: {colour: red}\n"
+        "models:\n  - {id: a-20240101, provider: other}\n"
+    )
     result = runner.invoke(app, ["analyze", str(good), "--registry", str(registry)])
     assert result.exit_code == 2 and "routes.chat.judge.colour" in result.output
 
