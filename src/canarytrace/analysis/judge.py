@@ -55,6 +55,9 @@ from statsmodels.stats.proportion import confint_proportions_2indep, test_propor
 
 from canarytrace.analysis import metrics as M
 
+# Above this many users a tier's latency bootstrap resamples groups of users instead.
+BOOTSTRAP_CLUSTERS = 4096
+
 Kind = Literal["proportion", "ratio", "quantile", "shift"]
 
 
@@ -481,6 +484,12 @@ def _quantile_estimate(
         n_users = int(user_idx.max()) + 1
         if n_users < 2:
             return None
+        if n_users > BOOTSTRAP_CLUSTERS:
+            # Resample fixed random groups of users (the key is a hash, so idx % k is a
+            # random split): groups of independent users are independent clusters, so
+            # the bootstrap variance is unchanged while its cost stops growing with users.
+            user_idx %= BOOTSTRAP_CLUSTERS
+            n_users = BOOTSTRAP_CLUSTERS
         col = np.searchsorted(bins, part["bin"].to_numpy())
         mat = sparse.csr_matrix(
             (part["n"].to_numpy().astype(float), (user_idx, col)), shape=(n_users, len(bins))
@@ -660,23 +669,39 @@ def _judge_route(
         .group_by("tier")
         .agg(
             pl.len().alias("calls"),
-            pl.col("request_model").drop_nulls().mode().first().alias("model"),
             pl.col("start").min().alias("first"),
             pl.col("start").max().alias("last"),
         )
     )
+    models_query = (
+        lazy.filter(in_route & pl.col("request_model").is_not_null())
+        .group_by("tier", "request_model")
+        .agg(pl.len().alias("calls"))
+    )
     canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
-    # One collect_all: polars shares the scan of the source between the five queries.
-    users, hist, info, slowest, failing = pl.collect_all(
+    # One collect_all on the streaming engine: the source is scanned in batches and
+    # reduced to per-user (and per-user-per-bin) state; only the five slowest and five
+    # latest failing canary calls are kept as rows (top-k), never the frame of calls.
+    users, hist, info, models, slowest, failing = pl.collect_all(
         [
             M.user_aggregates(lazy, route, threshold),
             M.latency_histograms(lazy, route),
             info_query,
-            canary_calls.sort("duration_ms", descending=True).head(5).select(cols),
-            canary_calls.filter(failed).sort("start", descending=True).head(5).select(cols),
-        ]
+            models_query,
+            canary_calls.select(cols)
+            .top_k(5, by="duration_ms")
+            .sort("duration_ms", descending=True),
+            canary_calls.filter(failed)
+            .select(cols)
+            .top_k(5, by="start")
+            .sort("start", descending=True),
+        ],
+        engine="streaming",
+    )
+    users = users.join(
+        M.user_median_log_latency(hist), on=["tier", "user"], how="left", maintain_order="left"
     )
     parts = {
         tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in _NUMERIC}
@@ -688,6 +713,11 @@ def _judge_route(
     prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
     by_tier = {row["tier"]: row for row in info.iter_rows(named=True)}
+    top_models = models.sort("calls", "request_model", descending=[True, False]).unique(
+        "tier", keep="first", maintain_order=True
+    )
+    for tier, model in top_models.select("tier", "request_model").iter_rows():
+        by_tier[tier]["model"] = model
     calls_c = by_tier.get("canary", {}).get("calls", 0)
     calls_p = by_tier.get("production", {}).get("calls", 0)
     starts = [r["first"] for r in by_tier.values()]
