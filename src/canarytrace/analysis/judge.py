@@ -6,7 +6,8 @@ What is tested, and how (every choice here is the documented default):
   user are correlated. The judge aggregates per user first (`metrics.user_aggregates`)
   and every interval is cluster-robust by user: ratio metrics use the delta method over
   per-user sums, proportions a Rao-Scott design-effect correction, latency quantiles a
-  Poisson bootstrap that resamples users, the latency shift per-user medians.
+  Poisson bootstrap that resamples random clusters of users, the latency shift
+  per-user geometric means.
 * **Proportions** (error rate, regression rate, positive-feedback share): the two-sample
   score test for a difference of proportions with a non-zero null (Farrington-Manning
   / Miettinen-Nurminen, `statsmodels.stats.proportion.test_proportions_2indep`) and
@@ -15,9 +16,10 @@ What is tested, and how (every choice here is the documented default):
 * **Means per call** (cost, output tokens, satisfaction): ratio of per-user sums with a
   delta-method variance, compared on the log scale by Welch's t with
   Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin).
-* **Latency**: the p95 by its log-ratio with a user-level Poisson bootstrap standard
-  error (`bootstrap_resamples`, default 200, histograms with 0.5 % bins so it is cheap);
-  the typical latency by a Mann-Whitney test on per-user median log-latency with the
+* **Latency**: the p95 by its log-ratio with a Poisson bootstrap standard error that
+  resamples users in 1,024 random clusters (`bootstrap_resamples`, default 200,
+  histograms with 0.5 % bins, so its cost and memory do not grow with the input);
+  the typical latency by a Mann-Whitney test on per-user mean log-latency with the
   Hodges-Lehmann shift and Moses' distribution-free interval.
 * **Direction and margin**: every metric knows which way is worse and a non-inferiority
   margin (absolute or relative). Two one-sided tests at level α = 1 - confidence:
@@ -54,9 +56,6 @@ from scipy import sparse, special, stats
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from canarytrace.analysis import metrics as M
-
-# Above this many users a tier's latency bootstrap resamples groups of users instead.
-BOOTSTRAP_CLUSTERS = 4096
 
 Kind = Literal["proportion", "ratio", "quantile", "shift"]
 
@@ -372,7 +371,7 @@ _NUMERIC = (
     "positive",
     "outcomes",
     "wrong",
-    "log_latency_median",
+    "log_latency_mean",
 )
 
 
@@ -480,29 +479,23 @@ def _quantile_estimate(
         part = hist.filter(pl.col("tier") == tier)
         if part.height == 0:
             return None
-        user_idx = part["user"].rank("dense").to_numpy() - 1
-        n_users = int(user_idx.max()) + 1
-        if n_users < 2:
+        cluster = part["cluster"].rank("dense").to_numpy() - 1
+        n_clusters = int(cluster.max()) + 1
+        if n_clusters < 2:
             return None
-        if n_users > BOOTSTRAP_CLUSTERS:
-            # Resample fixed random groups of users (the key is a hash, so idx % k is a
-            # random split): groups of independent users are independent clusters, so
-            # the bootstrap variance is unchanged while its cost stops growing with users.
-            user_idx %= BOOTSTRAP_CLUSTERS
-            n_users = BOOTSTRAP_CLUSTERS
         col = np.searchsorted(bins, part["bin"].to_numpy())
         mat = sparse.csr_matrix(
-            (part["n"].to_numpy().astype(float), (user_idx, col)), shape=(n_users, len(bins))
+            (part["n"].to_numpy().astype(float), (cluster, col)), shape=(n_clusters, len(bins))
         )
         points.append(
             _quantile_from_counts(np.asarray(mat.sum(axis=0)).ravel(), bins, spec.quantile)
         )
-        # Poisson bootstrap over users, in slices that keep the weight matrix small.
-        step = max(1, min(resamples, 4_000_000 // n_users))
+        # Poisson bootstrap over user clusters, in slices that keep the weights small.
+        step = max(1, min(resamples, 4_000_000 // n_clusters))
         draws = []
         for start in range(0, resamples, step):
             b = min(step, resamples - start)
-            weights = rng.poisson(1.0, (b, n_users)).astype(float)
+            weights = rng.poisson(1.0, (b, n_clusters)).astype(float)
             draws.append(_quantile_from_counts(np.asarray(weights @ mat), bins, spec.quantile))
         thetas.append(np.concatenate(draws))
     theta = float(points[0] - points[1])
@@ -519,8 +512,8 @@ def _shift_estimate(
     alpha: float,
     rng: np.random.Generator,
 ) -> _Estimate | None:
-    xp = prod["log_latency_median"]
-    xc = can["log_latency_median"]
+    xp = prod["log_latency_mean"]
+    xc = can["log_latency_mean"]
     xp, xc = xp[np.isfinite(xp)], xc[np.isfinite(xc)]
     if len(xp) < 2 or len(xc) < 2:
         return None
@@ -600,7 +593,7 @@ def _test_name(spec: MetricSpec, sequential: bool) -> str:
         "proportion": "score test, Newcomb CI (Rao-Scott by user)",
         "ratio": "Welch t, delta method by user",
         "quantile": f"p{round(spec.quantile * 100)} log-ratio, user bootstrap",
-        "shift": "Mann-Whitney on user medians, Hodges-Lehmann",
+        "shift": "Mann-Whitney on user geometric means, Hodges-Lehmann",
     }[spec.kind]
 
 
@@ -699,9 +692,6 @@ def _judge_route(
             .sort("start", descending=True),
         ],
         engine="streaming",
-    )
-    users = users.join(
-        M.user_median_log_latency(hist), on=["tier", "user"], how="left", maintain_order="left"
     )
     parts = {
         tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in _NUMERIC}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import polars as pl
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -29,6 +28,8 @@ Frame = pl.DataFrame | pl.LazyFrame
 LOG_BIN_WIDTH = 0.005
 _MIN_MS = 0.01
 _MAX_MS = 1e7
+# The latency bootstrap resamples this many random groups of users (see latency_histograms).
+BOOTSTRAP_CLUSTERS = 1024
 
 
 def positive_threshold(calls: Frame) -> float | None:
@@ -133,10 +134,10 @@ def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.Laz
 
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing.
-    Every aggregation here is a running sum, count or arg-max, so polars' streaming
-    engine keeps one small state per user and never holds the calls; the per-user
-    median latency (which would need every call's latency) is read from the user's
-    latency histogram instead (`user_median_log_latency`), within half a bin (±0.25 %).
+    Every aggregation here is a running sum, count, mean or arg-max, so polars'
+    streaming engine keeps one small state per user and never holds the calls. The
+    user's typical latency is therefore the mean of its log-latencies (a geometric
+    mean), not a median, which would need every call's latency in memory.
     """
     fb = pl.col("feedback_score")
     positive = (fb >= threshold).cast(pl.Int64) if threshold is not None else pl.lit(0)
@@ -154,6 +155,7 @@ def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.Laz
             positive.filter(fb.is_not_null()).sum().alias("positive"),
             pl.col("outcome_ok").count().alias("outcomes"),
             (~pl.col("outcome_ok")).sum().alias("wrong"),
+            pl.col("duration_ms").clip(_MIN_MS).log().mean().alias("log_latency_mean"),
             pl.col("rollout_percent").sort_by("start").last().alias("rollout_percent"),
             pl.col("start").max().alias("last_seen"),
         )
@@ -161,41 +163,24 @@ def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.Laz
     )
 
 
-def user_median_log_latency(hist: pl.DataFrame) -> pl.DataFrame:
-    """Per (tier, user): the median log-latency read from `latency_histograms` (collected).
-
-    The median of n values is the mean of the values at ranks (n+1)//2 and n//2+1, as
-    polars' `median`; each is the centre of the bin where the user's running count
-    reaches it. Done with one cumulative sum and a binary search over the sorted rows.
-    """
-    keys = hist.select("tier", "user")
-    if hist.height == 0:
-        return keys.with_columns(pl.lit(None, pl.Float64).alias("log_latency_median"))
-    counts = hist["n"].to_numpy().astype(np.int64)
-    centres = (hist["bin"].to_numpy().astype(float) + 0.5) * LOG_BIN_WIDTH
-    new_group = keys.select(pl.any_horizontal(pl.all().ne_missing(pl.all().shift(1))))
-    starts = np.flatnonzero(new_group.to_series().fill_null(True).to_numpy())
-    running = np.cumsum(counts)
-    before = np.concatenate(([0], running))[starts]
-    totals = np.add.reduceat(counts, starts)
-    lo = np.searchsorted(running, before + (totals + 1) // 2)
-    hi = np.searchsorted(running, before + totals // 2 + 1)
-    return keys[starts].with_columns(
-        pl.Series("log_latency_median", (centres[lo] + centres[hi]) / 2)
-    )
-
-
 def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
-    """Per (tier, user, log-latency bin): call counts, for quantiles and their bootstrap (lazy)."""
+    """Per (tier, user cluster, log-latency bin): call counts, for p95 and its bootstrap.
+
+    Users are split at random (by their hash) into `BOOTSTRAP_CLUSTERS` clusters:
+    clusters of independent users are independent, so resampling clusters gives the
+    user-level bootstrap's variance, while the histogram stops growing with the number
+    of users (at most 2 tiers x clusters x bins rows, whatever the input's size).
+    """
     # Int16 holds every bin from 0.01 ms to 10^7 ms (-921 to 3224).
     log_ms = pl.col("duration_ms").clip(_MIN_MS, _MAX_MS).log()
     bin_index = (log_ms / LOG_BIN_WIDTH).floor().cast(pl.Int16)
+    cluster = (_user_key() % BOOTSTRAP_CLUSTERS).cast(pl.UInt16)
     return (
         _judged(calls, route)
         .filter(pl.col("duration_ms").is_not_null())
-        .group_by(pl.col("tier"), _user_key().alias("user"), bin_index.alias("bin"))
+        .group_by(pl.col("tier"), cluster.alias("cluster"), bin_index.alias("bin"))
         .agg(pl.len().cast(pl.UInt32).alias("n"))
-        .sort("tier", "user", "bin")
+        .sort("tier", "cluster", "bin")
     )
 
 
