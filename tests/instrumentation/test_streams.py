@@ -187,3 +187,43 @@ def test_errors_in_canarytrace_stream_hooks_are_swallowed(
     assert [r.levelname for r in site][:2] == ["WARNING", "DEBUG"]
     assert sum(r.levelname == "WARNING" for r in site) == 1
     assert len(instrumented.llm_spans()) == 2
+
+
+def _anthropic_stream() -> Any:
+    return anthropic_client().messages.create(
+        model="claude-3-5-sonnet-20241022", max_tokens=10, messages=MESSAGES, stream=True
+    )
+
+
+def test_iterator_outliving_its_stream_still_reads_the_whole_stream(
+    instrumented: Telemetry,
+) -> None:
+    # The proxy is dropped at once; only the iterator it returned is kept and read later.
+    events = iter(_anthropic_stream())
+    gc.collect()
+    assert instrumented.llm_spans() == []
+    kinds = [event.type for event in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    span = instrumented.one_span()
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
+    assert ended_calls(instrumented) == 1
+
+
+def test_iterator_dropped_before_its_first_event_ends_span(instrumented: Telemetry) -> None:
+    iter(_anthropic_stream())
+    gc.collect()
+    assert instrumented.one_span().status.status_code.name == "UNSET"
+    assert ended_calls(instrumented) == 1
+
+
+def test_next_and_for_share_one_pass_over_the_stream(instrumented: Telemetry) -> None:
+    stream = _anthropic_stream()
+    first = next(stream)
+    rest = [event.type for event in stream]
+    assert first.type == "message_start"
+    assert "message_start" not in rest and rest[-1] == "message_stop"
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert instrumented.one_span().attributes["gen_ai.response.id"] == "msg_1"
+    assert ended_calls(instrumented) == 1

@@ -16,7 +16,7 @@ Anthropic's `messages.stream()` returns a manager that makes the request on `__e
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import wrapt
@@ -39,7 +39,12 @@ class Accumulator(Protocol):
 
 
 class _Finisher:
-    """The end-once logic shared by both proxies (kept off the proxies' attribute space)."""
+    """The end-once logic shared by both proxies (kept off the proxies' attribute space).
+
+    Held by the proxy and by the proxy's event generator, and by nothing else, so it is
+    freed when the last of them is: a stream dropped unconsumed or half read ends its
+    span in `__del__`, promptly (no reference cycle), whichever of the two goes last.
+    """
 
     __slots__ = ("acc", "call", "done", "first_chunk", "process")
 
@@ -57,6 +62,38 @@ class _Finisher:
             self.process(event)
         except Exception:
             report("stream.process")
+
+    def read(self, stream: Any) -> Iterator[Any]:
+        """The events of a sync `stream`, each read by the accumulator; ends the span when
+        they end. A generator, so the per-event cost is one resumption and one `process`
+        call rather than a proxy method, a helper and `process` (a stream has hundreds)."""
+        process = self.process
+        try:
+            events = iter(stream)  # the SDK's own iterator, as a plain `for` would use
+            for event in events:
+                self.first_chunk = time.perf_counter()
+                try:
+                    process(event)
+                except Exception:
+                    report("stream.process")
+                yield event
+                break
+            for event in events:
+                try:
+                    process(event)
+                except Exception:
+                    report("stream.process")
+                yield event
+        except GeneratorExit:  # closed by the application, or collected half read
+            self.end(None)
+            raise
+        except BaseException as error:
+            self.end(error)
+            raise
+        self.end(None)
+
+    def __del__(self) -> None:
+        self.end(None)
 
     def end(self, error: BaseException | None) -> None:
         if self.done:
@@ -89,22 +126,18 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
         super().__init__(stream)
         self._self_finisher = _Finisher(call, acc)
+        self._self_events: Iterator[Any] | None = None
 
-    def __iter__(self) -> SyncStream:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # Like the SDK's own `__iter__`, a generator; one per proxy, so `next()` and `for`
+        # share it. The proxy holds it (not the reverse), so dropping the proxy frees both.
+        events = self._self_events
+        if events is None:
+            events = self._self_events = self._self_finisher.read(self.__wrapped__)
+        return events
 
     def __next__(self) -> Any:
-        finisher = self._self_finisher
-        try:
-            event = self.__wrapped__.__next__()
-        except StopIteration:
-            finisher.end(None)
-            raise
-        except BaseException as error:
-            finisher.end(error)
-            raise
-        finisher.chunk(event)
-        return event
+        return next(self.__iter__())
 
     def __enter__(self) -> SyncStream:
         self.__wrapped__.__enter__()
@@ -121,11 +154,6 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
             self.__wrapped__.close()
         finally:
             self._self_finisher.end(None)
-
-    def __del__(self) -> None:
-        finisher = getattr(self, "_self_finisher", None)
-        if finisher is not None:
-            finisher.end(None)
 
 
 class AsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -166,11 +194,6 @@ class AsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
             await self.__wrapped__.close()
         finally:
             self._self_finisher.end(None)
-
-    def __del__(self) -> None:
-        finisher = getattr(self, "_self_finisher", None)
-        if finisher is not None:
-            finisher.end(None)
 
 
 def wrap_stream_manager(
