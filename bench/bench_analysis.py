@@ -15,7 +15,8 @@ runs in a fresh subprocess and reports its wall time and peak RSS
 
 What each contender does on the same files:
 
-* canarytrace: `load` (JSON) or `scan` (Parquet, lazy) and the whole `judge`: per-user
+* canarytrace: `scan` (JSON parsed into compact typed chunks; Parquet lazily, only the
+  columns the judge reads) and the whole `judge` on polars' streaming engine: per-user
   aggregation, histograms, every statistical test, the verdict;
 * pandas and DuckDB: the same aggregation only (spans → calls with feedback and
   outcomes joined → per route/tier/user sums and median log-latency, plus each tier's
@@ -86,16 +87,11 @@ def generate(calls: int, workdir: Path, formats: list[str]) -> Path:
 
 def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
     from canarytrace.analysis.judge import judge
-    from canarytrace.analysis.load import load, scan
+    from canarytrace.analysis.load import scan
 
-    if fmt == "json":
-        loaded = load(folder / "json")
-        frame, problems = loaded.calls, loaded.problems
-        n = frame.height
-    else:
-        frame, problems, _ = scan(folder / "parquet")
-        n = None
+    frame, problems, _ = scan(folder / fmt)
     verdict = judge(frame)
+    n = sum(r.production_calls + r.canary_calls for r in verdict.routes.values())
     return {"verdict": str(verdict.verdict), "calls": n, "problems": len(problems)}
 
 

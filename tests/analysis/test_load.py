@@ -187,3 +187,24 @@ def test_a_tempo_trace_missing_on_fetch_is_reported(
     assert [p.message for p in loaded.problems] == ["trace listed by the search not found"]
     assert gone in loaded.problems[0].source
     assert 0 < loaded.calls.height <= small_frame.height
+
+
+def test_the_typed_decoder_reads_every_line_as_the_generic_one(
+    frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    from canarytrace.analysis import load as loader
+
+    path = synth.write_otlp(frame.head(200), tmp_path / "traces.jsonl")
+    lines = path.read_bytes().splitlines()
+    # A producer writing int64 as JSON numbers and the status code by name (grpc-gateway).
+    doc = json.loads(lines[0])
+    for span in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["startTimeUnixNano"] = int(span["startTimeUnixNano"])
+        span["status"] = {"code": "STATUS_CODE_ERROR"}
+        for kv in span["attributes"]:
+            if "intValue" in kv["value"]:
+                kv["value"]["intValue"] = int(kv["value"]["intValue"])
+    for line in [*lines, json.dumps(doc).encode()]:
+        generic = loader._span_rows(json.loads(line))
+        assert generic
+        assert loader._typed_rows(loader._DECODER.decode(line)) == generic

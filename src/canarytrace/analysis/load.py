@@ -13,11 +13,13 @@ Sources (`load(source)`):
   (`GET /api/search?q=` for trace ids, then `GET /api/traces/{id}` for each trace).
 
 How JSON is read: lines are taken in chunks of a bounded number of bytes; each line is
-decoded with the standard library and its spans flattened to row tuples holding only
-the attributes the frame needs, which polars turns into typed columns per chunk (ids,
-times, coalesced names are polars expressions). Measured on OTLP lines of a few
-hundred spans, this is faster and needs a fraction of the memory of polars'
-`read_ndjson` on the nested schema (bench/bench_analysis.py). Only each chunk's LLM
+decoded by msgspec into typed OTLP structs that skip every field the frame does not
+need, and its spans are flattened to row tuples holding only the attributes the frame
+needs, which polars turns into typed columns per chunk (ids, times, coalesced names
+are polars expressions). A line of another shape falls back to the standard library's
+decoder, which reads it or says why not. Measured on OTLP lines of a few hundred spans,
+this is about twice as fast as `json.loads` and five times faster than polars'
+`read_ndjson` on the nested schema, with a fraction of its memory. Only each chunk's LLM
 calls and feedback/outcome records are kept, so memory grows with the number of calls,
 not with the size of the JSON. A malformed or truncated line costs only that line: it
 is recorded in `Loaded.problems` with its file and line number, every other line kept.
@@ -44,6 +46,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import polars as pl
 
 from canarytrace import attributes as A
@@ -179,6 +182,109 @@ def _span_rows(doc: object) -> list[tuple[object, ...]]:
     return rows
 
 
+# Typed OTLP shapes for msgspec: decoding straight into these skips every field the
+# frame does not need (events, resource attributes other than the service, scopes) and
+# is about twice as fast as `json.loads` plus dict lookups, with far smaller transients.
+class _Status(msgspec.Struct, gc=False):
+    code: int | str | None = None
+
+
+class _Link(msgspec.Struct, gc=False):
+    traceId: str | None = None
+    spanId: str | None = None
+
+
+class _AnyValue(msgspec.Struct, gc=False, frozen=True):
+    stringValue: str | None = None
+    boolValue: bool | None = None
+    intValue: str | int | None = None
+    doubleValue: float | str | None = None
+
+    def scalar(self) -> object:
+        """The one value set (OTLP sets exactly one); arrays and maps are not read."""
+        if self.stringValue is not None:
+            return self.stringValue
+        if self.intValue is not None:
+            return self.intValue
+        if self.doubleValue is not None:
+            return self.doubleValue
+        return self.boolValue
+
+
+_EMPTY = _AnyValue()
+
+
+class _KeyValue(msgspec.Struct, gc=False):
+    key: str | None = None
+    value: _AnyValue = _EMPTY
+
+
+class _Span(msgspec.Struct, gc=False):
+    traceId: str | None = None
+    spanId: str | None = None
+    parentSpanId: str | None = None
+    name: str | None = None
+    startTimeUnixNano: str | int | None = None
+    endTimeUnixNano: str | int | None = None
+    status: _Status | None = None
+    attributes: list[_KeyValue] | None = None
+    links: list[_Link] | None = None
+
+
+class _ScopeSpans(msgspec.Struct, gc=False):
+    spans: list[_Span] | None = None
+
+
+class _Resource(msgspec.Struct, gc=False):
+    attributes: list[_KeyValue] | None = None
+
+
+class _ResourceSpans(msgspec.Struct, gc=False):
+    resource: _Resource | None = None
+    scopeSpans: list[_ScopeSpans] | None = None
+
+
+class _Request(msgspec.Struct, gc=False):
+    resourceSpans: list[_ResourceSpans]
+
+
+_DECODER = msgspec.json.Decoder(_Request)
+
+
+def _typed_rows(request: _Request) -> list[tuple[object, ...]]:
+    """`_span_rows` for a request msgspec decoded: the same tuples, values as found."""
+    rows: list[tuple[object, ...]] = []
+    for resource_spans in request.resourceSpans:
+        service = None
+        resource = resource_spans.resource
+        for kv in (resource.attributes if resource else None) or ():
+            if kv.key == "service.name":
+                service = kv.value.stringValue
+        for scope_spans in resource_spans.scopeSpans or ():
+            for span in scope_spans.spans or ():
+                attrs = {kv.key: kv.value.scalar() for kv in span.attributes or ()}
+                link = span.links[0] if span.links else _NO_LINK
+                rows.append(
+                    (
+                        span.traceId,
+                        span.spanId,
+                        span.parentSpanId,
+                        service,
+                        span.name,
+                        span.startTimeUnixNano,
+                        span.endTimeUnixNano,
+                        span.status.code if span.status else None,
+                        link.traceId,
+                        link.spanId,
+                        *map(attrs.get, _ATTR_KEYS),
+                    )
+                )
+    return rows
+
+
+_NO_LINK = _Link()
+
+
 def _hex_id(expr: pl.Expr, nbytes: int) -> pl.Expr:
     """Lowercase hex for hex ids; base64 ids decoded; empty ids become null."""
     is_hex = expr.str.contains(f"^[0-9a-fA-F]{{{2 * nbytes}}}$")
@@ -277,6 +383,11 @@ def _parse_lines(lines: list[bytes], source: str, first_line: int, parts: _Parts
     for offset, line in enumerate(lines):
         if not line.strip():
             continue
+        try:
+            rows.extend(_typed_rows(_DECODER.decode(line)))
+            continue
+        except msgspec.MsgspecError:
+            pass  # not the common shape: the generic path below reads it or says why
         try:
             doc = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
