@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +156,47 @@ def test_with_streaming_response_keeps_working(instrumented: Telemetry) -> None:
     ) as response:
         assert response.parse().id == "msg_1"
     assert instrumented.one_span().attributes["gen_ai.request.model"] == MODEL
+
+
+def test_a_client_whose_base_url_changes_reports_the_new_server(instrumented: Telemetry) -> None:
+    client = anthropic_client()
+    create(client)
+    client.base_url = "http://proxy.internal:8080"
+    create(client)
+    first, second = instrumented.llm_spans()
+    assert (first.attributes["server.address"], first.attributes["server.port"]) == (
+        "api.test",
+        443,
+    )
+    assert (second.attributes["server.address"], second.attributes["server.port"]) == (
+        "proxy.internal",
+        8080,
+    )
+
+
+def test_a_new_registry_changes_the_tier_of_the_next_call(
+    instrumented: Telemetry, tmp_path: Path
+) -> None:
+    from canarytrace import routing
+
+    client = anthropic_client()
+    create(client)
+    promoted = tmp_path / "promoted.yaml"
+    promoted.write_text(
+        "routes:\n  assist:\n    production: claude-sonnet-4-20250514\n"
+        f"    canary: {MODEL}\n    stages: [5, 25, 50, 100]\n    stage: 5\n"
+        f"models:\n  - {{id: {MODEL}, provider: anthropic}}\n"
+        "  - {id: claude-sonnet-4-20250514, provider: anthropic}\n",
+        encoding="utf-8",
+    )
+    routing.configure(registry=promoted)
+    create(client)
+    before, after = instrumented.llm_spans()
+    assert (before.attributes["canarytrace.route"], before.attributes["canarytrace.tier"]) == (
+        "assist",
+        "production",
+    )
+    assert (after.attributes["canarytrace.route"], after.attributes["canarytrace.tier"]) == (
+        "assist",
+        "canary",
+    )

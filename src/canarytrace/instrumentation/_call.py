@@ -131,10 +131,13 @@ def start_call(
     provider: str,
     operation: str,
     model: str,
+    name: str,
+    pinned: bool,
     attributes: dict[str, Any],
     user_id: str | None = None,
 ) -> Call:
-    """Open the span of a call to `model`, adding canarytrace's routing attributes."""
+    """Open the span `name` of a call to `model`, adding canarytrace's routing attributes
+    to the request's `attributes` (which already say whether `model` is `pinned`)."""
     route = tier = None
     decision = routing.take_decision(model)
     if decision is not None:
@@ -155,9 +158,7 @@ def start_call(
             attributes[A.TIER] = tier
     if user_id is not None:
         attributes[A.USER_HASH] = routing.user_hash(user_id)
-    pinned = is_pinned(model)
-    attributes[A.PINNED] = pinned
-    span = ins.tracer.start_span(f"{operation} {model}", kind=_CLIENT, attributes=attributes)
+    span = ins.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
     call = Call(ins, span, provider, operation, model)
     call.route, call.tier, call.pinned = route, tier, pinned
     LAST_CALL.set(span)

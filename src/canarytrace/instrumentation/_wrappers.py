@@ -19,7 +19,14 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import set_span_in_context
 
 from canarytrace import attributes as A
-from canarytrace.instrumentation._call import Call, Instruments, end_call, report, start_call
+from canarytrace.instrumentation._call import (
+    Call,
+    Instruments,
+    end_call,
+    is_pinned,
+    report,
+    start_call,
+)
 from canarytrace.instrumentation._extract import (
     Usage,
     input_messages,
@@ -72,19 +79,24 @@ class Options:
         self.include_stream_usage = include_stream_usage
 
 
-_servers: dict[int, tuple[Any, dict[str, Any]]] = {}
+#: (site, id(client), model) -> (base_url, start attributes, span name, pinned): what every
+#: call of one method to one model through one client starts with, worked out once. The
+#: entry holds the client's `base_url`, so that object's id cannot be reused while cached,
+#: and a client whose `base_url` was replaced gets a new entry.
+_targets: dict[tuple[str, int, str], tuple[Any, dict[str, Any], str, bool]] = {}
 
 
-def _server(instance: Any) -> dict[str, Any]:
-    client = instance._client
+def _target(spec: Spec, client: Any, model: str) -> tuple[Any, dict[str, Any], str, bool]:
     base_url = client.base_url
-    entry = _servers.get(id(client))
-    if entry is None or entry[0] is not base_url:
-        entry = (base_url, server_attributes(base_url))
-        if len(_servers) >= 1024:  # an application that makes a client per request
-            _servers.clear()
-        _servers[id(client)] = entry
-    return entry[1]
+    pinned = is_pinned(model)
+    attributes = {**spec.static, **server_attributes(base_url)}
+    attributes[A.GEN_AI_REQUEST_MODEL] = model
+    attributes[A.PINNED] = pinned
+    entry = (base_url, attributes, f"{spec.operation} {model}", pinned)
+    if len(_targets) >= 1024:  # an application that makes a client per request
+        _targets.clear()
+    _targets[(spec.site, id(client), model)] = entry
+    return entry
 
 
 def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -> Call:
@@ -92,15 +104,25 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
     model = kwargs.get("model")
     if not isinstance(model, str):
         model = str(model)
-    attributes = {**spec.static, **_server(instance)}
-    attributes[A.GEN_AI_REQUEST_MODEL] = model
+    client = instance._client
+    entry = _targets.get((spec.site, id(client), model))
+    if entry is None or entry[0] is not client.base_url:
+        entry = _target(spec, client, model)
+    attributes = entry[1].copy()
     request_attributes(kwargs, spec.params, attributes)
     if ins.capture_content:
         prompt = input_messages(kwargs)
         if prompt is not None:
             attributes[A.GEN_AI_INPUT_MESSAGES] = prompt
     return start_call(
-        ins, spec.provider, spec.operation, model, attributes, request_user_id(kwargs)
+        ins,
+        spec.provider,
+        spec.operation,
+        model,
+        entry[2],
+        entry[3],
+        attributes,
+        request_user_id(kwargs),
     )
 
 
