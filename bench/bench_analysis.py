@@ -52,11 +52,16 @@ def _size(text: str) -> int:
 # --- inputs ----------------------------------------------------------------------------------
 
 
-def generate(calls: int, workdir: Path, formats: list[str]) -> Path:
-    """Rotated OTLP JSON files and/or Parquet parts holding `calls` calls (made once each)."""
+def generate(calls: int, workdir: Path, formats: list[str], per_user: int = 5) -> Path:
+    """Rotated OTLP JSON files and/or Parquet parts holding `calls` calls (made once each).
+
+    Users average `per_user` calls each, so the number of users is calls / per_user:
+    growing `calls` at a fixed `per_user` adds users; growing `per_user` with `calls`
+    keeps the users and adds calls per user.
+    """
     from canarytrace.analysis import synth
 
-    folder = workdir / str(calls)
+    folder = workdir / (str(calls) if per_user == 5 else f"{calls}-{per_user}-per-user")
     todo = [f for f in formats if not (folder / f"{f}.complete").exists()]
     if not todo:
         return folder
@@ -67,7 +72,12 @@ def generate(calls: int, workdir: Path, formats: list[str]) -> Path:
     started = time.perf_counter()
     while made < calls:
         size = min(CHUNK_CALLS, calls - made)
-        scenario = synth.Scenario(users=max(1, size // 5), seed=index, canary_percent=10)
+        scenario = synth.Scenario(
+            users=max(1, size // per_user),
+            calls_per_user=per_user,
+            seed=index,
+            canary_percent=10,
+        )
         frame = synth.calls(scenario).head(size)
         if "json" in todo:
             synth.write_otlp(frame, folder / "json" / f"traces-{index:04d}.jsonl", seed=index)
@@ -305,6 +315,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1M", help="comma-separated call counts, e.g. 1M,10M")
     parser.add_argument("--formats", default="json,parquet")
+    parser.add_argument(
+        "--calls-per-user",
+        default="5",
+        help="comma-separated, one per size (e.g. 5,50: 10M calls of the 1M run's users)",
+    )
     parser.add_argument("--peers", default="pandas,duckdb", help="empty to skip the peers")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON))
@@ -319,17 +334,23 @@ def main() -> None:
     if peers and not Path(args.peer_python).exists():
         print(f"no peer venv at {args.peer_python}; see the module docstring", file=sys.stderr)
         peers = []
-    print(f"{'calls':>11} {'format':8} {'contender':12} {'seconds':>8} {'peak MB':>8}  result")
-    for calls in (_size(s) for s in args.sizes.split(",")):
+    print(
+        f"{'calls':>11} {'per user':>8} {'format':8} {'contender':12} {'seconds':>8} "
+        f"{'peak MB':>8}  result"
+    )
+    sizes = [_size(s) for s in args.sizes.split(",")]
+    per_user = [int(p) for p in args.calls_per_user.split(",")]
+    per_user += per_user[-1:] * (len(sizes) - len(per_user))
+    for calls, cpu in zip(sizes, per_user, strict=False):
         formats = args.formats.split(",")
-        folder = generate(calls, args.workdir, formats)
+        folder = generate(calls, args.workdir, formats, cpu)
         for fmt in formats:
             ours = measure(sys.executable, "canarytrace", folder, fmt)
             rows = [("canarytrace", ours)]
             rows += [(peer, measure(args.peer_python, peer, folder, fmt)) for peer in peers]
             for name, result in rows:
                 if "error" in result:
-                    print(f"{calls:>11,} {fmt:8} {name:12} failed: {result['error']}")
+                    print(f"{calls:>11,} {cpu:>8} {fmt:8} {name:12} failed: {result['error']}")
                     continue
                 ratio = ""
                 if name != "canarytrace" and "seconds" in ours:
@@ -339,7 +360,7 @@ def main() -> None:
                     )
                 extra = {k: v for k, v in result.items() if k not in ("seconds", "max_rss_mb")}
                 print(
-                    f"{calls:>11,} {fmt:8} {name:12} {result['seconds']:8.1f} "
+                    f"{calls:>11,} {cpu:>8} {fmt:8} {name:12} {result['seconds']:8.1f} "
                     f"{result['max_rss_mb']:8.0f}  {extra}{ratio}",
                     flush=True,
                 )

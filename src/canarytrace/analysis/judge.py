@@ -604,10 +604,9 @@ def _change(spec: MetricSpec, value: float | None) -> float | None:
 
 
 def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
-    latest = (
-        users.sort("last_seen")
-        .group_by("user")
-        .agg(pl.col("tier").last(), pl.col("rollout_percent").last())
+    latest = users.group_by("user").agg(
+        pl.col("tier").sort_by("last_seen").last(),
+        pl.col("rollout_percent").sort_by("last_seen").last(),
     )
     share = latest["rollout_percent"].drop_nulls()
     if latest.height < 20 or share.len() == 0:
