@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from canarytrace import attributes as A
 from canarytrace import pricing, routing
-from canarytrace.instrumentation._extract import Usage, usage_attributes
+from canarytrace.instrumentation._extract import Usage
 from canarytrace.registry import is_pinned as _registry_is_pinned
 
 _log = logging.getLogger("canarytrace.instrumentation")
@@ -170,7 +170,6 @@ def end_call(
     attributes: dict[str, Any] | None,
     usage: Usage | None,
     error: BaseException | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> None:
     """Finish `call`: response attributes, usage, cost, drift, metrics, breaker, span end.
 
@@ -188,19 +187,15 @@ def end_call(
             if call.pinned and response_model:
                 attributes[A.ALIAS_DRIFT] = response_model != call.model
             if usage is not None:
-                usage_attributes(usage, attributes)
-                cost = pricing.cost_usd(
-                    call.provider,
-                    response_model or call.model,
-                    usage.input,
-                    usage.output,
-                    usage.cache_read,
-                    usage.cache_write,
-                )
+                attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input
+                attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output
+                if usage.cache_read:
+                    attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read
+                if usage.cache_write:
+                    attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write
+                cost = pricing.cost_usd(call.provider, response_model or call.model, *usage)
                 if cost is not None:
                     attributes[A.COST_USD] = cost
-            if extra:
-                attributes.update(extra)
             span.set_attributes(attributes)
         if error_type is not None:
             span.set_attribute(A.ERROR_TYPE, error_type)
@@ -210,8 +205,9 @@ def end_call(
         report("end_call")
     span.end()
     try:
-        _record_metrics(call, duration, response_model, usage, cost, error_type)
-        if call.tier is not None and call.route is not None:
+        if call.ins.duration is not None:
+            _record_metrics(call, duration, response_model, usage, cost, error_type)
+        if call.tier == "canary" and call.route is not None:  # only canary calls count
             routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")
@@ -229,7 +225,7 @@ def _record_metrics(
     error_type: str | None,
 ) -> None:
     ins = call.ins
-    if ins.duration is None or ins.tokens is None or ins.cost is None:
+    if ins.tokens is None or ins.cost is None:  # all three exist, or none
         return
     key = (
         call.operation,

@@ -229,12 +229,3 @@ def anthropic_usage(usage: Any) -> Usage | None:
 
 def anthropic_text(response: Any) -> list[str]:
     return [b.text for b in response.content or () if getattr(b, "type", None) == "text"]
-
-
-def usage_attributes(usage: Usage, into: dict[str, Any]) -> None:
-    into[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input
-    into[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output
-    if usage.cache_read:
-        into[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read
-    if usage.cache_write:
-        into[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write

@@ -102,20 +102,21 @@ class _Finisher:
         try:
             call = self.call
             attributes = usage = None
-            extra: dict[str, Any] = {}
             if call.span.is_recording():
-                attributes, usage = self.acc.result()
+                acc = self.acc
+                attributes, usage = acc.result()
                 if self.first_chunk is not None:
-                    extra[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_chunk - call.start
-                if self.acc.first_token is not None:
-                    ttft_ms = (self.acc.first_token - call.start) * 1000.0
-                    extra[A.TIME_TO_FIRST_TOKEN_MS] = ttft_ms
+                    ttfc = self.first_chunk - call.start
+                    attributes[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+                if acc.first_token is not None:
+                    ttft_ms = (acc.first_token - call.start) * 1000.0
+                    attributes[A.TIME_TO_FIRST_TOKEN_MS] = ttft_ms
                 if call.ins.capture_content:
                     reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
-                    extra[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
-                        self.acc.texts(), reasons[0] if reasons else None
+                    attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
+                        acc.texts(), reasons[0] if reasons else None
                     )
-            end_call(call, attributes, usage, error, extra)
+            end_call(call, attributes, usage, error)
         except Exception:
             report("stream.end")
 
