@@ -656,15 +656,6 @@ def _judge_route(
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
     in_route = (pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"])
-    info_query = (
-        lazy.filter(in_route)
-        .group_by("tier")
-        .agg(
-            pl.len().alias("calls"),
-            pl.col("start").min().alias("first"),
-            pl.col("start").max().alias("last"),
-        )
-    )
     models_query = (
         lazy.filter(in_route & pl.col("request_model").is_not_null())
         .group_by("tier", "request_model")
@@ -673,14 +664,16 @@ def _judge_route(
     canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
-    # One collect_all on the streaming engine: the source is scanned in batches and
-    # reduced to per-user (and per-user-per-bin) state; only the five slowest and five
-    # latest failing canary calls are kept as rows (top-k), never the frame of calls.
-    users, hist, info, models, slowest, failing = pl.collect_all(
-        [
+    # Each query on the streaming engine: the source is scanned in batches and reduced to
+    # per-user (and per-cluster-per-bin) state; of the calls themselves only the five
+    # slowest and five latest failing canary calls are kept (top-k). One after the
+    # other, not in one collect_all: run together, their states are held at once
+    # (measured: 10M calls of 200k users peak at 1.7 GB together, 0.6 GB in turn).
+    users, hist, models, slowest, failing = (
+        query.collect(engine="streaming")
+        for query in (
             M.user_aggregates(lazy, route, threshold),
             M.latency_histograms(lazy, route),
-            info_query,
             models_query,
             canary_calls.select(cols)
             .top_k(5, by="duration_ms")
@@ -689,8 +682,7 @@ def _judge_route(
             .select(cols)
             .top_k(5, by="start")
             .sort("start", descending=True),
-        ],
-        engine="streaming",
+        )
     )
     parts = {
         tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in _NUMERIC}
@@ -701,7 +693,12 @@ def _judge_route(
     }
     prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
-    by_tier = {row["tier"]: row for row in info.iter_rows(named=True)}
+    info = users.group_by("tier").agg(
+        pl.col("calls").sum(),
+        pl.col("first_seen").min().alias("first"),
+        pl.col("last_seen").max().alias("last"),
+    )
+    by_tier = {str(row["tier"]): row for row in info.iter_rows(named=True)}
     top_models = models.sort("calls", "request_model", descending=[True, False]).unique(
         "tier", keep="first", maintain_order=True
     )

@@ -157,6 +157,7 @@ def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.Laz
             (~pl.col("outcome_ok")).sum().alias("wrong"),
             pl.col("duration_ms").clip(_MIN_MS).log().mean().alias("log_latency_mean"),
             pl.col("rollout_percent").sort_by("start").last().alias("rollout_percent"),
+            pl.col("start").min().alias("first_seen"),
             pl.col("start").max().alias("last_seen"),
         )
         .sort("tier", "user")
