@@ -148,25 +148,26 @@ def _wants_stream(kwargs: dict[str, Any]) -> bool:
     return kwargs.get("stream") is True
 
 
-def _add_stream_usage(spec: Spec, options: Options, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _adds_stream_usage(spec: Spec, options: Options) -> bool:
+    """Whether the wrapper of `spec` asks for usage on streams (decided once per wrapper)."""
     # Opt-in only: the extra final chunk (empty `choices`) is visible to the application.
-    if (
-        options.include_stream_usage
-        and spec.operation == "chat"
-        and spec.provider == "openai"
-        and _wants_stream(kwargs)
-        and "stream_options" not in kwargs
-    ):
+    return options.include_stream_usage and spec.operation == "chat" and spec.provider == "openai"
+
+
+def _add_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
+    if _wants_stream(kwargs) and "stream_options" not in kwargs:
         return {**kwargs, "stream_options": {"include_usage": True}}
     return kwargs
 
 
 def sync_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..., Any]:
     """The wrapper of a synchronous SDK method."""
+    adds_usage = _adds_stream_usage(spec, options)
 
     def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         try:
-            kwargs = _add_stream_usage(spec, options, kwargs)
+            if adds_usage:
+                kwargs = _add_stream_usage(kwargs)
             call = begin(ins, spec, instance, kwargs)
         except Exception:
             report(spec.site + ".start")
@@ -190,13 +191,14 @@ def sync_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[...
 def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: Any) -> Any:
     """End (or hand to a stream proxy) the span of a call that returned `result`."""
     try:
+        stream = kwargs.get("stream") is True
         if isinstance(result, spec.raw_types):
-            if _wants_stream(kwargs) or _raw_mode(kwargs) == "stream":
+            if stream or _raw_mode(kwargs) == "stream":
                 end_call(call, None, None)  # the body is the application's to read
             else:
                 _finish_parsed(ins, spec, call, _parse(result))
             return result
-        if _wants_stream(kwargs) and spec.accumulator is not None:
+        if stream and spec.accumulator is not None:
             return SyncStream(result, call, spec.accumulator(ins.capture_content))
         _finish_parsed(ins, spec, call, result)
     except Exception:
@@ -207,10 +209,12 @@ def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: A
 
 def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..., Any]:
     """The wrapper of an asynchronous SDK method."""
+    adds_usage = _adds_stream_usage(spec, options)
 
     async def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         try:
-            kwargs = _add_stream_usage(spec, options, kwargs)
+            if adds_usage:
+                kwargs = _add_stream_usage(kwargs)
             call = begin(ins, spec, instance, kwargs)
         except Exception:
             report(spec.site + ".start")

@@ -71,17 +71,23 @@ class AnthropicAccumulator:
             self._usage(event.usage)
 
     def _usage(self, usage: Any) -> None:
+        # Only the counts this event states: `message_delta` may leave some out (None).
+        # Unrolled: a loop over the four names cost more than the reads themselves.
         if usage is None:
             return
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_input_tokens",
-            "cache_creation_input_tokens",
-        ):
-            value = getattr(usage, name, None)
-            if isinstance(value, int):
-                self.usage[name] = value
+        counts = self.usage
+        value = getattr(usage, "input_tokens", None)
+        if isinstance(value, int):
+            counts["input_tokens"] = value
+        value = getattr(usage, "output_tokens", None)
+        if isinstance(value, int):
+            counts["output_tokens"] = value
+        value = getattr(usage, "cache_read_input_tokens", None)
+        if isinstance(value, int):
+            counts["cache_read_input_tokens"] = value
+        value = getattr(usage, "cache_creation_input_tokens", None)
+        if isinstance(value, int):
+            counts["cache_creation_input_tokens"] = value
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
         out: dict[str, Any] = {}
@@ -91,12 +97,13 @@ class AnthropicAccumulator:
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reason:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
-        if not self.usage:
+        counts = self.usage
+        if not counts:
             return out, None
-        read = self.usage.get("cache_read_input_tokens", 0)
-        write = self.usage.get("cache_creation_input_tokens", 0)
-        total_input = self.usage.get("input_tokens", 0) + read + write
-        return out, X.Usage(total_input, self.usage.get("output_tokens", 0), read, write)
+        read = counts.get("cache_read_input_tokens", 0)
+        write = counts.get("cache_creation_input_tokens", 0)
+        total_input = counts.get("input_tokens", 0) + read + write
+        return out, X.Usage(total_input, counts.get("output_tokens", 0), read, write)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
