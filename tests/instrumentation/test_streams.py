@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,3 +228,19 @@ def test_next_and_for_share_one_pass_over_the_stream(instrumented: Telemetry) ->
         next(stream)
     assert instrumented.one_span().attributes["gen_ai.response.id"] == "msg_1"
     assert ended_calls(instrumented) == 1
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai responses"])
+def test_text_events_after_the_first_token_are_still_read_when_content_is_captured(
+    with_content: Telemetry, provider: str
+) -> None:
+    # Without capture, sync streams skip reading text deltas after the first token; with
+    # it, every delta must reach the recorded answer.
+    if provider == "anthropic":
+        list(_anthropic_stream())
+    else:
+        list(openai_client().responses.create(model=MODEL, input="Say hello", stream=True))
+    span = with_content.one_span()
+    (answer,) = json.loads(span.attributes["gen_ai.output.messages"])
+    assert answer["parts"] == [{"type": "text", "content": "".join(TEXT_CHUNKS)}]
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0

@@ -45,6 +45,8 @@ class AnthropicAccumulator:
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usage")
 
+    quiet = "content_block_delta"
+
     def __init__(self, capture: bool) -> None:
         self.capture = capture
         self.first_token: float | None = None

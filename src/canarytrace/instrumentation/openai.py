@@ -30,6 +30,8 @@ class ChatAccumulator:
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
 
+    quiet = None  # any chunk may end a choice
+
     def __init__(self, capture: bool) -> None:
         self.capture = capture
         self.first_token: float | None = None
@@ -73,6 +75,8 @@ class ResponsesAccumulator:
     """Reads Responses API stream events; the final `response.*` event has the usage."""
 
     __slots__ = ("capture", "first_token", "parts", "response")
+
+    quiet = "response.output_text.delta"
 
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 

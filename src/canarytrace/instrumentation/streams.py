@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import wrapt
 
@@ -30,6 +30,11 @@ class Accumulator(Protocol):
     """Reads a provider's stream events; one per stream."""
 
     first_token: float | None  # perf_counter() of the first output token seen
+    capture: bool  # whether the text is kept (content capture on)
+    # The event type that carries only output text (None: every event may say more).
+    # Once the first token is seen and the text is not kept, sync streams skip the
+    # `process` call for it: most events of a stream are of this type.
+    quiet: ClassVar[str | None]
 
     def process(self, event: Any) -> None: ...
 
@@ -68,6 +73,8 @@ class _Finisher:
         they end. A generator, so the per-event cost is one resumption and one `process`
         call rather than a proxy method, a helper and `process` (a stream has hundreds)."""
         process = self.process
+        acc = self.acc
+        quiet = None if acc.capture else acc.quiet
         try:
             events = iter(stream)  # the SDK's own iterator, as a plain `for` would use
             for event in events:
@@ -79,10 +86,11 @@ class _Finisher:
                 yield event
                 break
             for event in events:
-                try:
-                    process(event)
-                except Exception:
-                    report("stream.process")
+                if quiet is None or acc.first_token is None or event.type != quiet:
+                    try:
+                        process(event)
+                    except Exception:
+                        report("stream.process")
                 yield event
         except GeneratorExit:  # closed by the application, or collected half read
             self.end(None)
