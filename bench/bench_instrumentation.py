@@ -5,7 +5,8 @@ chunks, anthropic messages, anthropic messages streamed) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
-- `bare`        one hand-made OTel span per call with the same 17 attributes canarytrace sets
+- `bare`        one hand-made OTel span per call with the attributes canarytrace sets
+                (18 to 21, as many as canarytrace's span of the same call)
                 (the floor an instrumentation can approach);
 - `canarytrace` `canarytrace.instrument()`, anthropic's native tracing left at its default;
 - `openllmetry` `opentelemetry-instrumentation-openai`/`-anthropic` 0.62 (native tracing off,
@@ -28,6 +29,7 @@ by the bare span's (the goal is <= 1.5x). Absolute times move with the machine;
 compare the ratios.
 
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
+        [--only anthropic 'anthropic stream']
 """
 
 from __future__ import annotations
@@ -224,13 +226,15 @@ def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
             "canarytrace.route": "chat",
             "canarytrace.tier": "production",
             "canarytrace.pinned": True,
+            # canarytrace always records whether the call streamed
+            "gen_ai.request.stream": stream,
         }
-        if stream:
-            attrs["gen_ai.request.stream"] = True
+        if provider == "openai":  # the openai calls also pass a temperature
+            attrs["gen_ai.request.temperature"] = 0.2
         return attrs
 
-    def response(model: str) -> dict[str, Any]:
-        return {
+    def response(provider: str, model: str, stream: bool) -> dict[str, Any]:
+        attrs = {
             "gen_ai.response.id": "x",
             "gen_ai.response.model": model,
             "gen_ai.response.finish_reasons": ["stop"],
@@ -239,6 +243,14 @@ def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
             "canarytrace.alias_drift": False,
             "canarytrace.cost_usd": 0.0003,
         }
+        if stream:  # and, for a stream, when its first chunk and first token came
+            attrs["gen_ai.response.time_to_first_chunk"] = 0.0004
+            attrs["canarytrace.time_to_first_token_ms"] = 0.4
+            if provider == "openai":  # an openai stream reports no usage unless asked to
+                for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+                    del attrs[name]
+                del attrs["canarytrace.cost_usd"]
+        return attrs
 
     def wrap(name: str, provider: str, model: str, stream: bool) -> Any:
         call = calls[name]
@@ -248,7 +260,7 @@ def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
                 f"chat {model}", kind=SpanKind.CLIENT, attributes=request(provider, model, stream)
             )
             result = call()
-            span.set_attributes(response(model))
+            span.set_attributes(response(provider, model, stream))
             span.end()
             return result
 
@@ -407,6 +419,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100, help="calls per timed round")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per process")
     parser.add_argument("--no-peers", action="store_true", help="only bare and canarytrace")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="measure only these scenarios")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -423,7 +436,10 @@ def main() -> None:
             python = _python_for(variant)
             if python is None:
                 continue
-            scenarios = [s for s in SCENARIOS if (variant, s) not in SKIP]
+            wanted = args.only or SCENARIOS
+            scenarios = [s for s in wanted if (variant, s) not in SKIP]
+            if not scenarios:
+                continue
             print(f"process {round_number + 1}/{args.processes}: {variant}", file=sys.stderr)
             result = _run(python, variant, scenarios, args.calls, args.rounds)
             if result is not None:
@@ -460,6 +476,14 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
             cells.append(f" {overhead:>6.0f} {ratio:<10}")
         spans = statistics.median(run["spans_per_call"] for run in runs[variant])
         print(f"| {variant:<17}|" + "|".join(cells) + f"| {spans:>10.2f} |")
+    print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
+    for variant in VARIANTS:
+        cells = []
+        for s in SCENARIOS:
+            values = [run[s]["overhead"] for run in runs.get(variant, []) if s in run]
+            cells.append(f" {min(values):>4.0f}-{max(values):<11.0f}" if values else f" {'–':<17}")
+        if any(cell.strip() != "–" for cell in cells):
+            print(f"| {variant:<17}|" + "|".join(cells) + "|")
 
 
 if __name__ == "__main__":
