@@ -632,14 +632,23 @@ def _key(trace_id: str, span_id: str) -> pl.Expr:
     return pl.struct(trace_id, span_id).hash(seed=0)
 
 
+def _attach(calls: pl.DataFrame, per_key: pl.DataFrame) -> pl.DataFrame:
+    """`calls` left-joined with `per_key` on `_key`, without copying the calls' columns:
+    the join runs on the key column alone and its new columns are added alongside."""
+    found = calls.select("_key").join(per_key, on="_key", how="left", maintain_order="left")
+    return calls.with_columns(found.drop("_key"))
+
+
 def _join(parts: _Parts) -> pl.LazyFrame:
     """Concatenate the chunks, drop duplicates and nested calls, join feedback/outcomes."""
     frames = [f for f in parts.calls if f.height]
     calls = pl.concat(frames) if frames else empty_calls().select(_CALL_COLUMNS)
+    parts.calls.clear()  # copied into `calls`; let the chunks go
+    # One filter (one copy of the calls): the first of each span, unless nested.
     calls = calls.with_columns(_key("trace_id", "span_id").alias("_key"))
-    calls = calls.unique("_key", keep="first", maintain_order=True)
     nested = _key("trace_id", "parent_span_id").is_in(calls["_key"].implode())
-    calls = calls.filter(pl.col("parent_span_id").is_null() | ~nested)
+    first_seen = pl.col("_key").is_first_distinct()
+    calls = calls.filter(first_seen & (pl.col("parent_span_id").is_null() | ~nested))
     fb_frames = [f for f in parts.feedback if f.height]
     oc_frames = [f for f in parts.outcomes if f.height]
     if fb_frames:
@@ -651,7 +660,7 @@ def _join(parts: _Parts) -> pl.LazyFrame:
                 pl.col("score").count().cast(pl.Int64).alias("feedback_count"),
             )
         )
-        calls = calls.join(feedback, on="_key", how="left")
+        calls = _attach(calls, feedback)
     else:
         calls = calls.with_columns(
             pl.lit(None, pl.Float64).alias("feedback_score"), pl.lit(0).alias("feedback_count")
@@ -666,7 +675,7 @@ def _join(parts: _Parts) -> pl.LazyFrame:
                 pl.col("kind").filter(~pl.col("ok")).first().alias("outcome_kind"),
             )
         )
-        calls = calls.join(outcomes, on="_key", how="left")
+        calls = _attach(calls, outcomes)
     else:
         calls = calls.with_columns(
             pl.lit(None, pl.Boolean).alias("outcome_ok"),
