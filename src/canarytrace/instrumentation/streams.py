@@ -70,8 +70,9 @@ class _Finisher:
 
     def read(self, stream: Any) -> Iterator[Any]:
         """The events of a sync `stream`, each read by the accumulator; ends the span when
-        they end. A generator, so the per-event cost is one resumption and one `process`
-        call rather than a proxy method, a helper and `process` (a stream has hundreds)."""
+        they end. A generator, so the per-event cost is one resumption and at most one
+        `process` call rather than a proxy method, a helper and `process` (a stream has
+        hundreds of events)."""
         process = self.process
         acc = self.acc
         quiet = None if acc.capture else acc.quiet
@@ -86,11 +87,11 @@ class _Finisher:
                 yield event
                 break
             for event in events:
-                if quiet is None or acc.first_token is None or event.type != quiet:
-                    try:
+                try:
+                    if quiet is None or acc.first_token is None or event.type != quiet:
                         process(event)
-                    except Exception:
-                        report("stream.process")
+                except Exception:
+                    report("stream.process")
                 yield event
         except GeneratorExit:  # closed by the application, or collected half read
             self.end(None)
