@@ -17,6 +17,8 @@ import polars as pl
 import pytest
 
 from canarytrace.analysis.load import load
+from canarytrace.cli import RegressKind
+from canarytrace.simulator import REGRESSIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,3 +80,9 @@ def test_demo_with_a_canary_regressed_in_errors_says_rollback(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert verdicts(tmp_path)["summarize"] == "ROLLBACK"
     assert "error rate" in done.stdout
+
+
+def test_the_demo_offers_exactly_the_simulators_regressions() -> None:
+    # The CLI spells the choices itself so that `canarytrace --help` need not import the
+    # simulator; this keeps the two lists in step.
+    assert [kind.value for kind in RegressKind] == list(REGRESSIONS)
