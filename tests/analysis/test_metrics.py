@@ -94,3 +94,68 @@ def test_the_synthetic_truth_is_recovered() -> None:
     assert prod["satisfaction"] == pytest.approx(4.0, abs=0.03)
     assert canary["cost_per_call_usd"] / prod["cost_per_call_usd"] == pytest.approx(1.25, abs=0.02)
     assert prod["regression_rate"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_user_aggregates_match_a_per_user_reading() -> None:
+    """The packed running maximum gives each user's last call and its rollout percent,
+    a call without a user is its own pseudo-user, and sums skip missing values."""
+    frame = _calls(
+        [
+            {"tier": "canary", "user_hash": "a", "start": T0, "rollout_percent": 5},
+            {
+                "tier": "canary",
+                "user_hash": "a",
+                "start": T0 + dt.timedelta(hours=2),
+                "rollout_percent": 25,
+                "cost_usd": 0.5,
+            },
+            {
+                "tier": "canary",
+                "user_hash": "a",
+                "start": T0 + dt.timedelta(hours=1),
+                "rollout_percent": 50,
+                "cost_usd": 0.25,
+            },
+            {"tier": "production", "user_hash": "b", "start": T0, "rollout_percent": 25},
+            {"tier": "production", "user_hash": "b", "start": T0 + dt.timedelta(hours=3)},
+            {"tier": "production", "user_hash": None, "start": T0, "status": "error"},
+            {"tier": "production", "user_hash": None, "start": T0 + dt.timedelta(minutes=1)},
+        ]
+    ).with_columns(pl.col("status").fill_null("ok"), pl.col("duration_ms").fill_null(100.0))
+    users = metrics.user_aggregates(frame, "chat", None, sums=["cost", "errors"]).collect()
+    assert set(users.columns) == {
+        "tier", "user", "calls", "cost", "errors", "rollout_percent", "last_seen",
+    }  # fmt: skip
+    by_calls = users.sort("calls", "errors", descending=True).to_dicts()
+    a, b, *no_user = by_calls
+    assert (a["tier"], a["calls"], a["cost"], a["rollout_percent"]) == ("canary", 3, 0.75, 25)
+    assert a["last_seen"] == T0 + dt.timedelta(hours=2)
+    # b's last call carries no percent: unknown, not the earlier 25.
+    assert (b["calls"], b["cost"], b["rollout_percent"]) == (2, 0.0, None)
+    assert b["last_seen"] == T0 + dt.timedelta(hours=3)
+    assert [(u["calls"], u["errors"]) for u in no_user] == [(1, 1), (1, 0)]
+
+
+def test_latency_histograms_unpack_to_tier_cluster_and_bin() -> None:
+    """The one-integer key decodes to the counts a three-column grouping gives."""
+    scenario = synth.Scenario(users=300, calls_per_user=4, seed=3, canary_percent=30)
+    frame = synth.calls(scenario)
+    # The bins' extremes: under a millisecond (negative log) and beyond the clip.
+    extremes = frame.head(4).with_columns(pl.Series("duration_ms", [0.001, 0.02, 1e7, 1e9]))
+    frame = pl.concat([frame, extremes])
+    route = frame["route"][0]
+    got = metrics.latency_histograms(frame, route).collect()
+    log_ms = pl.col("duration_ms").clip(0.01, 1e7).log()
+    expected = (
+        frame.filter(pl.col("route") == route, pl.col("tier").is_in(["production", "canary"]))
+        .group_by(
+            pl.col("tier").cast(metrics.JUDGED_TIERS),
+            (metrics._user_key() % metrics.BOOTSTRAP_CLUSTERS).cast(pl.UInt16).alias("cluster"),
+            (log_ms / metrics.LOG_BIN_WIDTH).floor().cast(pl.Int16).alias("bin"),
+        )
+        .agg(pl.len().cast(pl.UInt32).alias("n"))
+    )
+    assert got["n"].sum() == frame.filter(pl.col("route") == route).height
+    assert got["bin"].min() == -922 and got["bin"].max() == 3223
+    key = ["tier", "cluster", "bin"]
+    assert got.sort(key).equals(expected.sort(key))

@@ -360,19 +360,15 @@ def _t_pvalues(est: _Estimate) -> tuple[float, float]:
 
 
 Tier = dict[str, np.ndarray]
-_NUMERIC = (
-    "calls",
-    "errors",
-    "cost",
-    "output_tokens",
-    "input_tokens",
-    "feedback",
-    "score_sum",
-    "positive",
-    "outcomes",
-    "wrong",
-    "log_latency_mean",
-)
+
+
+def _sums_read(config: JudgeConfig) -> set[str]:
+    """The per-user sums (`metrics.user_sums`) that the configured metrics divide."""
+    shift = any(spec.kind == "shift" for spec in config.metrics)
+    names = {"log_latency_mean"} if shift else set()
+    for spec in config.metrics:
+        names.update(n for n in (spec.numerator, spec.denominator) if n and n != "calls")
+    return names
 
 
 def _measured(tier: Tier, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray] | None:
@@ -651,16 +647,15 @@ def _span_of(hours: float) -> str:
 
 
 def _judge_route(
-    route: str, lazy: pl.LazyFrame, config: JudgeConfig, threshold: float | None
+    route: str,
+    lazy: pl.LazyFrame,
+    seen: pl.DataFrame,
+    config: JudgeConfig,
+    threshold: float | None,
 ) -> RouteVerdict:
+    """The verdict for one route; `seen` is its rows of `metrics.overview`."""
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
-    in_route = (pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"])
-    models_query = (
-        lazy.filter(in_route & pl.col("request_model").is_not_null())
-        .group_by("tier", "request_model")
-        .agg(pl.len().alias("calls"))
-    )
     canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
@@ -669,12 +664,11 @@ def _judge_route(
     # slowest and five latest failing canary calls are kept (top-k). One after the
     # other, not in one collect_all: run together, their states are held at once
     # (measured: 10M calls of 200k users peak at 1.7 GB together, 0.6 GB in turn).
-    users, hist, models, slowest, failing = (
+    users, hist, slowest, failing = (
         query.collect(engine="streaming")
         for query in (
-            M.user_aggregates(lazy, route, threshold),
+            M.user_aggregates(lazy, route, threshold, _sums_read(config)),
             M.latency_histograms(lazy, route),
-            models_query,
             canary_calls.select(cols)
             .top_k(5, by="duration_ms")
             .sort("duration_ms", descending=True),
@@ -685,7 +679,11 @@ def _judge_route(
         )
     )
     parts = {
-        tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in _NUMERIC}
+        tier: {
+            c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            for c in frame.columns
+            if c not in ("tier", "user", "rollout_percent", "last_seen")
+        }
         for tier, frame in (
             ("production", users.filter(pl.col("tier") == "production")),
             ("canary", users.filter(pl.col("tier") == "canary")),
@@ -693,14 +691,14 @@ def _judge_route(
     }
     prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
-    info = users.group_by("tier").agg(
-        pl.col("calls").sum(),
-        pl.col("first_seen").min().alias("first"),
-        pl.col("last_seen").max().alias("last"),
+    info = seen.group_by("tier").agg(
+        pl.col("calls").sum(), pl.col("first").min(), pl.col("last").max()
     )
     by_tier = {str(row["tier"]): row for row in info.iter_rows(named=True)}
-    top_models = models.sort("calls", "request_model", descending=[True, False]).unique(
-        "tier", keep="first", maintain_order=True
+    top_models = (
+        seen.drop_nulls("request_model")
+        .sort("calls", "request_model", descending=[True, False])
+        .unique("tier", keep="first", maintain_order=True)
     )
     for tier, model in top_models.select("tier", "request_model").iter_rows():
         by_tier[tier]["model"] = model
@@ -912,23 +910,26 @@ def judge(
     """
     config = config or JudgeConfig()
     lazy = calls.lazy()
+    seen = M.overview(lazy).collect(engine="streaming")
+    judged = seen.filter(pl.col("tier").is_in(["production", "canary"]))
     if route is None:
         # Routes without canary traffic (no canary configured, stage 0) have nothing to
         # judge and would only turn the overall verdict to HOLD; judge them only when no
         # route has any canary call, so the answer is still HOLD with its reason.
-        present = (
-            lazy.filter(pl.col("tier").is_in(["production", "canary"]))
-            .group_by("route")
-            .agg((pl.col("tier") == "canary").any().alias("has_canary"))
-            .drop_nulls("route")
-            .collect()
-        )
-        with_canary = present.filter(pl.col("has_canary"))["route"].to_list()
-        routes = sorted(with_canary or present["route"].to_list())
+        present = judged["route"].drop_nulls().unique()
+        with_canary = judged.filter(pl.col("tier") == "canary")["route"].drop_nulls().unique()
+        routes = sorted((with_canary if with_canary.len() else present).to_list())
     else:
         routes = [route]
-    threshold = M.positive_threshold(lazy)
+    threshold = M.threshold_between(seen["score_min"].min(), seen["score_max"].max())
     verdicts = {
-        r: _judge_route(r, lazy, (route_configs or {}).get(r, config), threshold) for r in routes
+        r: _judge_route(
+            r,
+            lazy,
+            judged.filter(pl.col("route") == r),
+            (route_configs or {}).get(r, config),
+            threshold,
+        )
+        for r in routes
     }
     return Judgement(routes=verdicts, config=config)

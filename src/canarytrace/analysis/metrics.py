@@ -17,7 +17,7 @@ share of outcomes marked wrong (`outcome_ok == False`) among calls with an outco
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import polars as pl
 
@@ -41,7 +41,11 @@ def positive_threshold(calls: Frame) -> float | None:
         )
         .collect()
     )
-    lo, hi = lo_hi["lo"][0], lo_hi["hi"][0]
+    return threshold_between(lo_hi["lo"][0], lo_hi["hi"][0])
+
+
+def threshold_between(lo: float | None, hi: float | None) -> float | None:
+    """`positive_threshold` for scores observed from `lo` to `hi`."""
     if lo is None or hi is None:
         return None
     return float(lo + 0.75 * (hi - lo)) if hi > lo else float(hi)
@@ -111,13 +115,16 @@ def over_time(
 
 
 def _user_key() -> pl.Expr:
-    """A 64-bit hash of the user (or of the span for calls without one: its own cluster).
+    """A 64-bit hash of the user (or of the call's start for calls without one).
 
     Grouping on an integer instead of the 16-character hash string halves the memory
     of the per-user state; a collision among two million users has odds of ~1e-7.
+    A call without a user is its own cluster: keyed by its start time, which the
+    queries read anyway (reading the span ids instead costs a string column; two
+    user-less calls starting in the same microsecond share a cluster, harmlessly).
     """
     user = pl.col("user_hash")
-    return pl.when(user.is_null()).then(pl.col("span_id").hash(seed=1)).otherwise(user.hash(seed=0))
+    return pl.when(user.is_null()).then(pl.col("start").hash(seed=1)).otherwise(user.hash(seed=0))
 
 
 JUDGED_TIERS = pl.Enum(["production", "canary"])
@@ -129,39 +136,97 @@ def _judged(calls: Frame, route: str) -> pl.LazyFrame:
     return calls.lazy().filter(in_route).with_columns(pl.col("tier").cast(JUDGED_TIERS))
 
 
-def user_aggregates(calls: Frame, route: str, threshold: float | None) -> pl.LazyFrame:
-    """Per (tier, user): the sums the judge's ratio and proportion tests need (lazy).
+def overview(calls: Frame) -> pl.LazyFrame:
+    """Per (route, tier, request model): calls, first and last start, feedback range.
 
-    Calls without a user hash are grouped as one pseudo-user per call (their own
-    cluster), so they still count without pretending to be independent of nothing.
-    Every aggregation here is a running sum, count, mean or arg-max, so polars'
-    streaming engine keeps one small state per user and never holds the calls. The
-    user's typical latency is therefore the mean of its log-latencies (a geometric
-    mean), not a median, which would need every call's latency in memory.
+    One small query that tells the judge which routes have a canary, each tier's
+    window and main model, and the feedback scale (`threshold_between`).
     """
     fb = pl.col("feedback_score")
-    positive = (fb >= threshold).cast(pl.Int64) if threshold is not None else pl.lit(0)
+    return (
+        calls.lazy()
+        .group_by("route", "tier", "request_model")
+        .agg(
+            pl.len().alias("calls"),
+            pl.col("start").min().alias("first"),
+            pl.col("start").max().alias("last"),
+            fb.min().alias("score_min"),
+            fb.max().alias("score_max"),
+        )
+        .sort("route", "tier", "request_model")
+    )
+
+
+# `last_seen` and the rollout percent of that last call are read from one running
+# maximum of start (µs) * 128 + percent, one per user: a sort per user would be needed
+# otherwise, which the streaming engine cannot keep small. 127 stands for "unknown".
+_PERCENT_SLOTS = 128
+_UNKNOWN_PERCENT = 127
+
+
+def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
+    """The per-user sums `user_aggregates` can compute, by name (what metrics divide)."""
+    fb = pl.col("feedback_score")
+    return {
+        "errors": (pl.col("status") == "error").sum(),
+        "cost": pl.col("cost_usd").sum(),
+        "output_tokens": pl.col("output_tokens").sum(),
+        "input_tokens": pl.col("input_tokens").sum(),
+        "feedback": fb.count(),
+        "score_sum": fb.sum(),
+        "positive": (fb >= threshold).sum() if threshold is not None else pl.lit(0, pl.UInt32),
+        "outcomes": pl.col("outcome_ok").count(),
+        "wrong": (~pl.col("outcome_ok")).sum(),
+        "log_latency_mean": pl.col("duration_ms").clip(_MIN_MS).log().mean(),
+    }
+
+
+def user_aggregates(
+    calls: Frame, route: str, threshold: float | None, sums: Collection[str] | None = None
+) -> pl.LazyFrame:
+    """Per (tier, user): calls, last call, and the sums the judge's tests need (lazy).
+
+    `sums` names the columns of `user_sums` to compute (default: all); each one is
+    work over every call, so the judge asks only for those its metrics read.
+    Calls without a user hash are grouped as one pseudo-user per call (their own
+    cluster), so they still count without pretending to be independent of nothing.
+    Every aggregation here is a running sum, count, mean or maximum, so polars'
+    streaming engine keeps one small state per user and never holds the calls. The
+    user's typical latency is therefore the mean of its log-latencies (a geometric
+    mean), not a median, which would need every call's latency in memory. Sums skip
+    missing values, so a call without cost or tokens adds nothing.
+    """
+    available = user_sums(threshold)
+    chosen = available if sums is None else {name: available[name] for name in sums}
+    stamp = pl.col("start").dt.epoch("us") * _PERCENT_SLOTS + pl.col("rollout_percent").fill_null(
+        _UNKNOWN_PERCENT
+    )
+    latest = pl.col("latest")
+    percent = latest % _PERCENT_SLOTS
     return (
         _judged(calls, route)
         .group_by(pl.col("tier"), _user_key().alias("user"))
         .agg(
             pl.len().alias("calls"),
-            (pl.col("status") == "error").sum().alias("errors"),
-            pl.col("cost_usd").fill_null(0).sum().alias("cost"),
-            pl.col("output_tokens").fill_null(0).sum().alias("output_tokens"),
-            pl.col("input_tokens").fill_null(0).sum().alias("input_tokens"),
-            fb.count().alias("feedback"),
-            fb.sum().alias("score_sum"),
-            positive.filter(fb.is_not_null()).sum().alias("positive"),
-            pl.col("outcome_ok").count().alias("outcomes"),
-            (~pl.col("outcome_ok")).sum().alias("wrong"),
-            pl.col("duration_ms").clip(_MIN_MS).log().mean().alias("log_latency_mean"),
-            pl.col("rollout_percent").sort_by("start").last().alias("rollout_percent"),
-            pl.col("start").min().alias("first_seen"),
-            pl.col("start").max().alias("last_seen"),
+            *(expr.alias(name) for name, expr in chosen.items()),
+            stamp.max().alias("latest"),
         )
+        .with_columns(
+            pl.when(percent != _UNKNOWN_PERCENT).then(percent).alias("rollout_percent"),
+            pl.from_epoch(latest // _PERCENT_SLOTS, time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("last_seen"),
+        )
+        .drop("latest")
         .sort("tier", "user")
     )
+
+
+# The histogram's key packs tier, cluster and bin into one 32-bit integer: grouping
+# ten million calls on one integer is about twice as fast as on three columns.
+# Bins run from -922 (0.01 ms) to 3224 (10^7 ms), offset into 0..8191.
+_BIN_OFFSET = 1024
+_BIN_SLOTS = 8192
 
 
 def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
@@ -172,16 +237,26 @@ def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
     user-level bootstrap's variance, while the histogram stops growing with the number
     of users (at most 2 tiers x clusters x bins rows, whatever the input's size).
     """
-    # Int16 holds every bin from 0.01 ms to 10^7 ms (-921 to 3224).
     log_ms = pl.col("duration_ms").clip(_MIN_MS, _MAX_MS).log()
-    bin_index = (log_ms / LOG_BIN_WIDTH).floor().cast(pl.Int16)
-    cluster = (_user_key() % BOOTSTRAP_CLUSTERS).cast(pl.UInt16)
+    bin_slot = ((log_ms / LOG_BIN_WIDTH).floor() + _BIN_OFFSET).cast(pl.UInt32)
+    cluster = (_user_key() % BOOTSTRAP_CLUSTERS).cast(pl.UInt32)
+    tier = pl.col("tier").to_physical().cast(pl.UInt32)
+    key = (tier * BOOTSTRAP_CLUSTERS + cluster) * _BIN_SLOTS + bin_slot
+    packed = pl.col("key")
     return (
         _judged(calls, route)
         .filter(pl.col("duration_ms").is_not_null())
-        .group_by(pl.col("tier"), cluster.alias("cluster"), bin_index.alias("bin"))
+        .group_by(key.alias("key"))
         .agg(pl.len().cast(pl.UInt32).alias("n"))
-        .sort("tier", "cluster", "bin")
+        .select(
+            (packed // (BOOTSTRAP_CLUSTERS * _BIN_SLOTS))
+            .replace_strict(dict(enumerate(JUDGED_TIERS.categories)), return_dtype=JUDGED_TIERS)
+            .alias("tier"),
+            (packed // _BIN_SLOTS % BOOTSTRAP_CLUSTERS).cast(pl.UInt16).alias("cluster"),
+            (packed % _BIN_SLOTS).cast(pl.Int16) - _BIN_OFFSET,
+            "n",
+        )
+        .rename({"key": "bin"})
     )
 
 
