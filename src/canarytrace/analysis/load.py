@@ -33,12 +33,15 @@ once, and a span seen twice (overlapping files) is kept once.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import glob as globlib
 import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,10 +53,12 @@ import msgspec
 import polars as pl
 
 from canarytrace import attributes as A
-from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform, empty_calls
+from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform
 from canarytrace.errors import TraceSourceError
 
 CHUNK_BYTES = 16 * 1024 * 1024
+# Calls held in memory before they are spilled to temporary Parquet parts (~50 MB).
+SPILL_CALLS = 100_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
 _HTTP_TIMEOUT_S = 30.0
 _RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME)
@@ -348,33 +353,98 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
 
 _CALL_COLUMNS = [c for c in CALLS_SCHEMA if c not in ("feedback_score", "feedback_count")]
 _CALL_COLUMNS = [c for c in _CALL_COLUMNS if not c.startswith("outcome_")]
+_TARGET = ("target_trace_id", "target_span_id")
+
+
+def _key(trace_id: str, span_id: str) -> pl.Expr:
+    """A 64-bit hash of a span's ids: joins on it need a fraction of the memory of joins
+    on two strings (a collision among a billion spans is ~3 %, among a million ~1e-8)."""
+    return pl.struct(trace_id, span_id).hash(seed=0)
+
+
+def _calls_of(spans: pl.DataFrame) -> pl.DataFrame:
+    """The LLM calls among `spans`, with the hashes of their own and their parent's ids."""
+    is_call = pl.col("operation").is_not_null() & ~pl.col("name").is_in(_RECORD_NAMES)
+    parent = pl.when(pl.col("parent_span_id").is_not_null()).then(
+        _key("trace_id", "parent_span_id")
+    )
+    return spans.filter(is_call).select(
+        *_CALL_COLUMNS, _key("trace_id", "span_id").alias("_key"), parent.alias("_parent")
+    )
+
+
+def _records_of(spans: pl.DataFrame, name: str, *columns: str) -> pl.DataFrame:
+    """The feedback or outcome records among `spans`, keyed by the call they judge."""
+    return spans.filter(pl.col("name") == name).select(_key(*_TARGET).alias("_key"), *columns)
+
+
+class _Spill:
+    """A scan's temporary Parquet parts, in a `tempfile` folder under $TMPDIR.
+
+    Removed by `remove()` (what `load` does once it has collected the frame) or, for the
+    LazyFrame `scan` returns, when the process exits; parts left by a killed process are
+    the `canarytrace-scan-*` folders in the temporary directory.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="canarytrace-scan-"))
+        self.parts: dict[str, list[Path]] = {"calls": [], "feedback": [], "outcomes": []}
+        atexit.register(self.remove)
+
+    def write(self, kind: str, frames: list[pl.DataFrame]) -> None:
+        """One Parquet part of `kind` holding `frames` (lz4: fast to write and to re-read)."""
+        path = self.folder / f"{kind}-{len(self.parts[kind]):05d}.parquet"
+        pl.concat(frames, rechunk=False).write_parquet(path, compression="lz4")
+        self.parts[kind].append(path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        atexit.unregister(self.remove)
 
 
 @dataclass
 class _Parts:
-    """Calls and records collected chunk by chunk, joined once at the end."""
+    """Calls and records collected chunk by chunk, joined once at the end.
 
+    The chunks stay in memory until they hold `spill_calls` calls; from then on they are
+    written to temporary Parquet parts (`_Spill`) every `spill_calls` calls, so memory no
+    longer grows with the number of calls. Small inputs never touch the disk.
+    """
+
+    spill_calls: int = SPILL_CALLS
     calls: list[pl.DataFrame] = field(default_factory=list)
     feedback: list[pl.DataFrame] = field(default_factory=list)
     outcomes: list[pl.DataFrame] = field(default_factory=list)
     parquet: list[pl.LazyFrame] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    spill: _Spill | None = None
+    buffered_calls: int = 0
 
     def add_rows(self, rows: list[tuple[object, ...]]) -> None:
         if not rows:
             return
         spans = _frame(rows)
-        is_call = pl.col("operation").is_not_null() & ~pl.col("name").is_in(_RECORD_NAMES)
-        self.calls.append(spans.filter(is_call).select(_CALL_COLUMNS))
-        target = ["target_trace_id", "target_span_id"]
-        self.feedback.append(
-            spans.filter(pl.col("name") == A.FEEDBACK_SPAN_NAME).select(*target, "score")
-        )
-        self.outcomes.append(
-            spans.filter(pl.col("name") == A.OUTCOME_SPAN_NAME).select(
-                *target, "start", "ok", "kind"
-            )
-        )
+        calls = _calls_of(spans)
+        self.calls.append(calls)
+        self.feedback.append(_records_of(spans, A.FEEDBACK_SPAN_NAME, "score"))
+        self.outcomes.append(_records_of(spans, A.OUTCOME_SPAN_NAME, "start", "ok", "kind"))
+        self.buffered_calls += calls.height
+        if self.buffered_calls >= self.spill_calls:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the chunks in memory to the next Parquet parts and let them go."""
+        if self.spill is None:
+            self.spill = _Spill()
+        for kind, frames in (
+            ("calls", self.calls),
+            ("feedback", self.feedback),
+            ("outcomes", self.outcomes),
+        ):
+            if frames:
+                self.spill.write(kind, frames)
+                frames.clear()
+        self.buffered_calls = 0
 
 
 def _parse_lines(lines: list[bytes], source: str, first_line: int, parts: _Parts) -> None:
@@ -626,62 +696,94 @@ def parse_time(
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _key(trace_id: str, span_id: str) -> pl.Expr:
-    """A 64-bit hash of a span's ids: joins on it need a fraction of the memory of joins
-    on two strings (a collision among a billion spans is ~3 %, among a million ~1e-8)."""
-    return pl.struct(trace_id, span_id).hash(seed=0)
+def _dropped_rows(ids: pl.DataFrame) -> pl.Series:
+    """Row numbers of the calls to drop, from `_key`/`_parent` of every call in order:
+    a span seen before (overlapping files) and a call nested inside another call."""
+    nested = pl.col("_parent").is_in(pl.col("_key").implode()).fill_null(False)
+    keep = pl.col("_key").is_first_distinct() & ~nested
+    return ids.select(pl.arg_where(~keep)).to_series()
 
 
-def _attach(calls: pl.DataFrame, per_key: pl.DataFrame) -> pl.DataFrame:
-    """`calls` left-joined with `per_key` on `_key`, without copying the calls' columns:
-    the join runs on the key column alone and its new columns are added alongside."""
-    found = calls.select("_key").join(per_key, on="_key", how="left", maintain_order="left")
-    return calls.with_columns(found.drop("_key"))
+@dataclass
+class _Records:
+    """Per call (by `_key`): its feedback and its outcome, each sorted by `_key` so that
+    joining a part of the calls (sorted the same way) merges instead of hashing them."""
 
+    feedback: pl.DataFrame
+    outcomes: pl.DataFrame
 
-def _join(parts: _Parts) -> pl.LazyFrame:
-    """Concatenate the chunks, drop duplicates and nested calls, join feedback/outcomes."""
-    frames = [f for f in parts.calls if f.height]
-    calls = pl.concat(frames) if frames else empty_calls().select(_CALL_COLUMNS)
-    parts.calls.clear()  # copied into `calls`; let the chunks go
-    # One filter (one copy of the calls): the first of each span, unless nested.
-    calls = calls.with_columns(_key("trace_id", "span_id").alias("_key"))
-    nested = _key("trace_id", "parent_span_id").is_in(calls["_key"].implode())
-    first_seen = pl.col("_key").is_first_distinct()
-    calls = calls.filter(first_seen & (pl.col("parent_span_id").is_null() | ~nested))
-    fb_frames = [f for f in parts.feedback if f.height]
-    oc_frames = [f for f in parts.outcomes if f.height]
-    if fb_frames:
-        feedback = (
-            pl.concat(fb_frames)
-            .group_by(_key("target_trace_id", "target_span_id").alias("_key"))
-            .agg(
-                pl.col("score").mean().alias("feedback_score"),
-                pl.col("score").count().cast(pl.Int64).alias("feedback_count"),
-            )
+    @classmethod
+    def of(cls, feedback: pl.LazyFrame, outcomes: pl.LazyFrame) -> _Records:
+        per_call_feedback = feedback.group_by("_key").agg(
+            pl.col("score").mean().alias("feedback_score"),
+            pl.col("score").count().cast(pl.Int64).alias("feedback_count"),
         )
-        calls = _attach(calls, feedback)
-    else:
-        calls = calls.with_columns(
-            pl.lit(None, pl.Float64).alias("feedback_score"), pl.lit(0).alias("feedback_count")
-        )
-    if oc_frames:
-        outcomes = (
-            pl.concat(oc_frames)
-            .sort("start")
-            .group_by(_key("target_trace_id", "target_span_id").alias("_key"))
+        per_call_outcomes = (
+            outcomes.sort("start")
+            .group_by("_key")
             .agg(
                 pl.col("ok").all().alias("outcome_ok"),
                 pl.col("kind").filter(~pl.col("ok")).first().alias("outcome_kind"),
             )
         )
-        calls = _attach(calls, outcomes)
-    else:
-        calls = calls.with_columns(
-            pl.lit(None, pl.Boolean).alias("outcome_ok"),
-            pl.lit(None, pl.String).alias("outcome_kind"),
+        return cls(
+            per_call_feedback.collect(engine="streaming").sort("_key"),
+            per_call_outcomes.collect().sort("_key"),
         )
-    return calls.lazy().with_columns(pl.col("feedback_count").fill_null(0))
+
+
+def _finish(
+    calls: pl.DataFrame, first_row: int, dropped: pl.Series, records: _Records
+) -> pl.DataFrame:
+    """Calls numbered from `first_row` without the `dropped` rows, their records joined."""
+    kept = calls.with_row_index("_row", first_row).filter(~pl.col("_row").is_in(dropped.implode()))
+    joined = (
+        kept.sort("_key")
+        .join(records.feedback, on="_key", how="left")
+        .join(records.outcomes, on="_key", how="left")
+    )
+    return conform(joined.with_columns(pl.col("feedback_count").fill_null(0))).collect()
+
+
+def _in_memory(frames: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat(frames) if frames else empty
+
+
+def _join(parts: _Parts) -> pl.LazyFrame:
+    """The frame of calls from chunks kept in memory (an input below `spill_calls`)."""
+    no_spans = _frame([])
+    calls = _in_memory(parts.calls, _calls_of(no_spans))
+    parts.calls.clear()
+    feedback = _in_memory(parts.feedback, _records_of(no_spans, "", "score"))
+    outcomes = _in_memory(parts.outcomes, _records_of(no_spans, "", "start", "ok", "kind"))
+    records = _Records.of(feedback.lazy(), outcomes.lazy())
+    dropped = _dropped_rows(calls.select("_key", "_parent"))
+    return _finish(calls, 0, dropped, records).lazy()
+
+
+def _join_spilled(spill: _Spill) -> pl.LazyFrame:
+    """The frame of calls from spilled parts, one part at a time: each part's kept calls,
+    records joined, go to a final part, and the LazyFrame scans the final parts as it
+    scans Parquet input. Only the calls' id hashes (16 bytes a call, for the dropped
+    rows) and the per-call records are held, never the calls."""
+    records = _Records.of(
+        pl.scan_parquet(spill.parts["feedback"]), pl.scan_parquet(spill.parts["outcomes"])
+    )
+    ids = pl.scan_parquet(spill.parts["calls"]).select("_key", "_parent").collect()
+    dropped = _dropped_rows(ids)
+    del ids
+    finals: list[Path] = []
+    first_row = 0
+    for part in spill.parts["calls"]:
+        calls = pl.read_parquet(part)
+        final = spill.folder / f"final-{len(finals):05d}.parquet"
+        _finish(calls, first_row, dropped, records).write_parquet(final, compression="lz4")
+        finals.append(final)
+        first_row += calls.height
+        part.unlink()
+    for part in (*spill.parts["feedback"], *spill.parts["outcomes"]):
+        part.unlink()
+    return pl.scan_parquet(finals)
 
 
 def _window(
@@ -741,28 +843,53 @@ def _collect_sources(
     return names
 
 
+def _scan(
+    source: str | Path | Iterable[str | Path] | None,
+    since: str | dt.datetime | None,
+    until: str | dt.datetime | None,
+    chunk_bytes: int,
+    spill_calls: int,
+) -> tuple[pl.LazyFrame, _Parts, list[str]]:
+    now = dt.datetime.now(dt.UTC)
+    start, end = parse_time(since, now), parse_time(until, now)
+    parts = _Parts(spill_calls=spill_calls)
+    try:
+        names = _collect_sources(source, parts, now, chunk_bytes)
+        lazies = list(parts.parquet)
+        if parts.spill is not None:
+            parts.flush()
+            lazies.insert(0, conform(_join_spilled(parts.spill)))
+        elif parts.calls or not lazies:
+            lazies.insert(0, _join(parts))
+    except BaseException:
+        if parts.spill is not None:
+            parts.spill.remove()
+        raise
+    frame = pl.concat(lazies) if len(lazies) > 1 else lazies[0]
+    return _window(frame, start, end), parts, names
+
+
 def scan(
     source: str | Path | Iterable[str | Path] | None = None,
     *,
     since: str | dt.datetime | None = None,
     until: str | dt.datetime | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    spill_calls: int = SPILL_CALLS,
 ) -> tuple[pl.LazyFrame, list[Problem], list[str]]:
     """Like `load`, but the frame stays lazy (Parquet is scanned, not read).
 
     Hand the LazyFrame to `metrics`/`judge` to aggregate without materialising every
-    call: with Parquet input, memory then follows the number of users (the judge's
-    per-user aggregates), not the number of calls. JSON sources are parsed eagerly.
+    call: memory then follows the number of users (the judge's per-user aggregates), not
+    the number of calls. Parquet input is scanned in place. JSON input of more than
+    `spill_calls` calls is parsed into temporary Parquet parts in a `canarytrace-scan-*`
+    folder under $TMPDIR, joined into one temporary Parquet file of calls that the
+    LazyFrame reads; that folder lives until the process exits (the LazyFrame, and every
+    frame derived from it, may be collected any number of times until then). Smaller
+    JSON inputs are joined in memory and write nothing.
     """
-    now = dt.datetime.now(dt.UTC)
-    start, end = parse_time(since, now), parse_time(until, now)
-    parts = _Parts()
-    names = _collect_sources(source, parts, now, chunk_bytes)
-    lazies = list(parts.parquet)
-    if parts.calls or not lazies:
-        lazies.insert(0, conform(_join(parts)))
-    frame = pl.concat(lazies) if len(lazies) > 1 else lazies[0]
-    return _window(frame, start, end), parts.problems, names
+    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls)
+    return frame, parts.problems, names
 
 
 def load(
@@ -771,6 +898,7 @@ def load(
     since: str | dt.datetime | None = None,
     until: str | dt.datetime | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    spill_calls: int = SPILL_CALLS,
 ) -> Loaded:
     """Read `source` into the frame of calls, sorted by start time.
 
@@ -780,14 +908,20 @@ def load(
       or a list of them; *(optional)* default the embedded folder.
     * `since` / `until`: *(optional)* keep calls that started in [since, until): a datetime,
       an ISO time, or a duration back from now such as `"6h"`.
+    * `spill_calls`: *(optional)* JSON inputs with more calls than this are staged in
+      temporary Parquet files (see `scan`), removed before `load` returns.
 
     **Returns:** `Loaded(calls, problems, sources)`. Raises `TraceSourceError` when a
     source cannot be read at all (missing path, server down); a bad line is a problem,
     not an error.
     """
-    frame, problems, names = scan(source, since=since, until=until, chunk_bytes=chunk_bytes)
-    calls = frame.sort("start", "trace_id", "span_id").collect()
-    return Loaded(calls=calls, problems=problems, sources=names)
+    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls)
+    try:
+        calls = frame.sort("start", "trace_id", "span_id").collect()
+    finally:
+        if parts.spill is not None:
+            parts.spill.remove()
+    return Loaded(calls=calls, problems=parts.problems, sources=names)
 
 
 def export_parquet(
