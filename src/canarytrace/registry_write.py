@@ -255,7 +255,7 @@ def _detach_following(node: CommentedMap, key: str) -> str | None:
     token = slots[2] if slots and len(slots) > 2 else None
     if token is None:
         return None
-    head, _, tail = token.value.partition("\n")
+    head, _, tail = str(token.value).partition("\n")
     if not tail:
         return None
     if head.strip():

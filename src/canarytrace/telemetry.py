@@ -130,21 +130,32 @@ def _create_exporter() -> SpanExporter:
     if not _otlp_endpoint("TRACES"):
         return OtlpJsonLinesExporter(os.environ.get(TRACES_DIR_ENV) or DEFAULT_TRACES_DIR)
     if _otlp_protocol("TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     return OTLPSpanExporter()
 
 
 def _create_meter_provider(resource: Resource) -> metrics.MeterProvider:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 
+    exporter: MetricExporter
     if _otlp_protocol("METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        exporter = HttpMetricExporter()
+    reader = PeriodicExportingMetricReader(exporter)
     return MeterProvider(resource=resource, metric_readers=[reader])
 
 
@@ -175,7 +186,7 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
         super().on_end(span)
 
     def shutdown(self) -> None:
-        super().shutdown()
+        super().shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
         lost = self.handed - self.delivered
         if lost > 0:
             _log.warning(

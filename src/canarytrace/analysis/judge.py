@@ -289,7 +289,7 @@ class Judgement:
             return Verdict.HOLD
         return max((r.verdict for r in self.routes.values()), key=_SEVERITY.__getitem__)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> Any:
         """Plain JSON-ready data (datetimes as ISO strings)."""
 
         def clean(value: Any) -> Any:
@@ -460,7 +460,7 @@ def _quantile_from_counts(counts: np.ndarray, bins: np.ndarray, q: float) -> np.
     target = q * cum[..., -1:]
     idx = (cum < target).sum(axis=-1)
     idx = np.minimum(idx, len(bins) - 1)
-    return (bins[idx] + 0.5) * M.LOG_BIN_WIDTH
+    return np.asarray((bins[idx] + 0.5) * M.LOG_BIN_WIDTH)
 
 
 def _quantile_estimate(
@@ -607,7 +607,7 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     share = latest["rollout_percent"].drop_nulls()
     if latest.height < 20 or share.len() == 0:
         return None
-    expected = float(share.mean()) / 100.0
+    expected = float(share.to_numpy().mean()) / 100.0
     if not 0.0 < expected < 1.0:
         return None
     n_c = int((latest["tier"] == "canary").sum())
@@ -704,10 +704,11 @@ def _judge_route(
         by_tier[tier]["model"] = model
     calls_c = by_tier.get("canary", {}).get("calls", 0)
     calls_p = by_tier.get("production", {}).get("calls", 0)
-    starts = [r["first"] for r in by_tier.values()]
-    ends = [r["last"] for r in by_tier.values()]
-    window_start, window_end = (min(starts), max(ends)) if starts else (None, None)
-    hours = (window_end - window_start).total_seconds() / 3600 if starts else 0.0
+    window_start = min((r["first"] for r in by_tier.values()), default=None)
+    window_end = max((r["last"] for r in by_tier.values()), default=None)
+    hours = 0.0
+    if window_start is not None and window_end is not None:
+        hours = (window_end - window_start).total_seconds() / 3600
     canary_rate = calls_c / hours if hours > 0 else None
 
     estimates: dict[str, _Estimate | None] = {}
@@ -921,7 +922,8 @@ def judge(
         routes = sorted((with_canary if with_canary.len() else present).to_list())
     else:
         routes = [route]
-    threshold = M.threshold_between(seen["score_min"].min(), seen["score_max"].max())
+    scores = seen.select(pl.col("score_min").min(), pl.col("score_max").max())
+    threshold = M.threshold_between(*scores.row(0))
     verdicts = {
         r: _judge_route(
             r,

@@ -242,10 +242,10 @@ def plots(calls: pl.DataFrame | pl.LazyFrame, route: str) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for tier, colour in (("production", "tab:blue"), ("canary", "tab:orange")):
-        values = lazy.filter(pl.col("tier") == tier).select("duration_ms").collect()["duration_ms"]
-        values = values.drop_nulls().filter(values > 0).to_numpy()
+        column = lazy.filter(pl.col("tier") == tier).select("duration_ms").collect()["duration_ms"]
+        values = column.drop_nulls().filter(column > 0).to_numpy()
         if len(values):
-            bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60)
+            bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60).tolist()
             ax.hist(values, bins=bins, density=True, alpha=0.5, label=tier, color=colour)
             ax.axvline(np.quantile(values, 0.95), color=colour, linestyle="--", linewidth=1)
     ax.set_xscale("log")

@@ -119,7 +119,7 @@ def calls(scenario: Scenario) -> pl.DataFrame:
     is_canary = canary_user[user]
 
     def tier_value(name: str) -> np.ndarray:
-        return np.where(is_canary, getattr(s.canary, name), getattr(s.production, name))
+        return np.asarray(np.where(is_canary, getattr(s.canary, name), getattr(s.production, name)))
 
     def user_prob(name: str, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
         prod = (getattr(s.production, name) - shift) / scale

@@ -321,13 +321,14 @@ def _output_text(text: str) -> dict[str, Any]:
 
 
 def _role(message: object, index: int) -> str:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+    role = message.get("role") if isinstance(message, dict) else None
+    if not isinstance(role, str):
         raise SimulatedError(
             "invalid_request",
             f"Invalid 'messages[{index}]': expected an object with a 'role'.",
             param=f"messages[{index}]",
         )
-    return message["role"]
+    return role
 
 
 def _content_text(content: object, where: str) -> str:

@@ -77,7 +77,7 @@ def optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], def
 def positive_int(body: dict[str, Any], *names: str) -> int | None:
     """The first of `names` present in `body`, checked to be an integer >= 1."""
     for name in names:
-        value = optional(body, name, int, None)
+        value: int | None = optional(body, name, int, None)
         if value is not None:
             if value < 1:
                 raise SimulatedError(
