@@ -18,6 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from canarytrace import attributes as A
+from canarytrace.analysis import load as loader
 from canarytrace.analysis import synth
 from canarytrace.analysis.load import load, scan
 from canarytrace.analysis.schema import CALLS_SCHEMA
@@ -79,8 +80,9 @@ def test_the_spilled_path_gives_the_in_memory_frame(
 
 
 def test_spilled_duplicates_across_files_and_nested_calls_count_once(
-    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path]
+    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(loader, "_IDS_PER_BUCKET", 100)  # several buckets of id hashes
     folder = tmp_path / "a"
     path = synth.write_otlp(frame, folder / "traces.jsonl", spans_per_request=16)
     (folder / "traces-copy.jsonl").write_bytes(path.read_bytes())  # every span twice
