@@ -753,7 +753,8 @@ def _finish(
     calls: pl.DataFrame, first_row: int, dropped: pl.Series, records: _Records
 ) -> pl.DataFrame:
     """Calls numbered from `first_row` without the `dropped` rows, their records joined."""
-    kept = calls.with_row_index("_row", first_row).filter(~pl.col("_row").is_in(dropped.implode()))
+    ours = dropped.filter(dropped.is_between(first_row, first_row + calls.height - 1))
+    kept = calls.with_row_index("_row", first_row).filter(~pl.col("_row").is_in(ours.implode()))
     joined = (
         kept.sort("_key")
         .join(records.feedback, on="_key", how="left")
@@ -762,17 +763,17 @@ def _finish(
     return conform(joined.with_columns(pl.col("feedback_count").fill_null(0))).collect()
 
 
-def _in_memory(frames: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
+def _concat(frames: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(frames) if frames else empty
 
 
 def _join(parts: _Parts) -> pl.LazyFrame:
     """The frame of calls from chunks kept in memory (an input below `spill_calls`)."""
     no_spans = _frame([])
-    calls = _in_memory(parts.calls, _calls_of(no_spans))
+    calls = _concat(parts.calls, _calls_of(no_spans))
     parts.calls.clear()
-    feedback = _in_memory(parts.feedback, _records_of(no_spans, "", "score"))
-    outcomes = _in_memory(parts.outcomes, _records_of(no_spans, "", "start", "ok", "kind"))
+    feedback = _concat(parts.feedback, _records_of(no_spans, "", "score"))
+    outcomes = _concat(parts.outcomes, _records_of(no_spans, "", "start", "ok", "kind"))
     dropped = _dropped_rows(calls.lazy(), buckets=1)
     records = _Records.of(feedback.lazy(), outcomes.lazy())
     return _finish(calls, 0, dropped, records).lazy()
@@ -900,10 +901,11 @@ def scan(
     call: memory then follows the number of users (the judge's per-user aggregates), not
     the number of calls. Parquet input is scanned in place. JSON input of more than
     `spill_calls` calls is parsed into temporary Parquet parts in a `canarytrace-scan-*`
-    folder under $TMPDIR, joined into one temporary Parquet file of calls that the
-    LazyFrame reads; that folder lives until the process exits (the LazyFrame, and every
-    frame derived from it, may be collected any number of times until then). Smaller
-    JSON inputs are joined in memory and write nothing.
+    folder under $TMPDIR and joined, part by part, into the finished parts the LazyFrame
+    reads (about 100 bytes a call on disk). That folder lives until the process exits:
+    the LazyFrame, and every frame derived from it, may be collected any number of times
+    until then (use `load` to have it removed at once). Smaller JSON inputs are joined
+    in memory and write nothing.
     """
     frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls)
     return frame, parts.problems, names
