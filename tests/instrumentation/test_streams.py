@@ -244,3 +244,41 @@ def test_text_events_after_the_first_token_are_still_read_when_content_is_captur
     (answer,) = json.loads(span.attributes["gen_ai.output.messages"])
     assert answer["parts"] == [{"type": "text", "content": "".join(TEXT_CHUNKS)}]
     assert span.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_chat_chunks_after_the_first_token_still_give_every_ending_and_the_usage(
+    instrumented: Telemetry,
+) -> None:
+    # Past the first token only endings and usage are read: two choices that end on later,
+    # separate chunks must both be recorded, in order, and the usage of the last chunk too.
+    base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+
+    def choice(index: int, content: str | None = None, finish: str | None = None) -> Any:
+        delta = {"content": content} if content else {}
+        return {"index": index, "delta": delta, "finish_reason": finish}
+
+    chunks = [
+        {**base, "choices": [choice(0, "Hi"), choice(1, "Yo")]},
+        {**base, "choices": [choice(0, " there")]},
+        {**base, "choices": [choice(1, finish="length")]},
+        {**base, "choices": [choice(0, finish="stop")]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}},
+    ]
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx2.Response(200, headers=headers, content=body.encode())
+
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="https://api.test/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2, stream=True)
+    assert len(list(stream)) == len(chunks)
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
+    assert attributes["gen_ai.usage.input_tokens"] == 7
+    assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert attributes["canarytrace.time_to_first_token_ms"] > 0

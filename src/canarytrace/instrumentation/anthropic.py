@@ -45,7 +45,7 @@ class AnthropicAccumulator:
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usage")
 
-    quiet = "content_block_delta"
+    late = frozenset({"message_start", "message_delta"})
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture

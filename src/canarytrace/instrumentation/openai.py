@@ -30,7 +30,7 @@ class ChatAccumulator:
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
 
-    quiet = None  # any chunk may end a choice
+    late = None  # chunks have no type; `process_late` reads each (any may end a choice)
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture
@@ -57,6 +57,14 @@ class ChatAccumulator:
         if chunk.usage is not None:
             self.usage = chunk.usage
 
+    def process_late(self, chunk: Any) -> None:
+        """Past the first token, with the text not kept, only endings and usage matter."""
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                self.reasons.append(choice.finish_reason)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
         out: dict[str, Any] = {}
         if self.id:
@@ -76,9 +84,8 @@ class ResponsesAccumulator:
 
     __slots__ = ("capture", "first_token", "parts", "response")
 
-    quiet = "response.output_text.delta"
-
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+    late = _FINAL | {"response.created"}
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture

@@ -31,12 +31,16 @@ class Accumulator(Protocol):
 
     first_token: float | None  # perf_counter() of the first output token seen
     capture: bool  # whether the text is kept (content capture on)
-    # The event type that carries only output text (None: every event may say more).
-    # Once the first token is seen and the text is not kept, sync streams skip the
-    # `process` call for it: most events of a stream are of this type.
-    quiet: ClassVar[str | None]
+    # The event types `process` still needs once the first token is seen and the text is
+    # not kept. Sync streams skip the `process` call for the others, which are most events
+    # of a stream (text deltas, block starts and stops). None: events have no `type` to
+    # tell them apart, and `process_late` reads each one.
+    late: ClassVar[frozenset[str] | None]
 
     def process(self, event: Any) -> None: ...
+
+    def process_late(self, event: Any) -> None:
+        """`process` once the first token is seen and the text is not kept (`late` None)."""
 
     def result(self) -> tuple[dict[str, Any], Usage | None]: ...
 
@@ -69,30 +73,42 @@ class _Finisher:
             report("stream.process")
 
     def read(self, stream: Any) -> Iterator[Any]:
-        """The events of a sync `stream`, each read by the accumulator; ends the span when
-        they end. A generator, so the per-event cost is one resumption and at most one
-        `process` call rather than a proxy method, a helper and `process` (a stream has
-        hundreds of events)."""
-        process = self.process
+        """The events of a sync `stream`, read by the accumulator; ends the span when they
+        end. A generator, so the per-event cost is one resumption and at most one call
+        rather than a proxy method, a helper and `process` (a stream has hundreds of
+        events). Once the first token is seen (and the text is not kept), only the events
+        the accumulator still needs are looked at: `late` types, or `process_late`."""
         acc = self.acc
-        quiet = None if acc.capture else acc.quiet
+        process = self.process
         try:
             events = iter(stream)  # the SDK's own iterator, as a plain `for` would use
             for event in events:
-                self.first_chunk = time.perf_counter()
+                if self.first_chunk is None:
+                    self.first_chunk = time.perf_counter()
                 try:
                     process(event)
                 except Exception:
                     report("stream.process")
                 yield event
-                break
-            for event in events:
-                try:
-                    if quiet is None or acc.first_token is None or event.type != quiet:
-                        process(event)
-                except Exception:
-                    report("stream.process")
-                yield event
+                if acc.first_token is not None and not acc.capture:
+                    break
+            late = acc.late
+            if late is None:
+                process_late = acc.process_late
+                for event in events:
+                    try:
+                        process_late(event)
+                    except Exception:
+                        report("stream.process")
+                    yield event
+            else:
+                for event in events:
+                    try:
+                        if event.type in late:
+                            process(event)
+                    except Exception:
+                        report("stream.process")
+                    yield event
         except GeneratorExit:  # closed by the application, or collected half read
             self.end(None)
             raise
