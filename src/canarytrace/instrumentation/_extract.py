@@ -26,10 +26,6 @@ class Usage(NamedTuple):
     cache_write: int = 0
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
@@ -78,16 +74,22 @@ def request_attributes(
 ) -> None:
     """Copy the set numeric request parameters of `kwargs` into `into`."""
     for name, attribute in params:
-        value = kwargs.get(name)
-        if value is not None and _number(value):
-            into[attribute] = value
+        if name in kwargs:  # most are not passed: a lookup, no call
+            value = kwargs[name]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                into[attribute] = value
     if kwargs.get("stream") is True:
         into[A.GEN_AI_REQUEST_STREAM] = True
+
+
+_USER_KEYS = frozenset({"safety_identifier", "user", "metadata"})
 
 
 def request_user_id(kwargs: Mapping[str, Any]) -> str | None:
     """The end-user id the request names (OpenAI `user`/`safety_identifier`, Anthropic
     `metadata.user_id`), to be recorded only as a keyed hash."""
+    if _USER_KEYS.isdisjoint(kwargs):  # the usual case, decided without a call per key
+        return None
     for key in ("safety_identifier", "user"):
         value = kwargs.get(key)
         if isinstance(value, str) and value:
