@@ -62,8 +62,9 @@ def _rotated(frame: pl.DataFrame, folder: Path) -> Path:
 
 
 def test_the_spilled_path_gives_the_in_memory_frame(
-    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path]
+    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(loader, "_CALLS_PER_BUCKET", 100)  # several buckets of hashes
     folder = _rotated(frame, tmp_path / "rotated")
     in_memory = load(folder)
     assert scan_folders == []  # below the threshold nothing is written
@@ -82,7 +83,7 @@ def test_the_spilled_path_gives_the_in_memory_frame(
 def test_spilled_duplicates_across_files_and_nested_calls_count_once(
     frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader, "_IDS_PER_BUCKET", 100)  # several buckets of id hashes
+    monkeypatch.setattr(loader, "_CALLS_PER_BUCKET", 100)  # several buckets of id hashes
     folder = tmp_path / "a"
     path = synth.write_otlp(frame, folder / "traces.jsonl", spans_per_request=16)
     (folder / "traces-copy.jsonl").write_bytes(path.read_bytes())  # every span twice

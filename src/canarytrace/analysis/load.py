@@ -50,7 +50,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +64,8 @@ from canarytrace.errors import TraceSourceError
 CHUNK_BYTES = 16 * 1024 * 1024
 # Calls held in memory before they are spilled to temporary Parquet parts (~50 MB).
 SPILL_CALLS = 100_000
-# Id hashes held at once when looking for repeated and nested calls (~50 MB).
-_IDS_PER_BUCKET = 1_000_000
+# Calls whose id hashes (or feedback/outcomes) are grouped at once after spilling.
+_CALLS_PER_BUCKET = 1_000_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
 _HTTP_TIMEOUT_S = 30.0
 _RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME)
@@ -703,6 +703,14 @@ def parse_time(
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _in_bucket(column: str, bucket: int, buckets: int) -> pl.Expr:
+    """Whether the hash in `column` falls in the `bucket`-th of `buckets` equal ranges of
+    64-bit values (ranges, so that sorted buckets taken in order are sorted as a whole)."""
+    low = bucket * 2**64 // buckets
+    high = (bucket + 1) * 2**64 // buckets - 1
+    return pl.col(column).is_between(pl.lit(low, pl.UInt64), pl.lit(high, pl.UInt64))
+
+
 def _dropped_rows(calls: pl.LazyFrame, buckets: int) -> pl.Series:
     """Row numbers of the calls to drop: a span seen before (overlapping files) and a call
     nested inside another call of the same trace.
@@ -713,39 +721,59 @@ def _dropped_rows(calls: pl.LazyFrame, buckets: int) -> pl.Series:
     ids = calls.select("_key", "_parent").with_row_index("_row")
     dropped: list[pl.Series] = []
     for bucket in range(buckets):
-        own = ids.filter(pl.col("_key") % buckets == bucket).collect(engine="streaming")
-        repeats = own.filter(pl.col("_row") != pl.col("_row").min().over("_key"))
-        children = ids.filter(pl.col("_parent") % buckets == bucket)
+        own = ids.filter(_in_bucket("_key", bucket, buckets)).collect(engine="streaming")
+        repeats = own.sort("_row").filter(~pl.col("_key").is_first_distinct())
+        children = ids.filter(_in_bucket("_parent", bucket, buckets))
         nested = children.filter(pl.col("_parent").is_in(own["_key"].implode()))
         dropped += [repeats["_row"], nested.collect(engine="streaming")["_row"]]
     return pl.concat(dropped).unique()
 
 
+def _feedback_per_call(records: pl.LazyFrame) -> pl.LazyFrame:
+    return records.group_by("_key").agg(
+        pl.col("score").mean().alias("feedback_score"),
+        pl.col("score").count().cast(pl.Int64).alias("feedback_count"),
+    )
+
+
+def _outcomes_per_call(records: pl.LazyFrame) -> pl.LazyFrame:
+    return (
+        records.sort("start")
+        .group_by("_key")
+        .agg(
+            pl.col("ok").all().alias("outcome_ok"),
+            pl.col("kind").filter(~pl.col("ok")).first().alias("outcome_kind"),
+        )
+    )
+
+
+def _per_call(
+    records: pl.LazyFrame,
+    aggregate: Callable[[pl.LazyFrame], pl.LazyFrame],
+    buckets: int,
+) -> pl.DataFrame:
+    """`aggregate(records)` sorted by `_key`, one bucket of `_key` hashes at a time: a
+    group-by's hash tables cost several times its result, so each pass holds one bucket's.
+    Sorted so that joining a part of the calls (sorted the same way) merges, not hashes."""
+    frames = []
+    for bucket in range(buckets):
+        ours = records.filter(_in_bucket("_key", bucket, buckets)).collect(engine="streaming")
+        frames.append(aggregate(ours.lazy()).collect().sort("_key"))
+    return pl.concat(frames, rechunk=False).set_sorted("_key")
+
+
 @dataclass
 class _Records:
-    """Per call (by `_key`): its feedback and its outcome, each sorted by `_key` so that
-    joining a part of the calls (sorted the same way) merges instead of hashing them."""
+    """Per call (by `_key`, sorted): its feedback and its outcome."""
 
     feedback: pl.DataFrame
     outcomes: pl.DataFrame
 
     @classmethod
-    def of(cls, feedback: pl.LazyFrame, outcomes: pl.LazyFrame) -> _Records:
-        per_call_feedback = feedback.group_by("_key").agg(
-            pl.col("score").mean().alias("feedback_score"),
-            pl.col("score").count().cast(pl.Int64).alias("feedback_count"),
-        )
-        per_call_outcomes = (
-            outcomes.sort("start")
-            .group_by("_key")
-            .agg(
-                pl.col("ok").all().alias("outcome_ok"),
-                pl.col("kind").filter(~pl.col("ok")).first().alias("outcome_kind"),
-            )
-        )
+    def of(cls, feedback: pl.LazyFrame, outcomes: pl.LazyFrame, buckets: int) -> _Records:
         return cls(
-            per_call_feedback.collect(engine="streaming").sort("_key"),
-            per_call_outcomes.collect().sort("_key"),
+            _per_call(feedback, _feedback_per_call, buckets),
+            _per_call(outcomes, _outcomes_per_call, buckets),
         )
 
 
@@ -775,7 +803,7 @@ def _join(parts: _Parts) -> pl.LazyFrame:
     feedback = _concat(parts.feedback, _records_of(no_spans, "", "score"))
     outcomes = _concat(parts.outcomes, _records_of(no_spans, "", "start", "ok", "kind"))
     dropped = _dropped_rows(calls.lazy(), buckets=1)
-    records = _Records.of(feedback.lazy(), outcomes.lazy())
+    records = _Records.of(feedback.lazy(), outcomes.lazy(), buckets=1)
     return _finish(calls, 0, dropped, records).lazy()
 
 
@@ -786,9 +814,10 @@ def _join_spilled(spill: _Spill) -> pl.LazyFrame:
     and one part, never all the calls."""
     spilled = pl.scan_parquet(spill.parts["calls"])
     calls_count = spilled.select(pl.len()).collect().item()
-    dropped = _dropped_rows(spilled, buckets=-(-calls_count // _IDS_PER_BUCKET))
+    buckets = -(-calls_count // _CALLS_PER_BUCKET)
+    dropped = _dropped_rows(spilled, buckets)
     records = _Records.of(
-        pl.scan_parquet(spill.parts["feedback"]), pl.scan_parquet(spill.parts["outcomes"])
+        pl.scan_parquet(spill.parts["feedback"]), pl.scan_parquet(spill.parts["outcomes"]), buckets
     )
     finals: list[Path] = []
     first_row = 0
