@@ -113,16 +113,24 @@ class Call:
     )
 
     def __init__(
-        self, ins: Instruments, span: Span, provider: str, operation: str, model: str
+        self,
+        ins: Instruments,
+        span: Span,
+        provider: str,
+        operation: str,
+        model: str,
+        route: str | None = None,
+        tier: str | None = None,
+        pinned: bool = False,
     ) -> None:
         self.ins = ins
         self.span = span
         self.provider = provider
         self.operation = operation
         self.model = model
-        self.route: str | None = None
-        self.tier: str | None = None
-        self.pinned = False
+        self.route = route
+        self.tier = tier
+        self.pinned = pinned
         self.start = time.perf_counter()
 
 
@@ -159,8 +167,7 @@ def start_call(
     if user_id is not None:
         attributes[A.USER_HASH] = routing.user_hash(user_id)
     span = ins.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-    call = Call(ins, span, provider, operation, model)
-    call.route, call.tier, call.pinned = route, tier, pinned
+    call = Call(ins, span, provider, operation, model, route, tier, pinned)
     LAST_CALL.set(span)
     return call
 

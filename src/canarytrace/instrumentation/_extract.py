@@ -164,7 +164,10 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a `ChatCompletion` (or `ParsedChatCompletion`)."""
     out: dict[str, Any] = {}
     _set_common(out, response)
-    reasons = [c.finish_reason for c in response.choices or () if c.finish_reason]
+    reasons = []  # a loop, not a comprehension: no function call for one choice
+    for choice in response.choices or ():
+        if choice.finish_reason:
+            reasons.append(choice.finish_reason)
     if reasons:
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
     return out, openai_chat_usage(response.usage)
@@ -173,9 +176,17 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
 def openai_chat_usage(usage: Any) -> Usage | None:
     if usage is None:
         return None
+    # `_int` inlined: this runs on every call, and the checks cost less than the calls.
     details = getattr(usage, "prompt_tokens_details", None)
-    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-    return Usage(_int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0)), cached)
+    cached = getattr(details, "cached_tokens", 0) if details is not None else 0
+    if not isinstance(cached, int):
+        cached = 0
+    inp, out = usage.prompt_tokens, getattr(usage, "completion_tokens", 0)
+    if not isinstance(inp, int):
+        inp = 0
+    if not isinstance(out, int):
+        out = 0
+    return Usage(inp, out, cached)
 
 
 def openai_chat_text(response: Any) -> list[str]:

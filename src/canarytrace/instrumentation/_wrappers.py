@@ -86,8 +86,9 @@ class Options:
 _targets: dict[tuple[str, int, str], tuple[Any, dict[str, Any], str, bool]] = {}
 
 
-def _target(spec: Spec, client: Any, model: str) -> tuple[Any, dict[str, Any], str, bool]:
-    base_url = client.base_url
+def _target(
+    spec: Spec, client: Any, base_url: Any, model: str
+) -> tuple[Any, dict[str, Any], str, bool]:
     pinned = is_pinned(model)
     attributes = {**spec.static, **server_attributes(base_url)}
     attributes[A.GEN_AI_REQUEST_MODEL] = model
@@ -105,9 +106,14 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
     if not isinstance(model, str):
         model = str(model)
     client = instance._client
+    # The attribute behind the SDKs' `base_url` property: openai's property imports a
+    # module on every read.
+    base_url = getattr(client, "_base_url", None)
+    if base_url is None:
+        base_url = client.base_url
     entry = _targets.get((spec.site, id(client), model))
-    if entry is None or entry[0] is not client.base_url:
-        entry = _target(spec, client, model)
+    if entry is None or entry[0] is not base_url:
+        entry = _target(spec, client, base_url, model)
     attributes = entry[1].copy()
     request_attributes(kwargs, spec.params, attributes)
     if ins.capture_content:
