@@ -43,7 +43,7 @@ class AnthropicAccumulator:
     """Reads raw Messages stream events. `message_delta` carries the final, cumulative
     usage, which replaces (never adds to) what `message_start` said."""
 
-    __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usage")
+    __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usages")
 
     late = frozenset({"message_start", "message_delta"})
 
@@ -53,7 +53,7 @@ class AnthropicAccumulator:
         self.id: str | None = None
         self.model: str | None = None
         self.reason: str | None = None
-        self.usage: dict[str, int] = {}
+        self.usages: list[Any] = []  # the events' usage objects, read once at the end
         self.parts: list[str] = []
 
     def process(self, event: Any) -> None:
@@ -66,30 +66,13 @@ class AnthropicAccumulator:
         elif kind == "message_start":
             message = event.message
             self.id, self.model = message.id, message.model
-            self._usage(message.usage)
+            if message.usage is not None:
+                self.usages.append(message.usage)
         elif kind == "message_delta":
             if event.delta.stop_reason:
                 self.reason = event.delta.stop_reason
-            self._usage(event.usage)
-
-    def _usage(self, usage: Any) -> None:
-        # Only the counts this event states: `message_delta` may leave some out (None).
-        # Unrolled: a loop over the four names cost more than the reads themselves.
-        if usage is None:
-            return
-        counts = self.usage
-        value = getattr(usage, "input_tokens", None)
-        if isinstance(value, int):
-            counts["input_tokens"] = value
-        value = getattr(usage, "output_tokens", None)
-        if isinstance(value, int):
-            counts["output_tokens"] = value
-        value = getattr(usage, "cache_read_input_tokens", None)
-        if isinstance(value, int):
-            counts["cache_read_input_tokens"] = value
-        value = getattr(usage, "cache_creation_input_tokens", None)
-        if isinstance(value, int):
-            counts["cache_creation_input_tokens"] = value
+            if event.usage is not None:
+                self.usages.append(event.usage)
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
         out: dict[str, Any] = {}
@@ -99,13 +82,27 @@ class AnthropicAccumulator:
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reason:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
-        counts = self.usage
-        if not counts:
+        # Each event states only some counts (`message_delta` may leave some out, None):
+        # a later stated count replaces an earlier one. Unrolled: a loop over the four
+        # names cost more than the reads themselves.
+        inp = output = read = write = None
+        for usage in self.usages:
+            value = getattr(usage, "input_tokens", None)
+            if isinstance(value, int):
+                inp = value
+            value = getattr(usage, "output_tokens", None)
+            if isinstance(value, int):
+                output = value
+            value = getattr(usage, "cache_read_input_tokens", None)
+            if isinstance(value, int):
+                read = value
+            value = getattr(usage, "cache_creation_input_tokens", None)
+            if isinstance(value, int):
+                write = value
+        if inp is None and output is None and read is None and write is None:
             return out, None
-        read = counts.get("cache_read_input_tokens", 0)
-        write = counts.get("cache_creation_input_tokens", 0)
-        total_input = counts.get("input_tokens", 0) + read + write
-        return out, X.Usage(total_input, counts.get("output_tokens", 0), read, write)
+        read, write = read or 0, write or 0
+        return out, X.Usage((inp or 0) + read + write, output or 0, read, write)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
