@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace as NS
 
 import anthropic
 import httpx2
@@ -12,6 +13,7 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
 from canarytrace.instrumentation import _extract as X
+from canarytrace.instrumentation.anthropic import AnthropicAccumulator
 
 
 def test_request_attributes_skip_unset_values() -> None:
@@ -112,3 +114,29 @@ def test_user_id_comes_from_the_request_fields_the_providers_define() -> None:
     assert X.request_user_id({"safety_identifier": "s1", "user": "u1"}) == "s1"
     assert X.request_user_id({"metadata": {"user_id": "a1"}}) == "a1"
     assert X.request_user_id({"user": openai.NOT_GIVEN}) is None
+
+
+def test_anthropic_stream_usage_takes_each_count_from_the_last_event_that_states_it() -> None:
+    start_usage = NS(
+        input_tokens=10, output_tokens=1, cache_read_input_tokens=100, cache_creation_input_tokens=0
+    )
+    message = NS(id="msg_9", model="claude-x", usage=start_usage)
+    # The final delta restates output and cache reads, and leaves the input count out.
+    delta_usage = NS(
+        input_tokens=None,
+        output_tokens=7,
+        cache_read_input_tokens=90,
+        cache_creation_input_tokens=None,
+    )
+    acc = AnthropicAccumulator(capture=False)
+    acc.process(NS(type="message_start", message=message))
+    acc.process(NS(type="message_delta", delta=NS(stop_reason="max_tokens"), usage=delta_usage))
+    attributes, usage = acc.result()
+    assert attributes["gen_ai.response.finish_reasons"] == ["max_tokens"]
+    assert usage == X.Usage(input=100, output=7, cache_read=90, cache_write=0)
+
+
+def test_anthropic_stream_without_usage_gives_none() -> None:
+    acc = AnthropicAccumulator(capture=False)
+    acc.process(NS(type="message_start", message=NS(id="msg_9", model="m", usage=None)))
+    assert acc.result() == ({"gen_ai.response.id": "msg_9", "gen_ai.response.model": "m"}, None)
