@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import polars as pl
 from rich.console import Console
 from rich.text import Text
 
 from canarytrace.analysis import report
 from canarytrace.analysis.judge import JudgeConfig, judge
-from canarytrace.analysis.load import export_parquet, load, parse_time
+from canarytrace.analysis.load import export_parquet, parse_time, scan
 from canarytrace.analysis.settings import route_configs
 from canarytrace.errors import RegistryError, TraceSourceError
 
@@ -73,29 +74,32 @@ def analyze(
         _err(err, str(exc))
         return EXIT_USAGE
     try:
-        loaded = load(source, since=since, until=until)
+        # Lazy: Parquet is scanned and large JSON is spilled to temporary Parquet, so the
+        # judge's streaming queries never hold every call (the parts go at exit).
+        calls, problems, sources = scan(source, since=since, until=until)
     except TraceSourceError as exc:
         _err(err, str(exc))
         return EXIT_UNREADABLE
-    for problem in loaded.problems:
+    for problem in problems:
         err.print(Text("skipped ", style="yellow") + Text(str(problem)), soft_wrap=True)
-    if loaded.calls.height == 0:
-        _err(err, f"no LLM calls in {', '.join(loaded.sources) or source}; nothing to judge")
-        return EXIT_UNREADABLE if loaded.problems else 3
-    if route is not None and route not in set(loaded.calls["route"].drop_nulls().to_list()):
+    per_route = calls.group_by("route").agg(pl.len()).collect(engine="streaming")
+    if per_route["len"].sum() == 0:
+        _err(err, f"no LLM calls in {', '.join(sources) or source}; nothing to judge")
+        return EXIT_UNREADABLE if problems else 3
+    if route is not None and route not in per_route["route"].to_list():
         _err(err, f"--route {route}: no calls of that route in the source")
         return EXIT_USAGE
-    judgement = judge(loaded.calls, route=route, config=base, route_configs=configs)
+    judgement = judge(calls, route=route, config=base, route_configs=configs)
     if as_json:
-        out.print_json(report.to_json(judgement, loaded.problems))
+        out.print_json(report.to_json(judgement, problems))
     else:
         # The skipped lines were already listed on stderr, where diagnostics belong.
         report.print_judgement(judgement, out, jaeger_url=jaeger_url, tempo_url=tempo_url)
     links = {"jaeger_url": jaeger_url, "tempo_url": tempo_url}
     if markdown is not None:
-        report.write_markdown(judgement, loaded.calls, markdown, **links)
+        report.write_markdown(judgement, calls, markdown, **links)
     if html is not None:
-        report.write_html(judgement, loaded.calls, html, **links)
+        report.write_html(judgement, calls, html, **links)
     report.save_latest(judgement, state_file())
     return report.EXIT_CODES[judgement.verdict]
 
