@@ -53,6 +53,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -175,7 +176,7 @@ def _span_rows(doc: object) -> list[tuple[object, ...]]:
                     for value in (kv.get("value") or {}).values():
                         attrs[kv.get("key")] = value
                         break
-                link = (span.get("links") or ({},))[0]
+                link: dict[str, Any] = (span.get("links") or ({},))[0]
                 rows.append(
                     (
                         span.get("traceId"),
@@ -527,7 +528,7 @@ def _read_json_file(path: Path, parts: _Parts, chunk_bytes: int) -> None:
                     raw, read_across_frames=True
                 )  # type: ignore[assignment]
             else:
-                stream = raw  # type: ignore[assignment]
+                stream = raw
             for lines in _chunks(stream, chunk_bytes):
                 _parse_lines(lines, source, line, parts)
                 line += len(lines)

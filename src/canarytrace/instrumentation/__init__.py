@@ -19,7 +19,9 @@ from typing import Any
 
 import wrapt
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,  # listed in __all__, which mypy does not see
+)
 
 from canarytrace.instrumentation._call import Instruments
 from canarytrace.instrumentation._wrappers import Options

@@ -232,7 +232,7 @@ def _record_metrics(
     error_type: str | None,
 ) -> None:
     ins = call.ins
-    if ins.tokens is None or ins.cost is None:  # all three exist, or none
+    if ins.duration is None or ins.tokens is None or ins.cost is None:  # all or none
         return
     key = (
         call.operation,

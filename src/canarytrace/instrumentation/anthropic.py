@@ -30,7 +30,12 @@ from canarytrace.instrumentation._wrappers import (
     begin,
     sync_wrapper,
 )
-from canarytrace.instrumentation.streams import AsyncStream, SyncStream, wrap_stream_manager
+from canarytrace.instrumentation.streams import (
+    Accumulator,
+    AsyncStream,
+    SyncStream,
+    wrap_stream_manager,
+)
 
 #: The versions tested (the `anthropic` extra of pyproject.toml).
 SUPPORTED = "anthropic >= 2.10, < 3"
@@ -39,7 +44,7 @@ _MESSAGES = "anthropic.resources.messages.messages"
 _BETA = "anthropic.resources.beta.messages.messages"
 
 
-class AnthropicAccumulator:
+class AnthropicAccumulator(Accumulator):
     """Reads raw Messages stream events. `message_delta` carries the final, cumulative
     usage, which replaces (never adds to) what `message_start` said."""
 

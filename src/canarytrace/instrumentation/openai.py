@@ -16,6 +16,7 @@ from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
 from canarytrace.instrumentation._call import Instruments
 from canarytrace.instrumentation._wrappers import Options, Spec, async_wrapper, sync_wrapper
+from canarytrace.instrumentation.streams import Accumulator
 
 #: The versions tested (the `openai` extra of pyproject.toml).
 SUPPORTED = "openai >= 3.40, < 4"
@@ -25,7 +26,7 @@ _RESPONSES = "openai.resources.responses.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
 
 
-class ChatAccumulator:
+class ChatAccumulator(Accumulator):
     """Reads `ChatCompletionChunk`s. Usage arrives only with `include_usage` on."""
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
@@ -79,7 +80,7 @@ class ChatAccumulator:
         return ["".join(self.parts)] if self.parts else []
 
 
-class ResponsesAccumulator:
+class ResponsesAccumulator(Accumulator):
     """Reads Responses API stream events; the final `response.*` event has the usage."""
 
     __slots__ = ("capture", "first_token", "parts", "response")

@@ -41,6 +41,7 @@ class Accumulator(Protocol):
 
     def process_late(self, event: Any) -> None:
         """`process` once the first token is seen and the text is not kept (`late` None)."""
+        self.process(event)
 
     def result(self) -> tuple[dict[str, Any], Usage | None]: ...
 
@@ -146,7 +147,7 @@ class _Finisher:
             report("stream.end")
 
 
-class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
+class SyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """A synchronous SDK stream that ends its call's span exactly once."""
 
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
@@ -182,7 +183,7 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_finisher.end(None)
 
 
-class AsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """An asynchronous SDK stream that ends its call's span exactly once."""
 
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
