@@ -27,9 +27,10 @@ $(VENV)/.test-installed: pyproject.toml | $(UV)
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/canarytrace demo
 
-## test: lint, format check and the whole test suite (what .ci/run calls)
+## test: lint, format and type checks and the whole test suite (what .ci/run calls)
 test: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(PY) -m mypy  # strict, on src (settings in pyproject.toml)
 	bash tools/build-otel.sh  # the real collector and Jaeger for tests/integration (cached)
 	$(PY) -m pytest
