@@ -21,6 +21,8 @@ What each contender does on the same files:
   histograms, every statistical test, the verdict. Its result also gives the seconds
   and peak MB of the `scan` alone (`scan_s`, `scan_peak_mb`): the loader's share, which
   stays flat in the number of calls, apart from the judge's, which grows with users;
+  large JSON inputs are parsed by one worker process per core, whose largest peak is
+  `worker_peak_mb` (at most that many workers run beside the main process);
 * pandas and DuckDB: the same aggregation only (spans → calls with feedback and
   outcomes joined → per route/tier/user sums and median log-latency, plus each tier's
   p95), no statistics. Their JSON path parses OTLP the straightforward way: `json.loads`
@@ -114,6 +116,9 @@ def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
         "problems": len(problems),
         "scan_s": round(scan_s, 1),
         "scan_peak_mb": round(scan_peak_mb),
+        # Large JSON is parsed by worker processes (one per core, one file each): the
+        # largest of them, which the peak above (this process only) does not include.
+        "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
     }
 
 

@@ -156,3 +156,60 @@ def test_a_malformed_line_in_a_spilled_input_is_reported_and_the_rest_kept(
     lost_calls = [s for s in lost if s["name"] not in (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME)]
     assert spilled.calls.height == frame.height - len(lost_calls) > 0
     assert_frame_equal(spilled.calls, load(path).calls)
+
+
+def test_worker_processes_give_the_frame_and_problems_of_one_process(
+    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path]
+) -> None:
+    """Files parsed in two workers, one file each: same calls (a span repeated in a later
+    file kept once, records joined across files), same problems in file order, and the
+    workers' parts removed with the scan's folder."""
+    folder = _rotated(frame, tmp_path / "rotated")
+    (folder / "traces-3.jsonl").write_bytes((folder / "traces-0.jsonl").read_bytes())
+    for name, bad in (("traces-1.jsonl", 3), ("traces-2.jsonl", 1)):
+        lines = (folder / name).read_text().splitlines(keepends=True)
+        lines[bad - 1] = lines[bad - 1][:30] + "\n"
+        (folder / name).write_text("".join(lines))
+    one = load(folder, workers=1, **SPILL)
+    two = load(folder, workers=2, **SPILL)
+    assert len(scan_folders) == 2
+    assert all(not f.exists() for f in scan_folders)
+    assert [(p.source, p.line) for p in two.problems] == [
+        (str(folder / "traces-1.jsonl"), 3),
+        (str(folder / "traces-2.jsonl"), 1),
+    ]
+    assert two.problems == one.problems
+    assert_frame_equal(two.calls, one.calls)
+    assert two.calls["span_id"].is_unique().all()
+    assert two.calls["feedback_count"].sum() > 0
+
+
+def test_a_scan_with_workers_keeps_its_parts_until_the_frame_is_read(
+    frame: pl.DataFrame, tmp_path: Path, scan_folders: list[Path]
+) -> None:
+    folder = _rotated(frame, tmp_path / "rotated")
+    lazy, problems, names = scan(folder, workers=2, **SPILL)
+    assert problems == [] and len(names) == 3
+    assert_frame_equal(
+        lazy.sort("start", "trace_id", "span_id").collect(), load(folder, workers=1).calls
+    )
+    # The workers wrote into subfolders of the scan's one folder, never elsewhere.
+    assert [f.parent for f in scan_folders] == [tmp_path / "tmp"]
+    workers_folders = sorted(p.name for p in scan_folders[0].iterdir() if p.is_dir())
+    assert workers_folders == ["file-00000", "file-00001", "file-00002"]
+
+
+def test_a_failed_worker_falls_back_to_this_process(
+    frame: pl.DataFrame,
+    tmp_path: Path,
+    scan_folders: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = _rotated(frame, tmp_path / "rotated")
+    monkeypatch.setattr(loader.sys, "executable", "/bin/false")  # every worker exits 1
+    with caplog.at_level("WARNING", logger=loader.__name__):
+        fallen_back = load(folder, workers=2, **SPILL)
+    assert caplog.text.count("parsing it in this process") == 3
+    assert_frame_equal(fallen_back.calls, load(folder, workers=1).calls)
+    assert fallen_back.problems == []

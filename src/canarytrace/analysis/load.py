@@ -43,14 +43,18 @@ import datetime as dt
 import glob as globlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +66,14 @@ from canarytrace import attributes as A
 from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform
 from canarytrace.errors import TraceSourceError
 
+_log = logging.getLogger(__name__)
+
 CHUNK_BYTES = 16 * 1024 * 1024
 # Calls held in memory before they are spilled to temporary Parquet parts (~50 MB).
 SPILL_CALLS = 100_000
+# JSON files totalling at least this many bytes are parsed in worker processes, one file
+# each, when the machine has more than one core (starting a worker costs ~0.5 s).
+PARALLEL_BYTES = 64 * 1024 * 1024
 # Calls whose id hashes (or feedback/outcomes) are grouped at once after spilling.
 _CALLS_PER_BUCKET = 1_000_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
@@ -394,9 +403,15 @@ class _Spill:
     the `canarytrace-scan-*` folders in the temporary directory.
     """
 
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="canarytrace-scan-"))
+    def __init__(self, folder: Path | None = None) -> None:
+        """A new temporary folder; or `folder`, a worker's subfolder of one (not removed
+        by the worker: the parts outlive it, and the parent's folder holds them)."""
         self.parts: dict[str, list[Path]] = {"calls": [], "feedback": [], "outcomes": []}
+        if folder is not None:
+            folder.mkdir()
+            self.folder = folder
+            return
+        self.folder = Path(tempfile.mkdtemp(prefix="canarytrace-scan-"))
         atexit.register(self.remove)
 
     def write(self, kind: str, frames: list[pl.DataFrame]) -> None:
@@ -538,6 +553,88 @@ def _read_json_file(path: Path, parts: _Parts, chunk_bytes: int) -> None:
         parts.problems.append(
             Problem(source, line, f"compressed stream broken ({exc}); lines before it were kept")
         )
+
+
+def parse_to_parts(
+    path: Path, folder: Path, chunk_bytes: int, spill_calls: int
+) -> tuple[dict[str, list[Path]], list[Problem]]:
+    """One JSON file into Parquet parts in the new `folder` (what a worker process does)."""
+    parts = _Parts(spill_calls=spill_calls, spill=_Spill(folder))
+    _read_json_file(path, parts, chunk_bytes)
+    parts.flush()
+    assert parts.spill is not None
+    return parts.spill.parts, parts.problems
+
+
+def _workers_for(paths: list[Path], workers: int | None) -> int:
+    """How many processes parse `paths`: `workers` if given, else one per core for
+    inputs of at least `PARALLEL_BYTES`, else 1 (this process)."""
+    if workers is None:
+        big = sum(p.stat().st_size for p in paths) >= PARALLEL_BYTES
+        workers = len(os.sched_getaffinity(0)) if big else 1
+    return max(1, min(workers, len(paths)))
+
+
+def _parse_elsewhere(
+    path: Path, folder: Path, chunk_bytes: int, spill_calls: int
+) -> tuple[dict[str, list[Path]], list[Problem]]:
+    """`parse_to_parts` in a new interpreter (`python -m canarytrace.analysis.parse_worker`).
+
+    A plain subprocess rather than multiprocessing: spawn would re-run the caller's main
+    script in each worker, and fork is unsafe once polars' threads exist. If the worker
+    fails, this process parses the file itself: a broken worker never loses a line.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "canarytrace.analysis.parse_worker",
+        str(path),
+        str(folder),
+        str(chunk_bytes),
+        str(spill_calls),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        manifest = json.loads(done.stdout)
+        found = {kind: [Path(f) for f in files] for kind, files in manifest["parts"].items()}
+        return found, [Problem(**problem) for problem in manifest["problems"]]
+    _log.warning(
+        "canarytrace: the worker parsing %s failed (%s); parsing it in this process",
+        path,
+        (done.stderr.strip().splitlines() or ["no message"])[-1],
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    return parse_to_parts(path, folder, chunk_bytes, spill_calls)
+
+
+def _read_json_files(
+    paths: list[Path], parts: _Parts, chunk_bytes: int, workers: int | None
+) -> None:
+    """Parse JSON `paths` in order, in worker processes when that pays (`_workers_for`).
+
+    Each worker spills its file to its own subfolder of this scan's temporary folder;
+    parts and problems are taken in file order, so the frame is the one a single process
+    reads (the first copy of a repeated span is kept, and so on).
+    """
+    count = _workers_for(paths, workers)
+    if count == 1:
+        for path in paths:
+            _read_json_file(path, parts, chunk_bytes)
+        return
+    parts.flush()  # chunks already read go first, as they would in one process
+    assert parts.spill is not None
+    spill = parts.spill
+    first = sum(len(found) for found in spill.parts.values())
+    jobs = [
+        (path, spill.folder / f"file-{first + index:05d}", chunk_bytes, parts.spill_calls)
+        for index, path in enumerate(paths)
+    ]
+    # Threads only wait here: the parsing runs in the worker processes.
+    with ThreadPoolExecutor(count) as pool:
+        for found, problems in pool.map(lambda job: _parse_elsewhere(*job), jobs):
+            for kind, files in found.items():
+                spill.parts[kind].extend(files)
+            parts.problems.extend(problems)
 
 
 def _files(source: Path | str) -> list[Path]:
@@ -861,6 +958,7 @@ def _collect_sources(
     parts: _Parts,
     now: dt.datetime,
     chunk_bytes: int,
+    workers: int | None,
 ) -> list[str]:
     if source is None:
         source = default_source()
@@ -882,12 +980,12 @@ def _collect_sources(
                 f"{text}: no trace files found (looked for {', '.join(_FILE_SUFFIXES)}); "
                 "point at a file, a folder, a glob, or jaeger+http:// / tempo+http://"
             )
+        names.extend(str(path) for path in files)
         for path in files:
-            names.append(str(path))
             if path.suffix == ".parquet":
                 _read_parquet(path, parts)
-            else:
-                _read_json_file(path, parts, chunk_bytes)
+        json_files = [path for path in files if path.suffix != ".parquet"]
+        _read_json_files(json_files, parts, chunk_bytes, workers)
     return names
 
 
@@ -897,15 +995,17 @@ def _scan(
     until: str | dt.datetime | None,
     chunk_bytes: int,
     spill_calls: int,
+    workers: int | None,
 ) -> tuple[pl.LazyFrame, _Parts, list[str]]:
     now = dt.datetime.now(dt.UTC)
     start, end = parse_time(since, now), parse_time(until, now)
     parts = _Parts(spill_calls=spill_calls)
     try:
-        names = _collect_sources(source, parts, now, chunk_bytes)
+        names = _collect_sources(source, parts, now, chunk_bytes, workers)
         lazies = list(parts.parquet)
         if parts.spill is not None:
             parts.flush()
+        if parts.spill is not None and parts.spill.parts["calls"]:
             lazies.insert(0, conform(_join_spilled(parts.spill)))
         elif parts.calls or not lazies:
             lazies.insert(0, _join(parts))
@@ -924,6 +1024,7 @@ def scan(
     until: str | dt.datetime | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     spill_calls: int = SPILL_CALLS,
+    workers: int | None = None,
 ) -> tuple[pl.LazyFrame, list[Problem], list[str]]:
     """Like `load`, but the frame stays lazy (Parquet is scanned, not read).
 
@@ -935,9 +1036,10 @@ def scan(
     reads (about 100 bytes a call on disk). That folder lives until the process exits:
     the LazyFrame, and every frame derived from it, may be collected any number of times
     until then (use `load` to have it removed at once). Smaller JSON inputs are joined
-    in memory and write nothing.
+    in memory and write nothing. Large JSON inputs of several files are parsed by
+    worker processes, one file each (`workers`, as in `load`).
     """
-    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls)
+    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls, workers)
     return frame, parts.problems, names
 
 
@@ -948,6 +1050,7 @@ def load(
     until: str | dt.datetime | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     spill_calls: int = SPILL_CALLS,
+    workers: int | None = None,
 ) -> Loaded:
     """Read `source` into the frame of calls, sorted by start time.
 
@@ -959,12 +1062,14 @@ def load(
       an ISO time, or a duration back from now such as `"6h"`.
     * `spill_calls`: *(optional)* JSON inputs with more calls than this are staged in
       temporary Parquet files (see `scan`), removed before `load` returns.
+    * `workers`: *(optional)* processes that parse JSON files, one file each; default one
+      per core when the JSON files total `PARALLEL_BYTES` (64 MiB) or more, else 1.
 
     **Returns:** `Loaded(calls, problems, sources)`. Raises `TraceSourceError` when a
     source cannot be read at all (missing path, server down); a bad line is a problem,
     not an error.
     """
-    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls)
+    frame, parts, names = _scan(source, since, until, chunk_bytes, spill_calls, workers)
     try:
         calls = frame.sort("start", "trace_id", "span_id").collect()
     finally:
