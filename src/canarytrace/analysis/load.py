@@ -566,12 +566,19 @@ def parse_to_parts(
     return parts.spill.parts, parts.problems
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _workers_for(paths: list[Path], workers: int | None) -> int:
     """How many processes parse `paths`: `workers` if given, else one per core for
     inputs of at least `PARALLEL_BYTES`, else 1 (this process)."""
     if workers is None:
         big = sum(p.stat().st_size for p in paths) >= PARALLEL_BYTES
-        workers = len(os.sched_getaffinity(0)) if big else 1
+        workers = _cores() if big else 1
     return max(1, min(workers, len(paths)))
 
 
