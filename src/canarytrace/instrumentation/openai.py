@@ -101,7 +101,7 @@ class ResponsesAccumulator(Accumulator):
                 self.first_token = time.perf_counter()
             if self.capture:
                 self.parts.append(event.delta)
-        elif kind in self._FINAL or kind == "response.created":
+        elif kind in self.late:
             self.response = event.response
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:

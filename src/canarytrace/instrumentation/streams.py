@@ -27,7 +27,13 @@ from canarytrace.instrumentation._extract import Usage, output_messages
 
 
 class Accumulator(Protocol):
-    """Reads a provider's stream events; one per stream."""
+    """Reads a provider's stream events; one per stream.
+
+    The readers subclass it (for `process_late`'s default); its empty `__slots__` keeps
+    theirs effective, so a reader has no per-instance `__dict__`.
+    """
+
+    __slots__ = ()
 
     first_token: float | None  # perf_counter() of the first output token seen
     capture: bool  # whether the text is kept (content capture on)
