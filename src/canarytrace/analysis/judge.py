@@ -659,6 +659,7 @@ def _judge_route(
     canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
+    sums = _sums_read(config)
     # Each query on the streaming engine: the source is scanned in batches and reduced to
     # per-user (and per-cluster-per-bin) state; of the calls themselves only the five
     # slowest and five latest failing canary calls are kept (top-k). One after the
@@ -667,7 +668,7 @@ def _judge_route(
     users, hist, slowest, failing = (
         query.collect(engine="streaming")
         for query in (
-            M.user_aggregates(lazy, route, threshold, _sums_read(config)),
+            M.user_aggregates(lazy, route, threshold, sums),
             M.latency_histograms(lazy, route),
             canary_calls.select(cols)
             .top_k(5, by="duration_ms")
@@ -679,11 +680,7 @@ def _judge_route(
         )
     )
     parts = {
-        tier: {
-            c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            for c in frame.columns
-            if c not in ("tier", "user", "rollout_percent", "last_seen")
-        }
+        tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("calls", *sums)}
         for tier, frame in (
             ("production", users.filter(pl.col("tier") == "production")),
             ("canary", users.filter(pl.col("tier") == "canary")),
