@@ -253,10 +253,9 @@ def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
             .replace_strict(dict(enumerate(JUDGED_TIERS.categories)), return_dtype=JUDGED_TIERS)
             .alias("tier"),
             (packed // _BIN_SLOTS % BOOTSTRAP_CLUSTERS).cast(pl.UInt16).alias("cluster"),
-            (packed % _BIN_SLOTS).cast(pl.Int16) - _BIN_OFFSET,
+            ((packed % _BIN_SLOTS).cast(pl.Int16) - _BIN_OFFSET).alias("bin"),
             "n",
         )
-        .rename({"key": "bin"})
     )
 
 
