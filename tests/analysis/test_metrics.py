@@ -136,8 +136,8 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
     assert [(u["calls"], u["errors"]) for u in no_user] == [(1, 1), (1, 0)]
 
 
-def test_latency_histograms_unpack_to_tier_cluster_and_bin() -> None:
-    """The one-integer key decodes to the counts a three-column grouping gives."""
+def test_latency_histograms_unpack_to_tier_and_bin() -> None:
+    """The one-integer key decodes to the counts a two-column grouping gives."""
     scenario = synth.Scenario(users=300, calls_per_user=4, seed=3, canary_percent=30)
     frame = synth.calls(scenario)
     # The bins' extremes: under a millisecond (negative log) and beyond the clip.
@@ -150,12 +150,24 @@ def test_latency_histograms_unpack_to_tier_cluster_and_bin() -> None:
         frame.filter(pl.col("route") == route, pl.col("tier").is_in(["production", "canary"]))
         .group_by(
             pl.col("tier").cast(metrics.JUDGED_TIERS),
-            (metrics._user_key() % metrics.BOOTSTRAP_CLUSTERS).cast(pl.UInt16).alias("cluster"),
             (log_ms / metrics.LOG_BIN_WIDTH).floor().cast(pl.Int16).alias("bin"),
         )
         .agg(pl.len().cast(pl.UInt32).alias("n"))
     )
     assert got["n"].sum() == frame.filter(pl.col("route") == route).height
     assert got["bin"].min() == -922 and got["bin"].max() == 3223
-    key = ["tier", "cluster", "bin"]
-    assert got.sort(key).equals(expected.sort(key))
+    assert got.equals(expected.sort("tier", "bin"))
+
+
+def test_user_aggregates_count_calls_within_each_tiers_latency_cut() -> None:
+    """A latency cut counts a user's calls at or below its tier's cut; no cut, none."""
+    rows = [("canary", "a", ms) for ms in (100.0, 200.0, 300.0)]
+    rows += [("production", "b", ms) for ms in (100.0, 200.0, 300.0)]
+    rows += [("fallback", "c", 1.0)]
+    frame = _calls(
+        [{"tier": t, "user_hash": u, "duration_ms": ms, "start": T0} for t, u, ms in rows]
+    )
+    cuts = {"fast": {"canary": 200.0, "production": 100.0}, "none": {"production": 1e9}}
+    users = metrics.user_aggregates(frame, "chat", None, sums=[], latency_cuts=cuts).collect()
+    got = {row["tier"]: (row["calls"], row["fast"], row["none"]) for row in users.to_dicts()}
+    assert got == {"canary": (3, 2, 0), "production": (3, 1, 3)}

@@ -5,9 +5,9 @@ What is tested, and how (every choice here is the documented default):
 * **Unit of analysis: the user.** Routing randomises users, not calls, so calls of one
   user are correlated. The judge aggregates per user first (`metrics.user_aggregates`)
   and every interval is cluster-robust by user: ratio metrics use the delta method over
-  per-user sums, proportions a Rao-Scott design-effect correction, latency quantiles a
-  Poisson bootstrap that resamples random clusters of users, the latency shift
-  per-user geometric means.
+  per-user sums, proportions a Rao-Scott design-effect correction, latency quantiles
+  Woodruff's interval on the per-user share of calls below the quantile, the latency
+  shift per-user geometric means.
 * **Proportions** (error rate, regression rate, positive-feedback share): the two-sample
   score test for a difference of proportions with a non-zero null (Farrington-Manning
   / Miettinen-Nurminen, `statsmodels.stats.proportion.test_proportions_2indep`) and
@@ -16,9 +16,10 @@ What is tested, and how (every choice here is the documented default):
 * **Means per call** (cost, output tokens, satisfaction): ratio of per-user sums with a
   delta-method variance, compared on the log scale by Welch's t with
   Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin).
-* **Latency**: the p95 by its log-ratio with a Poisson bootstrap standard error that
-  resamples users in 1,024 random clusters (`bootstrap_resamples`, default 200,
-  histograms with 0.5 % bins, so its cost and memory do not grow with the input);
+* **Latency**: the p95 by its log-ratio, from histograms with 0.5 % bins (their size
+  does not grow with the input), with Woodruff's interval: the delta-method error of
+  the share of calls at or below each tier's p95, a ratio of per-user sums, mapped
+  through the tier's quantile function;
   the typical latency by a Mann-Whitney test on per-user mean log-latency with the
   Hodges-Lehmann shift and Moses' distribution-free interval.
 * **Direction and margin**: every metric knows which way is worse and a non-inferiority
@@ -52,7 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy import sparse, special, stats
+from scipy import special, stats
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from canarytrace.analysis import metrics as M
@@ -146,7 +147,6 @@ class JudgeConfig:
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS
     min_users: int = 30
     srm_alpha: float = 0.001
-    bootstrap_resamples: int = 200
     power: float = 0.8
     seed: int = 0
 
@@ -173,7 +173,6 @@ class JudgeConfig:
             "sequential",
             "min_users",
             "srm_alpha",
-            "bootstrap_resamples",
             "power",
             "seed",
         }
@@ -454,51 +453,67 @@ def _finite_p(p: float) -> float:
     return float(p) if p is not None and math.isfinite(p) else 1.0
 
 
-def _quantile_from_counts(counts: np.ndarray, bins: np.ndarray, q: float) -> np.ndarray:
-    """Per row of `counts` (resamples × bins): the log-latency at quantile q."""
-    cum = np.cumsum(counts, axis=-1)
-    target = q * cum[..., -1:]
-    idx = (cum < target).sum(axis=-1)
-    idx = np.minimum(idx, len(bins) - 1)
-    return np.asarray((bins[idx] + 0.5) * M.LOG_BIN_WIDTH)
+Histograms = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _tier_histograms(hist: pl.DataFrame) -> Histograms:
+    """Each tier's latency histogram as (bins, counts) arrays, bins in ascending order."""
+    return {
+        str(tier): (part["bin"].to_numpy().astype(float), part["n"].to_numpy().astype(float))
+        for (tier,), part in hist.sort("bin").partition_by("tier", as_dict=True).items()
+    }
+
+
+def _log_quantile(bins: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """The log-latency at quantile `q` of a histogram, interpolated linearly within a bin."""
+    cum = np.cumsum(counts)
+    target = q * cum[-1]
+    i = min(int(np.searchsorted(cum, target)), len(bins) - 1)
+    before = cum[i - 1] if i else 0.0
+    return float((bins[i] + (target - before) / counts[i]) * M.LOG_BIN_WIDTH)
+
+
+def _within(spec: MetricSpec) -> str:
+    """The per-user column counting calls at or below the quantile of `spec`."""
+    return f"within_{spec.name}"
+
+
+def _quantile_cuts(specs: tuple[MetricSpec, ...], histograms: Histograms) -> dict[str, Any]:
+    """Per quantile metric, each tier's quantile in ms (`user_aggregates`' latency_cuts)."""
+    return {
+        _within(spec): {
+            tier: math.exp(_log_quantile(bins, counts, spec.quantile))
+            for tier, (bins, counts) in histograms.items()
+        }
+        for spec in specs
+        if spec.kind == "quantile"
+    }
 
 
 def _quantile_estimate(
-    spec: MetricSpec, hist: pl.DataFrame, resamples: int, rng: np.random.Generator
+    spec: MetricSpec, histograms: Histograms, prod: Tier, can: Tier
 ) -> _Estimate | None:
-    if hist.height == 0:
-        return None
-    bins = np.sort(hist["bin"].unique().to_numpy())
-    thetas = []
-    points = []
-    for tier in ("canary", "production"):
-        part = hist.filter(pl.col("tier") == tier)
-        if part.height == 0:
+    """The quantile's log-ratio, canary over production, with Woodruff's interval.
+
+    The share of calls at or below a tier's quantile is a ratio of per-user sums, so
+    its delta-method standard error is cluster-robust by user; mapping the share
+    plus and minus that error back through the tier's quantile function gives the
+    quantile's (Woodruff 1952, as survey statistics does for clustered samples).
+    """
+    logs, ses = [], []
+    for tier, users in (("canary", can), ("production", prod)):
+        if tier not in histograms or len(users["calls"]) < 2:
             return None
-        cluster = part["cluster"].rank("dense").to_numpy() - 1
-        n_clusters = int(cluster.max()) + 1
-        if n_clusters < 2:
-            return None
-        col = np.searchsorted(bins, part["bin"].to_numpy())
-        mat = sparse.csr_matrix(
-            (part["n"].to_numpy().astype(float), (cluster, col)), shape=(n_clusters, len(bins))
-        )
-        points.append(
-            _quantile_from_counts(np.asarray(mat.sum(axis=0)).ravel(), bins, spec.quantile)
-        )
-        # Poisson bootstrap over user clusters, in slices that keep the weights small.
-        step = max(1, min(resamples, 4_000_000 // n_clusters))
-        draws = []
-        for start in range(0, resamples, step):
-            b = min(step, resamples - start)
-            weights = rng.poisson(1.0, (b, n_clusters)).astype(float)
-            draws.append(_quantile_from_counts(np.asarray(weights @ mat), bins, spec.quantile))
-        thetas.append(np.concatenate(draws))
-    theta = float(points[0] - points[1])
-    se = float(np.std(thetas[0] - thetas[1], ddof=1))
+        bins, counts = histograms[tier]
+        _, var = _ratio_var(users[_within(spec)], users["calls"])
+        half = math.sqrt(var)
+        low = _log_quantile(bins, counts, max(spec.quantile - half, 0.0))
+        high = _log_quantile(bins, counts, min(spec.quantile + half, 1.0))
+        logs.append(_log_quantile(bins, counts, spec.quantile))
+        ses.append((high - low) / 2)
     sign = 1.0 if spec.higher_is_worse else -1.0
-    prod, can = math.exp(float(points[1])), math.exp(float(points[0]))
-    return _Estimate(prod, can, theta, se, _margin_theta(spec), sign)
+    prod_q, can_q = math.exp(logs[1]), math.exp(logs[0])
+    return _Estimate(prod_q, can_q, logs[0] - logs[1], math.hypot(*ses), _margin_theta(spec), sign)
 
 
 def _shift_estimate(
@@ -588,7 +603,7 @@ def _test_name(spec: MetricSpec, sequential: bool) -> str:
     return {
         "proportion": "score test, Newcomb CI (Rao-Scott by user)",
         "ratio": "Welch t, delta method by user",
-        "quantile": f"p{round(spec.quantile * 100)} log-ratio, user bootstrap",
+        "quantile": f"p{round(spec.quantile * 100)} log-ratio, Woodruff CI by user",
         "shift": "Mann-Whitney on user geometric means, Hodges-Lehmann",
     }[spec.kind]
 
@@ -661,15 +676,17 @@ def _judge_route(
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
     sums = _sums_read(config)
     # Each query on the streaming engine: the source is scanned in batches and reduced to
-    # per-user (and per-cluster-per-bin) state; of the calls themselves only the five
-    # slowest and five latest failing canary calls are kept (top-k). One after the
-    # other, not in one collect_all: run together, their states are held at once
-    # (measured: 10M calls of 200k users peak at 1.7 GB together, 0.6 GB in turn).
-    users, hist, slowest, failing = (
+    # per-bin and per-user state; of the calls themselves only the five slowest and five
+    # latest failing canary calls are kept (top-k). One after the other, not in one
+    # collect_all: run together, their states are held at once (measured: 10M calls of
+    # 200k users peak at 1.7 GB together, 0.6 GB in turn). The histograms come first:
+    # the per-user query counts calls below the quantiles they give.
+    histograms = _tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
+    cuts = _quantile_cuts(config.metrics, histograms)
+    users, slowest, failing = (
         query.collect(engine="streaming")
         for query in (
-            M.user_aggregates(lazy, route, threshold, sums),
-            M.latency_histograms(lazy, route),
+            M.user_aggregates(lazy, route, threshold, sums, latency_cuts=cuts),
             canary_calls.select(cols)
             .top_k(5, by="duration_ms")
             .sort("duration_ms", descending=True),
@@ -680,7 +697,10 @@ def _judge_route(
         )
     )
     parts = {
-        tier: {c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in ("calls", *sums)}
+        tier: {
+            c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            for c in ("calls", *sums, *cuts)
+        }
         for tier, frame in (
             ("production", users.filter(pl.col("tier") == "production")),
             ("canary", users.filter(pl.col("tier") == "canary")),
@@ -715,7 +735,7 @@ def _judge_route(
         elif spec.kind == "ratio":
             estimates[spec.name] = _ratio_estimate(spec, prod, can)
         elif spec.kind == "quantile":
-            estimates[spec.name] = _quantile_estimate(spec, hist, config.bootstrap_resamples, rng)
+            estimates[spec.name] = _quantile_estimate(spec, histograms, prod, can)
         else:
             estimates[spec.name] = _shift_estimate(spec, prod, can, alpha, rng)
 

@@ -3,10 +3,10 @@
 Pure polars over the frame of calls (a DataFrame or a LazyFrame, so Parquet can be
 aggregated without materialising every call). `summary` gives one row per group
 (route, tier, and optionally model id); `errors_by_type` splits the errors;
-`over_time` buckets the same numbers by time. `user_aggregates` and
-`latency_histograms` are what the judge tests: one row per user (the unit of
-randomisation) rather than per call; they stay lazy so the judge can collect them
-together with one scan of the source.
+`over_time` buckets the same numbers by time. `overview`, `user_aggregates` and
+`latency_histograms` are what the judge reads: one row per user (the unit of
+randomisation) or per latency bin rather than per call, lazy, so that the streaming
+engine reduces the source to them without holding the calls.
 
 Satisfaction: `satisfaction` is the mean feedback score; `positive_share` the share of
 scores at or above `positive_threshold`, by default three quarters of the way up the
@@ -17,7 +17,7 @@ share of outcomes marked wrong (`outcome_ok == False`) among calls with an outco
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import polars as pl
 
@@ -28,8 +28,6 @@ Frame = pl.DataFrame | pl.LazyFrame
 LOG_BIN_WIDTH = 0.005
 _MIN_MS = 0.01
 _MAX_MS = 1e7
-# The latency bootstrap resamples this many random groups of users (see latency_histograms).
-BOOTSTRAP_CLUSTERS = 1024
 
 
 def positive_threshold(calls: Frame) -> float | None:
@@ -182,12 +180,19 @@ def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
 
 
 def user_aggregates(
-    calls: Frame, route: str, threshold: float | None, sums: Collection[str] | None = None
+    calls: Frame,
+    route: str,
+    threshold: float | None,
+    sums: Collection[str] | None = None,
+    latency_cuts: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pl.LazyFrame:
     """Per (tier, user): calls, last call, and the sums the judge's tests need (lazy).
 
     `sums` names the columns of `user_sums` to compute (default: all); each one is
     work over every call, so the judge asks only for those its metrics read.
+    `latency_cuts` adds, per name, the user's calls lasting at most its tier's cut
+    (`{"latency_p95": {"production": 2100.0, "canary": 2170.0}}`, in ms; a tier
+    without a cut counts none): what the interval of a latency quantile needs.
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing.
     Every aggregation here is a running sum, count, mean or maximum, so polars'
@@ -198,6 +203,11 @@ def user_aggregates(
     """
     available = user_sums(threshold)
     chosen = available if sums is None else {name: available[name] for name in sums}
+    for name, cuts in (latency_cuts or {}).items():
+        cut = pl.lit(-math.inf)
+        for tier, ms in cuts.items():
+            cut = pl.when(pl.col("tier") == tier).then(pl.lit(ms)).otherwise(cut)
+        chosen[name] = (pl.col("duration_ms") <= cut).sum()
     stamp = pl.col("start").dt.epoch("us") * _PERCENT_SLOTS + pl.col("rollout_percent").fill_null(
         _UNKNOWN_PERCENT
     )
@@ -222,40 +232,37 @@ def user_aggregates(
     )
 
 
-# The histogram's key packs tier, cluster and bin into one 32-bit integer: grouping
-# ten million calls on one integer is about twice as fast as on three columns.
+# The histogram's key packs tier and bin into one 32-bit integer: grouping ten million
+# calls on one integer is about twice as fast as on two columns.
 # Bins run from -922 (0.01 ms) to 3224 (10^7 ms), offset into 0..8191.
 _BIN_OFFSET = 1024
 _BIN_SLOTS = 8192
 
 
 def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
-    """Per (tier, user cluster, log-latency bin): call counts, for p95 and its bootstrap.
+    """Per (tier, log-latency bin): call counts, for the latency quantiles (lazy).
 
-    Users are split at random (by their hash) into `BOOTSTRAP_CLUSTERS` clusters:
-    clusters of independent users are independent, so resampling clusters gives the
-    user-level bootstrap's variance, while the histogram stops growing with the number
-    of users (at most 2 tiers x clusters x bins rows, whatever the input's size).
+    At most 2 tiers x 4,146 bins, whatever the input's size. The quantiles' intervals
+    need one more number per user (its calls at or below the quantile), which
+    `user_aggregates` counts once the quantiles are known (`latency_cuts`).
     """
     log_ms = pl.col("duration_ms").clip(_MIN_MS, _MAX_MS).log()
     bin_slot = ((log_ms / LOG_BIN_WIDTH).floor() + _BIN_OFFSET).cast(pl.UInt32)
-    cluster = (_user_key() % BOOTSTRAP_CLUSTERS).cast(pl.UInt32)
     tier = pl.col("tier").to_physical().cast(pl.UInt32)
-    key = (tier * BOOTSTRAP_CLUSTERS + cluster) * _BIN_SLOTS + bin_slot
     packed = pl.col("key")
     return (
         _judged(calls, route)
         .filter(pl.col("duration_ms").is_not_null())
-        .group_by(key.alias("key"))
+        .group_by((tier * _BIN_SLOTS + bin_slot).alias("key"))
         .agg(pl.len().cast(pl.UInt32).alias("n"))
         .select(
-            (packed // (BOOTSTRAP_CLUSTERS * _BIN_SLOTS))
+            (packed // _BIN_SLOTS)
             .replace_strict(dict(enumerate(JUDGED_TIERS.categories)), return_dtype=JUDGED_TIERS)
             .alias("tier"),
-            (packed // _BIN_SLOTS % BOOTSTRAP_CLUSTERS).cast(pl.UInt16).alias("cluster"),
             ((packed % _BIN_SLOTS).cast(pl.Int16) - _BIN_OFFSET).alias("bin"),
             "n",
         )
+        .sort("tier", "bin")
     )
 
 
