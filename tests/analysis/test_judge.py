@@ -207,3 +207,24 @@ def test_a_p_value_of_exactly_zero_still_passes() -> None:
     typical = next(m for m in route.metrics if m.name == "latency_typical")
     assert typical.p_noninferior == 0.0
     assert typical.status == "pass"
+
+
+@pytest.mark.parametrize("tiny", [True, False])
+def test_the_slowest_canary_calls_are_the_top_five_by_duration(tiny: bool) -> None:
+    """The histogram's floor never drops one of the five slowest, down to durations under
+    its 0.01 ms clip (all in its lowest bin)."""
+    calls = synth.calls(synth.aa(users=200, seed=7))
+    canary = pl.col("tier") == "canary"
+    if tiny:
+        ms = pl.Series([0.001, 0.001, 0.002, 0.003, 0.004, 9.0])
+        calls = pl.concat(
+            [calls.filter(~canary), calls.filter(canary).head(6).with_columns(duration_ms=ms)]
+        )
+    else:  # ties at the top
+        top = canary & (pl.int_range(pl.len()) % 50 == 0)
+        calls = calls.with_columns(
+            pl.when(top).then(1e6).otherwise("duration_ms").alias("duration_ms")
+        )
+    route = judge(calls).routes["chat"]
+    expected = calls.filter(canary)["duration_ms"].sort(descending=True).head(5).to_list()
+    assert [t["duration_ms"] for t in route.slowest_canary] == expected

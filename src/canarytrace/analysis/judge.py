@@ -464,6 +464,23 @@ def _tier_histograms(hist: pl.DataFrame) -> Histograms:
     }
 
 
+def _slowest_floor(histograms: Histograms, k: int) -> float:
+    """A latency (ms) that the `k` slowest canary calls reach, read off the histogram.
+
+    Filtering on it first spares the top-k query most of the trace ids it would read.
+    One bin lower than the k-th slowest call's bin, against rounding at the bin edge;
+    -inf when that bin is the lowest (it holds the clipped durations below 0.01 ms).
+    """
+    if "canary" not in histograms:
+        return -math.inf
+    bins, counts = histograms["canary"]
+    from_top = int(np.searchsorted(np.cumsum(counts[::-1]), k))
+    i = len(bins) - 1 - from_top
+    if i <= 0:
+        return -math.inf
+    return math.exp((bins[i] - 1) * M.LOG_BIN_WIDTH)
+
+
 def _log_quantile(bins: np.ndarray, counts: np.ndarray, q: float) -> float:
     """The log-latency at quantile `q` of a histogram, interpolated linearly within a bin."""
     cum = np.cumsum(counts)
@@ -687,7 +704,8 @@ def _judge_route(
         query.collect(engine="streaming")
         for query in (
             M.user_aggregates(lazy, route, threshold, sums, latency_cuts=cuts),
-            canary_calls.select(cols)
+            canary_calls.filter(pl.col("duration_ms") >= _slowest_floor(histograms, 5))
+            .select(cols)
             .top_k(5, by="duration_ms")
             .sort("duration_ms", descending=True),
             canary_calls.filter(failed)
