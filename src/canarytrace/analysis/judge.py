@@ -6,8 +6,7 @@ What is tested, and how (every choice here is the documented default):
   user are correlated. The judge aggregates per user first (`metrics.user_aggregates`)
   and every interval is cluster-robust by user: ratio metrics use the delta method over
   per-user sums, proportions a Rao-Scott design-effect correction, latency quantiles
-  Woodruff's interval on the per-user share of calls below the quantile, the latency
-  shift per-user geometric means.
+  a bootstrap of random clusters of users, the latency shift per-user geometric means.
 * **Proportions** (error rate, regression rate, positive-feedback share): the two-sample
   score test for a difference of proportions with a non-zero null (Farrington-Manning
   / Miettinen-Nurminen, `statsmodels.stats.proportion.test_proportions_2indep`) and
@@ -17,9 +16,10 @@ What is tested, and how (every choice here is the documented default):
   delta-method variance, compared on the log scale by Welch's t with
   Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin).
 * **Latency**: the p95 by its log-ratio, from histograms with 0.5 % bins (their size
-  does not grow with the input), with Woodruff's interval: the delta-method error of
-  the share of calls at or below each tier's p95, a ratio of per-user sums, mapped
-  through the tier's quantile function;
+  does not grow with the input), with a Poisson bootstrap standard error over users in
+  1,024 random clusters (`bootstrap_resamples`, default 200): each replicate of the
+  share of calls at or below a tier's p95 (a ratio of per-user sums) is mapped back
+  through the tier's quantile function (Woodruff's inversion);
   the typical latency by a Mann-Whitney test on per-user mean log-latency with the
   Hodges-Lehmann shift and Moses' distribution-free interval.
 * **Direction and margin**: every metric knows which way is worse and a non-inferiority
@@ -147,6 +147,7 @@ class JudgeConfig:
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS
     min_users: int = 30
     srm_alpha: float = 0.001
+    bootstrap_resamples: int = 200
     power: float = 0.8
     seed: int = 0
 
@@ -173,6 +174,7 @@ class JudgeConfig:
             "sequential",
             "min_users",
             "srm_alpha",
+            "bootstrap_resamples",
             "power",
             "seed",
         }
@@ -360,6 +362,11 @@ def _t_pvalues(est: _Estimate) -> tuple[float, float]:
 
 Tier = dict[str, np.ndarray]
 
+#: The latency bootstrap resamples users in this many random clusters (by their hash):
+#: clusters of independent users are independent, and 200 resamples of 1,024 weights
+#: cost far less than of every user.
+BOOTSTRAP_CLUSTERS = 1024
+
 
 def _sums_read(config: JudgeConfig) -> set[str]:
     """The per-user sums (`metrics.user_sums`) that the configured metrics divide."""
@@ -481,13 +488,18 @@ def _slowest_floor(histograms: Histograms, k: int) -> float:
     return math.exp((bins[i] - 1) * M.LOG_BIN_WIDTH)
 
 
-def _log_quantile(bins: np.ndarray, counts: np.ndarray, q: float) -> float:
-    """The log-latency at quantile `q` of a histogram, interpolated linearly within a bin."""
+def _log_quantiles(bins: np.ndarray, counts: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """The log-latencies at quantiles `qs` of a histogram, linear within each bin."""
     cum = np.cumsum(counts)
-    target = q * cum[-1]
-    i = min(int(np.searchsorted(cum, target)), len(bins) - 1)
-    before = cum[i - 1] if i else 0.0
-    return float((bins[i] + (target - before) / counts[i]) * M.LOG_BIN_WIDTH)
+    target = np.clip(qs, 0.0, 1.0) * cum[-1]
+    i = np.minimum(np.searchsorted(cum, target), len(bins) - 1)
+    before = np.where(i > 0, cum[i - 1], 0.0)
+    return np.asarray((bins[i] + (target - before) / counts[i]) * M.LOG_BIN_WIDTH)
+
+
+def _log_quantile(bins: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """`_log_quantiles` of one quantile."""
+    return float(_log_quantiles(bins, counts, np.array([q]))[0])
 
 
 def _within(spec: MetricSpec) -> str:
@@ -508,26 +520,37 @@ def _quantile_cuts(specs: tuple[MetricSpec, ...], histograms: Histograms) -> dic
 
 
 def _quantile_estimate(
-    spec: MetricSpec, histograms: Histograms, prod: Tier, can: Tier
+    spec: MetricSpec,
+    histograms: Histograms,
+    prod: Tier,
+    can: Tier,
+    resamples: int,
+    rng: np.random.Generator,
 ) -> _Estimate | None:
-    """The quantile's log-ratio, canary over production, with Woodruff's interval.
+    """The quantile's log-ratio, canary over production, by a user bootstrap.
 
-    The share of calls at or below a tier's quantile is a ratio of per-user sums, so
-    its delta-method standard error is cluster-robust by user; mapping the share
-    plus and minus that error back through the tier's quantile function gives the
-    quantile's (Woodruff 1952, as survey statistics does for clustered samples).
+    A tier's share of calls at or below its quantile is a ratio of per-user sums. A
+    Poisson bootstrap over its users, in `BOOTSTRAP_CLUSTERS` random clusters (by their
+    hash), gives replicates of that share; each replicate's error, mapped back through
+    the tier's quantile function, gives a replicate quantile (Woodruff's inversion, as
+    survey statistics does with replicate weights). Their spread is the standard error.
     """
     logs, ses = [], []
     for tier, users in (("canary", can), ("production", prod)):
-        if tier not in histograms or len(users["calls"]) < 2:
+        if tier not in histograms or len(np.unique(users["cluster"])) < 2:
             return None
         bins, counts = histograms[tier]
-        _, var = _ratio_var(users[_within(spec)], users["calls"])
-        half = math.sqrt(var)
-        low = _log_quantile(bins, counts, max(spec.quantile - half, 0.0))
-        high = _log_quantile(bins, counts, min(spec.quantile + half, 1.0))
+        within, calls = users[_within(spec)], users["calls"]
+        cluster_within = np.bincount(users["cluster"], within, BOOTSTRAP_CLUSTERS)
+        cluster_calls = np.bincount(users["cluster"], calls, BOOTSTRAP_CLUSTERS)
+        weights = rng.poisson(1.0, (resamples, BOOTSTRAP_CLUSTERS)).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = (
+                weights @ cluster_within / (weights @ cluster_calls) - within.sum() / calls.sum()
+            )
+        replicates = _log_quantiles(bins, counts, spec.quantile - error[np.isfinite(error)])
         logs.append(_log_quantile(bins, counts, spec.quantile))
-        ses.append((high - low) / 2)
+        ses.append(float(np.std(replicates, ddof=1)))
     sign = 1.0 if spec.higher_is_worse else -1.0
     prod_q, can_q = math.exp(logs[1]), math.exp(logs[0])
     return _Estimate(prod_q, can_q, logs[0] - logs[1], math.hypot(*ses), _margin_theta(spec), sign)
@@ -620,7 +643,7 @@ def _test_name(spec: MetricSpec, sequential: bool) -> str:
     return {
         "proportion": "score test, Newcomb CI (Rao-Scott by user)",
         "ratio": "Welch t, delta method by user",
-        "quantile": f"p{round(spec.quantile * 100)} log-ratio, Woodruff CI by user",
+        "quantile": f"p{round(spec.quantile * 100)} log-ratio, user bootstrap (Woodruff)",
         "shift": "Mann-Whitney on user geometric means, Hodges-Lehmann",
     }[spec.kind]
 
@@ -716,8 +739,11 @@ def _judge_route(
     )
     parts = {
         tier: {
-            c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            for c in ("calls", *sums, *cuts)
+            **{
+                c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                for c in ("calls", *sums, *cuts)
+            },
+            "cluster": (frame["user"] % BOOTSTRAP_CLUSTERS).cast(pl.Int64).to_numpy(),
         }
         for tier, frame in (
             ("production", users.filter(pl.col("tier") == "production")),
@@ -753,7 +779,9 @@ def _judge_route(
         elif spec.kind == "ratio":
             estimates[spec.name] = _ratio_estimate(spec, prod, can)
         elif spec.kind == "quantile":
-            estimates[spec.name] = _quantile_estimate(spec, histograms, prod, can)
+            estimates[spec.name] = _quantile_estimate(
+                spec, histograms, prod, can, config.bootstrap_resamples, rng
+            )
         else:
             estimates[spec.name] = _shift_estimate(spec, prod, can, alpha, rng)
 
