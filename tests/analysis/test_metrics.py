@@ -171,3 +171,15 @@ def test_user_aggregates_count_calls_within_each_tiers_latency_cut() -> None:
     users = metrics.user_aggregates(frame, "chat", None, sums=[], latency_cuts=cuts).collect()
     got = {row["tier"]: (row["calls"], row["fast"], row["none"]) for row in users.to_dicts()}
     assert got == {"canary": (3, 2, 0), "production": (3, 1, 3)}
+
+
+@pytest.mark.parametrize(
+    ("scores", "threshold"),
+    [([1.0, 3.0, 5.0], 4.0), ([0.0, 1.0], 1.0), ([4.0, 4.0], 4.0), ([None], None)],
+)
+def test_positive_threshold_is_three_quarters_up_the_observed_scale(
+    scores: list[float | None], threshold: float | None
+) -> None:
+    frame = _calls([{"tier": "canary", "feedback_score": score} for score in scores])
+    assert metrics.positive_threshold(frame) == threshold
+    assert metrics.positive_threshold(frame.lazy()) == threshold

@@ -985,8 +985,7 @@ def judge(
         routes = sorted((with_canary if with_canary.len() else present).to_list())
     else:
         routes = [route]
-    scores = seen.select(pl.col("score_min").min(), pl.col("score_max").max())
-    threshold = M.threshold_between(*scores.row(0))
+    threshold = M.positive_threshold(lazy)
     verdicts = {
         r: _judge_route(
             r,
