@@ -175,7 +175,7 @@ def test_user_aggregates_count_calls_within_each_tiers_latency_cut() -> None:
 
 @pytest.mark.parametrize(
     ("scores", "threshold"),
-    [([1.0, 3.0, 5.0], 4.0), ([0.0, 1.0], 1.0), ([4.0, 4.0], 4.0), ([None], None)],
+    [([1.0, 3.0, 5.0], 4.0), ([0.0, 1.0], 0.75), ([4.0, 4.0], 4.0), ([None], None)],
 )
 def test_positive_threshold_is_three_quarters_up_the_observed_scale(
     scores: list[float | None], threshold: float | None
