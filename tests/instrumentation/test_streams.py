@@ -246,24 +246,13 @@ def test_text_events_after_the_first_token_are_still_read_when_content_is_captur
     assert span.attributes["gen_ai.usage.output_tokens"] > 0
 
 
-def test_chat_chunks_after_the_first_token_still_give_every_ending_and_the_usage(
-    instrumented: Telemetry,
-) -> None:
-    # Past the first token only endings and usage are read: two choices that end on later,
-    # separate chunks must both be recorded, in order, and the usage of the last chunk too.
-    base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+def _choice(index: int, content: str | None = None, finish: str | None = None) -> Any:
+    delta = {"content": content} if content else {}
+    return {"index": index, "delta": delta, "finish_reason": finish}
 
-    def choice(index: int, content: str | None = None, finish: str | None = None) -> Any:
-        delta = {"content": content} if content else {}
-        return {"index": index, "delta": delta, "finish_reason": finish}
 
-    chunks = [
-        {**base, "choices": [choice(0, "Hi"), choice(1, "Yo")]},
-        {**base, "choices": [choice(0, " there")]},
-        {**base, "choices": [choice(1, finish="length")]},
-        {**base, "choices": [choice(0, finish="stop")]},
-        {**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}},
-    ]
+def _read_chat_stream(chunks: list[dict[str, Any]]) -> None:
+    """Stream `chunks` (two choices) through a real OpenAI client and read them all."""
     body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -277,8 +266,46 @@ def test_chat_chunks_after_the_first_token_still_give_every_ending_and_the_usage
     )
     stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2, stream=True)
     assert len(list(stream)) == len(chunks)
+
+
+def test_chat_chunks_after_the_first_token_still_give_every_ending_and_the_usage(
+    instrumented: Telemetry,
+) -> None:
+    # Past the first token only endings and usage are read: two choices that end on later,
+    # separate chunks must both be recorded, in order, and the usage of the last chunk too.
+    base = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    chunks = [
+        {**base, "choices": [_choice(0, "Hi"), _choice(1, "Yo")]},
+        {**base, "choices": [_choice(0, " there")]},
+        {**base, "choices": [_choice(1, finish="length")]},
+        {**base, "choices": [_choice(0, finish="stop")]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}},
+    ]
+    _read_chat_stream(chunks)
     attributes = instrumented.one_span().attributes
     assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
     assert attributes["gen_ai.usage.input_tokens"] == 7
     assert attributes["gen_ai.usage.output_tokens"] == 5
     assert attributes["canarytrace.time_to_first_token_ms"] > 0
+
+
+def test_chat_chunks_after_the_first_token_are_picked_by_any_choice_ending_or_usage(
+    instrumented: Telemetry,
+) -> None:
+    # The reader hands a late chunk over when any of its choices ends (not only the first)
+    # or when it has usage, and then every ending in that chunk counts.
+    base = {"id": "chatcmpl-3", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    chunks = [
+        {**base, "choices": [_choice(0, "Hi"), _choice(1, "Yo")]},
+        {**base, "choices": [_choice(0, " there"), _choice(1, finish="length")]},
+        {
+            **base,
+            "choices": [_choice(0, finish="stop")],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+        },
+    ]
+    _read_chat_stream(chunks)
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 4

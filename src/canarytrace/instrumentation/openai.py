@@ -31,7 +31,7 @@ class ChatAccumulator(Accumulator):
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
 
-    late = None  # chunks have no type; `process_late` reads each (any may end a choice)
+    late = None  # no type: the reader hands over the chunks that end a choice or have usage
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture

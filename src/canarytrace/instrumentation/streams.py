@@ -39,15 +39,17 @@ class Accumulator(Protocol):
     capture: bool  # whether the text is kept (content capture on)
     # The event types `process` still needs once the first token is seen and the text is
     # not kept. Sync streams skip the `process` call for the others, which are most events
-    # of a stream (text deltas, block starts and stops). None: events have no `type` to
-    # tell them apart, and `process_late` reads each one.
+    # of a stream (text deltas, block starts and stops). None: the events are chunks with
+    # no `type` (OpenAI chat: `choices` with a `finish_reason`, and `usage`), and only
+    # those that end a choice or carry usage reach `process_late`.
     late: ClassVar[frozenset[str] | None]
 
     def process(self, event: Any) -> None: ...
 
-    def process_late(self, event: Any) -> None:
-        """`process` once the first token is seen and the text is not kept (`late` None)."""
-        self.process(event)
+    def process_late(self, chunk: Any) -> None:
+        """`process` for a chunk that ends a choice or carries usage, once the first token
+        is seen and the text is not kept (`late` None)."""
+        self.process(chunk)
 
     def result(self) -> tuple[dict[str, Any], Usage | None]: ...
 
@@ -81,10 +83,11 @@ class _Finisher:
 
     def read(self, stream: Any) -> Iterator[Any]:
         """The events of a sync `stream`, read by the accumulator; ends the span when they
-        end. A generator, so the per-event cost is one resumption and at most one call
-        rather than a proxy method, a helper and `process` (a stream has hundreds of
-        events). Once the first token is seen (and the text is not kept), only the events
-        the accumulator still needs are looked at: `late` types, or `process_late`."""
+        end. A generator, so the per-event cost is one resumption rather than a proxy
+        method, a helper and `process` (a stream has hundreds of events). Once the first
+        token is seen (and the text is not kept), only the events the accumulator still
+        needs reach it: `late` types, or chunks that end a choice or carry usage. Those
+        checks are inline: a call per event cost more than the rest of the step."""
         acc = self.acc
         process = self.process
         try:
@@ -104,7 +107,13 @@ class _Finisher:
                 process_late = acc.process_late
                 for event in events:
                     try:
-                        process_late(event)
+                        if event.usage is not None:
+                            process_late(event)
+                        else:
+                            for choice in event.choices:
+                                if choice.finish_reason:
+                                    process_late(event)
+                                    break
                     except Exception:
                         report("stream.process")
                     yield event
