@@ -97,56 +97,53 @@ def is_pinned(model: str) -> bool:
 # --- the span ------------------------------------------------------------------------------
 
 
-class Call:
-    """One LLM call in flight."""
+class Target:
+    """What every call of one SDK method to one model through one client starts with,
+    worked out once: span name, start attributes, and the pin rule's answer."""
 
-    __slots__ = (
-        "ins",
-        "model",
-        "operation",
-        "pinned",
-        "provider",
-        "route",
-        "span",
-        "start",
-        "tier",
-    )
+    __slots__ = ("attributes", "base_url", "model", "name", "operation", "pinned", "provider")
 
     def __init__(
         self,
-        ins: Instruments,
-        span: Span,
         provider: str,
         operation: str,
         model: str,
-        route: str | None = None,
-        tier: str | None = None,
-        pinned: bool = False,
+        pinned: bool,
+        base_url: Any,
+        attributes: dict[str, Any],
     ) -> None:
-        self.ins = ins
-        self.span = span
         self.provider = provider
         self.operation = operation
         self.model = model
+        self.pinned = pinned
+        self.base_url = base_url  # the client's, so a replaced base_url is noticed
+        self.attributes = attributes
+        self.name = f"{operation} {model}"
+
+
+class Call:
+    """One LLM call in flight."""
+
+    __slots__ = ("ins", "route", "span", "start", "target", "tier")
+
+    def __init__(
+        self, ins: Instruments, span: Span, target: Target, route: str | None, tier: str | None
+    ) -> None:
+        self.ins = ins
+        self.span = span
+        self.target = target
         self.route = route
         self.tier = tier
-        self.pinned = pinned
         self.start = time.perf_counter()
 
 
 def start_call(
-    ins: Instruments,
-    provider: str,
-    operation: str,
-    model: str,
-    name: str,
-    pinned: bool,
-    attributes: dict[str, Any],
-    user_id: str | None = None,
+    ins: Instruments, target: Target, attributes: dict[str, Any], user_id: str | None = None
 ) -> Call:
-    """Open the span `name` of a call to `model`, adding canarytrace's routing attributes
-    to the request's `attributes` (which already say whether `model` is `pinned`)."""
+    """Open the span of a call to `target`, adding canarytrace's routing attributes to
+    the request's `attributes` (a copy of the target's with the call's own added)."""
     route = tier = None
+    model = target.model
     decision = routing.take_decision(model)
     if decision is not None:
         route, tier = decision.route, decision.tier
@@ -166,8 +163,8 @@ def start_call(
             attributes[A.TIER] = tier
     if user_id is not None:
         attributes[A.USER_HASH] = routing.user_hash(user_id)
-    span = ins.tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-    call = Call(ins, span, provider, operation, model, route, tier, pinned)
+    span = ins.tracer.start_span(target.name, kind=_CLIENT, attributes=attributes)
+    call = Call(ins, span, target, route, tier)
     LAST_CALL.set(span)
     return call
 
@@ -184,6 +181,7 @@ def end_call(
     a raw streaming response, or a span that is not recorded).
     """
     span = call.span
+    target = call.target
     duration = time.perf_counter() - call.start
     error_type = type(error).__qualname__ if error is not None else None
     response_model = None
@@ -191,8 +189,8 @@ def end_call(
     try:
         if attributes is not None:
             response_model = attributes.get(A.GEN_AI_RESPONSE_MODEL)
-            if call.pinned and response_model:
-                attributes[A.ALIAS_DRIFT] = response_model != call.model
+            if target.pinned and response_model:
+                attributes[A.ALIAS_DRIFT] = response_model != target.model
             if usage is not None:
                 attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input
                 attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output
@@ -200,7 +198,7 @@ def end_call(
                     attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read
                 if usage.cache_write:
                     attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write
-                cost = pricing.cost_usd(call.provider, response_model or call.model, *usage)
+                cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
                 if cost is not None:
                     attributes[A.COST_USD] = cost
             span.set_attributes(attributes)
@@ -234,10 +232,11 @@ def _record_metrics(
     ins = call.ins
     if ins.duration is None or ins.tokens is None or ins.cost is None:  # all or none
         return
+    target = call.target
     key = (
-        call.operation,
-        call.provider,
-        call.model,
+        target.operation,
+        target.provider,
+        target.model,
         response_model,
         call.tier,
         call.route,
@@ -261,10 +260,11 @@ def _record_metrics(
 def _metric_labels(
     call: Call, response_model: str | None, error_type: str | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    target = call.target
     common: dict[str, Any] = {
-        A.GEN_AI_OPERATION_NAME: call.operation,
-        A.GEN_AI_PROVIDER_NAME: call.provider,
-        A.GEN_AI_REQUEST_MODEL: call.model,
+        A.GEN_AI_OPERATION_NAME: target.operation,
+        A.GEN_AI_PROVIDER_NAME: target.provider,
+        A.GEN_AI_REQUEST_MODEL: target.model,
     }
     if response_model:
         common[A.GEN_AI_RESPONSE_MODEL] = response_model

@@ -82,13 +82,14 @@ def request_attributes(
         into[A.GEN_AI_REQUEST_STREAM] = True
 
 
-_USER_KEYS = frozenset({"safety_identifier", "user", "metadata"})
+#: The request parameters that can name the end user.
+USER_KEYS = frozenset({"safety_identifier", "user", "metadata"})
 
 
 def request_user_id(kwargs: Mapping[str, Any]) -> str | None:
     """The end-user id the request names (OpenAI `user`/`safety_identifier`, Anthropic
     `metadata.user_id`), to be recorded only as a keyed hash."""
-    if _USER_KEYS.isdisjoint(kwargs):  # the usual case, decided without a call per key
+    if USER_KEYS.isdisjoint(kwargs):  # the usual case, decided without a call per key
         return None
     for key in ("safety_identifier", "user"):
         value = kwargs.get(key)
@@ -163,7 +164,13 @@ def _set_common(out: dict[str, Any], response: Any) -> None:
 def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a `ChatCompletion` (or `ParsedChatCompletion`)."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    # `_set_common` inlined, as in `anthropic_message_response`: this runs on every call.
+    response_id = response.id
+    if isinstance(response_id, str):
+        out[A.GEN_AI_RESPONSE_ID] = response_id
+    model = response.model
+    if isinstance(model, str):
+        out[A.GEN_AI_RESPONSE_MODEL] = model
     reasons = []  # a loop, not a comprehension: no function call for one choice
     for choice in response.choices or ():
         if choice.finish_reason:
@@ -226,7 +233,12 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    response_id = response.id
+    if isinstance(response_id, str):
+        out[A.GEN_AI_RESPONSE_ID] = response_id
+    model = response.model
+    if isinstance(model, str):
+        out[A.GEN_AI_RESPONSE_MODEL] = model
     if isinstance(response.stop_reason, str):
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [response.stop_reason]
     return out, anthropic_usage(response.usage)

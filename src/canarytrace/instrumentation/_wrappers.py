@@ -22,12 +22,14 @@ from canarytrace import attributes as A
 from canarytrace.instrumentation._call import (
     Call,
     Instruments,
+    Target,
     end_call,
     is_pinned,
     report,
     start_call,
 )
 from canarytrace.instrumentation._extract import (
+    USER_KEYS,
     Usage,
     input_messages,
     output_messages,
@@ -79,25 +81,22 @@ class Options:
         self.include_stream_usage = include_stream_usage
 
 
-#: (site, id(client), model) -> (base_url, start attributes, span name, pinned): what every
-#: call of one method to one model through one client starts with, worked out once. The
-#: entry holds the client's `base_url`, so that object's id cannot be reused while cached,
-#: and a client whose `base_url` was replaced gets a new entry.
-_targets: dict[tuple[str, int, str], tuple[Any, dict[str, Any], str, bool]] = {}
+#: (site, id(client), model) -> the `Target` of every call of one method to one model
+#: through one client. The target holds the client's `base_url`, so that object's id
+#: cannot be reused while cached, and a client whose `base_url` was replaced gets a new one.
+_targets: dict[tuple[str, int, str], Target] = {}
 
 
-def _target(
-    spec: Spec, client: Any, base_url: Any, model: str
-) -> tuple[Any, dict[str, Any], str, bool]:
+def _target(spec: Spec, client: Any, base_url: Any, model: str) -> Target:
     pinned = is_pinned(model)
     attributes = {**spec.static, **server_attributes(base_url)}
     attributes[A.GEN_AI_REQUEST_MODEL] = model
     attributes[A.PINNED] = pinned
-    entry = (base_url, attributes, f"{spec.operation} {model}", pinned)
+    target = Target(spec.provider, spec.operation, model, pinned, base_url, attributes)
     if len(_targets) >= 1024:  # an application that makes a client per request
         _targets.clear()
-    _targets[(spec.site, id(client), model)] = entry
-    return entry
+    _targets[(spec.site, id(client), model)] = target
+    return target
 
 
 def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -> Call:
@@ -111,25 +110,18 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
     base_url = getattr(client, "_base_url", None)
     if base_url is None:
         base_url = client.base_url
-    entry = _targets.get((spec.site, id(client), model))
-    if entry is None or entry[0] is not base_url:
-        entry = _target(spec, client, base_url, model)
-    attributes = entry[1].copy()
+    target = _targets.get((spec.site, id(client), model))
+    if target is None or target.base_url is not base_url:
+        target = _target(spec, client, base_url, model)
+    attributes = target.attributes.copy()
     request_attributes(kwargs, spec.params, attributes)
     if ins.capture_content:
         prompt = input_messages(kwargs)
         if prompt is not None:
             attributes[A.GEN_AI_INPUT_MESSAGES] = prompt
-    return start_call(
-        ins,
-        spec.provider,
-        spec.operation,
-        model,
-        entry[2],
-        entry[3],
-        attributes,
-        request_user_id(kwargs),
-    )
+    # Most requests name no user: decided here without a call.
+    user_id = None if USER_KEYS.isdisjoint(kwargs) else request_user_id(kwargs)
+    return start_call(ins, target, attributes, user_id)
 
 
 def _raw_mode(kwargs: dict[str, Any]) -> str | None:
