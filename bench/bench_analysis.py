@@ -11,7 +11,9 @@ generated once per size under `--workdir` (synthetic canary calls from
 `canarytrace.analysis.synth`: rotated OTLP JSON files as the collector writes them,
 with feedback and outcome spans, and the same calls as Parquet). Every measurement
 runs in a fresh subprocess and reports its wall time and peak RSS
-(`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so one run cannot warm the next.
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so one run cannot warm the next. With
+`--repeats N` every contender runs N times, interleaved, and its fastest run is shown
+(on a shared machine, the least disturbed one).
 
 What each contender does on the same files:
 
@@ -328,6 +330,14 @@ def measure(python: str, task: str, folder: Path, fmt: str) -> dict[str, object]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _fastest(results: list[dict[str, object]]) -> dict[str, object]:
+    """The fastest of a contender's runs (on a shared machine, the least disturbed)."""
+    timed = [r for r in results if "error" not in r]
+    if not timed:
+        return results[0]
+    return min(timed, key=lambda r: float(str(r["seconds"])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1M", help="comma-separated call counts, e.g. 1M,10M")
@@ -338,6 +348,9 @@ def main() -> None:
         help="comma-separated, one per size (e.g. 5,50: 10M calls of the 1M run's users)",
     )
     parser.add_argument("--peers", default="pandas,duckdb", help="empty to skip the peers")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="fresh runs per contender; the fastest is shown"
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -362,9 +375,14 @@ def main() -> None:
         formats = args.formats.split(",")
         folder = generate(calls, args.workdir, formats, cpu)
         for fmt in formats:
-            ours = measure(sys.executable, "canarytrace", folder, fmt)
-            rows = [("canarytrace", ours)]
-            rows += [(peer, measure(args.peer_python, peer, folder, fmt)) for peer in peers]
+            contenders = [("canarytrace", sys.executable)]
+            contenders += [(peer, args.peer_python) for peer in peers]
+            runs: dict[str, list[dict[str, object]]] = {name: [] for name, _ in contenders}
+            for _ in range(args.repeats):  # interleaved: a busy minute slows every contender
+                for name, python in contenders:
+                    runs[name].append(measure(python, name, folder, fmt))
+            rows = [(name, _fastest(results)) for name, results in runs.items()]
+            ours = rows[0][1]
             for name, result in rows:
                 if "error" in result:
                     print(f"{calls:>11,} {cpu:>8} {fmt:8} {name:12} failed: {result['error']}")
