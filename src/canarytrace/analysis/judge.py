@@ -47,6 +47,7 @@ import datetime as dt
 import math
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -701,42 +702,60 @@ def _span_of(hours: float) -> str:
     return f"{hours / 24:.1f} days"
 
 
+def _canary_traces(
+    lazy: pl.LazyFrame, route: str, histograms: Histograms
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The route's five slowest and five latest failing canary calls, for the report.
+
+    Only those ten rows are kept (streaming top-k); the slowest are looked for above
+    the latency the histogram says they reach.
+    """
+    canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
+    cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
+    failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
+    slowest = (
+        canary_calls.filter(pl.col("duration_ms") >= _slowest_floor(histograms, 5))
+        .select(cols)
+        .top_k(5, by="duration_ms")
+        .sort("duration_ms", descending=True)
+    )
+    failing = (
+        canary_calls.filter(failed).select(cols).top_k(5, by="start").sort("start", descending=True)
+    )
+    return (
+        slowest.collect(engine="streaming").to_dicts(),
+        failing.collect(engine="streaming").to_dicts(),
+    )
+
+
 def _judge_route(
     route: str,
     lazy: pl.LazyFrame,
     seen: pl.DataFrame,
     config: JudgeConfig,
     threshold: float | None,
+    traces: Executor,
 ) -> RouteVerdict:
-    """The verdict for one route; `seen` is its rows of `metrics.overview`."""
+    """The verdict for one route; `seen` is its rows of `metrics.overview`.
+
+    `traces` runs the query for the canary's slowest and failing calls.
+    """
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
-    canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
-    cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
-    failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
     sums = _sums_read(config)
     # Each query on the streaming engine: the source is scanned in batches and reduced to
-    # per-bin and per-user state; of the calls themselves only the five slowest and five
-    # latest failing canary calls are kept (top-k). One after the other, not in one
-    # collect_all: run together, their states are held at once (measured: 10M calls of
-    # 200k users peak at 1.7 GB together, 0.6 GB in turn). The histograms come first:
-    # the per-user query counts calls below the quantiles they give.
+    # per-bin and per-user state. One after the other, not in one collect_all: run
+    # together, their states are held at once (measured: 10M calls of 200k users peak
+    # at 1.7 GB together, 0.6 GB in turn). The histograms come first: the per-user
+    # query counts calls below the quantiles they give.
     histograms = _tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
     cuts = _quantile_cuts(config.metrics, histograms)
-    users, slowest, failing = (
-        query.collect(engine="streaming")
-        for query in (
-            M.user_aggregates(lazy, route, threshold, sums, latency_cuts=cuts),
-            canary_calls.filter(pl.col("duration_ms") >= _slowest_floor(histograms, 5))
-            .select(cols)
-            .top_k(5, by="duration_ms")
-            .sort("duration_ms", descending=True),
-            canary_calls.filter(failed)
-            .select(cols)
-            .top_k(5, by="start")
-            .sort("start", descending=True),
-        )
+    users = M.user_aggregates(lazy, route, threshold, sums, latency_cuts=cuts).collect(
+        engine="streaming"
     )
+    # The trace queries run in a thread beside the statistics below, which are Python
+    # and numpy on one core (polars releases the GIL while it scans).
+    canary_traces = traces.submit(_canary_traces, lazy, route, histograms)
     parts = {
         tier: {
             **{
@@ -930,6 +949,7 @@ def _judge_route(
                 "an estimate sits exactly on its margin: more data alone may not decide it"
             )
 
+    slowest, failing = canary_traces.result()
     return RouteVerdict(
         route=route,
         verdict=verdict,
@@ -948,8 +968,8 @@ def _judge_route(
         srm=srm,
         more_canary_calls=more_calls,
         more_hours=more_hours,
-        slowest_canary=slowest.to_dicts(),
-        failing_canary=failing.to_dicts(),
+        slowest_canary=slowest,
+        failing_canary=failing,
     )
 
 
@@ -986,14 +1006,16 @@ def judge(
     else:
         routes = [route]
     threshold = M.positive_threshold(lazy)
-    verdicts = {
-        r: _judge_route(
-            r,
-            lazy,
-            judged.filter(pl.col("route") == r),
-            (route_configs or {}).get(r, config),
-            threshold,
-        )
-        for r in routes
-    }
+    with ThreadPoolExecutor(max_workers=1) as traces:
+        verdicts = {
+            r: _judge_route(
+                r,
+                lazy,
+                judged.filter(pl.col("route") == r),
+                (route_configs or {}).get(r, config),
+                threshold,
+                traces,
+            )
+            for r in routes
+        }
     return Judgement(routes=verdicts, config=config)
