@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -309,3 +309,117 @@ def test_chat_chunks_after_the_first_token_are_picked_by_any_choice_ending_or_us
     assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
     assert attributes["gen_ai.usage.input_tokens"] == 9
     assert attributes["gen_ai.usage.output_tokens"] == 4
+
+
+# --- async streams: the same async generator design as sync ones -----------------------
+
+
+def _async_anthropic_stream() -> Any:
+    return anthropic_client(is_async=True).messages.create(
+        model="claude-3-5-sonnet-20241022", max_tokens=10, messages=MESSAGES, stream=True
+    )
+
+
+def test_async_stream_read_half_and_dropped_ends_span(instrumented: Telemetry) -> None:
+    async def main() -> None:
+        stream = await _async_anthropic_stream()
+        events = stream.__aiter__()
+        await events.__anext__()
+        del stream, events
+        gc.collect()
+        await asyncio.sleep(0)  # the loop's async generator finalizer closes it
+
+    asyncio.run(main())
+    assert instrumented.one_span().attributes["gen_ai.response.id"] == "msg_1"
+    assert ended_calls(instrumented) == 1
+
+
+def test_async_next_and_async_for_share_one_pass_over_the_stream(
+    instrumented: Telemetry,
+) -> None:
+    async def main() -> tuple[Any, list[str]]:
+        stream = await _async_anthropic_stream()
+        first = await stream.__anext__()
+        rest = [event.type async for event in stream]
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+        return first, rest
+
+    first, rest = asyncio.run(main())
+    assert first.type == "message_start"
+    assert "message_start" not in rest and rest[-1] == "message_stop"
+    span = instrumented.one_span()
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
+    assert ended_calls(instrumented) == 1
+
+
+class _BrokenAsyncStream(httpx2.AsyncByteStream):
+    """The first event, then the connection drops."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.first
+        raise httpx2.ReadError("connection lost")
+
+
+async def _broken_async_api(request: httpx2.Request) -> httpx2.Response:
+    complete = fake_api(request).read()
+    first = complete.split(b"\n\n")[0] + b"\n\n"
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_BrokenAsyncStream(first)
+    )
+
+
+def test_async_stream_that_raises_ends_span_with_error_and_reraises(
+    instrumented: Telemetry,
+) -> None:
+    async def main() -> list[Any]:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(_broken_async_api))
+        client = openai.AsyncOpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        chunks = []
+        with pytest.raises(openai.APIConnectionError):  # the SDK wraps the ReadError
+            async for chunk in stream:
+                chunks.append(chunk)
+        return chunks
+
+    assert len(asyncio.run(main())) == 1
+    span = instrumented.one_span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["error.type"] == "APIConnectionError"
+    assert ended_calls(instrumented) == 1
+
+
+def test_async_chat_chunks_after_the_first_token_give_every_ending_and_the_usage(
+    instrumented: Telemetry,
+) -> None:
+    base = {"id": "chatcmpl-4", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    chunks = [
+        {**base, "choices": [_choice(0, "Hi"), _choice(1, "Yo")]},
+        {**base, "choices": [_choice(0, " there"), _choice(1, finish="length")]},
+        {**base, "choices": [_choice(0, finish="stop")]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}},
+    ]
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx2.Response(200, headers=headers, content=body.encode())
+
+    async def main() -> int:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        client = openai.AsyncOpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, n=2, stream=True
+        )
+        return len([chunk async for chunk in stream])
+
+    assert asyncio.run(main()) == len(chunks)
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    assert attributes["canarytrace.time_to_first_token_ms"] > 0

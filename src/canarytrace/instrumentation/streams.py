@@ -16,7 +16,7 @@ Anthropic's `messages.stream()` returns a manager that makes the request on `__e
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
 import wrapt
@@ -73,14 +73,6 @@ class _Finisher:
         self.done = False
         self.first_chunk: float | None = None
 
-    def chunk(self, event: Any) -> None:
-        if self.first_chunk is None:
-            self.first_chunk = time.perf_counter()
-        try:
-            self.process(event)
-        except Exception:
-            report("stream.process")
-
     def read(self, stream: Any) -> Iterator[Any]:
         """The events of a sync `stream`, read by the accumulator; ends the span when they
         end. A generator, so the per-event cost is one resumption rather than a proxy
@@ -126,6 +118,53 @@ class _Finisher:
                         report("stream.process")
                     yield event
         except GeneratorExit:  # closed by the application, or collected half read
+            self.end(None)
+            raise
+        except BaseException as error:
+            self.end(error)
+            raise
+        self.end(None)
+
+    async def aread(self, stream: Any) -> AsyncIterator[Any]:
+        """`read` for an async `stream`: the same steps, in an async generator."""
+        acc = self.acc
+        process = self.process
+        try:
+            events = stream.__aiter__()  # the SDK's own, as a plain `async for` would use
+            async for event in events:
+                if self.first_chunk is None:
+                    self.first_chunk = time.perf_counter()
+                try:
+                    process(event)
+                except Exception:
+                    report("stream.process")
+                yield event
+                if acc.first_token is not None and not acc.capture:
+                    break
+            late = acc.late
+            if late is None:
+                process_late = acc.process_late
+                async for event in events:
+                    try:
+                        if event.usage is not None:
+                            process_late(event)
+                        else:
+                            for choice in event.choices:
+                                if choice.finish_reason:
+                                    process_late(event)
+                                    break
+                    except Exception:
+                        report("stream.process")
+                    yield event
+            else:
+                async for event in events:
+                    try:
+                        if event.type in late:
+                            process(event)
+                    except Exception:
+                        report("stream.process")
+                    yield event
+        except GeneratorExit:  # closed by the application, or finalized half read
             self.end(None)
             raise
         except BaseException as error:
@@ -204,22 +243,17 @@ class AsyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
         super().__init__(stream)
         self._self_finisher = _Finisher(call, acc)
+        self._self_events: AsyncIterator[Any] | None = None
 
-    def __aiter__(self) -> AsyncStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # As `SyncStream.__iter__`: one async generator per proxy, held by the proxy.
+        events = self._self_events
+        if events is None:
+            events = self._self_events = self._self_finisher.aread(self.__wrapped__)
+        return events
 
     async def __anext__(self) -> Any:
-        finisher = self._self_finisher
-        try:
-            event = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            finisher.end(None)
-            raise
-        except BaseException as error:
-            finisher.end(error)
-            raise
-        finisher.chunk(event)
-        return event
+        return await self.__aiter__().__anext__()
 
     async def __aenter__(self) -> AsyncStream:
         await self.__wrapped__.__aenter__()
