@@ -5,7 +5,8 @@ every attribute and helper of the SDK object (`response`, `request_id`, ...) pas
 through and `isinstance` checks keep working. They override only iteration, `close()`
 and the context-manager methods, and end the span when the stream is exhausted, closed,
 left through `with`, raises, or is garbage-collected unconsumed (a caller that breaks
-off after one chunk). A provider supplies an `Accumulator` that reads each event.
+off after one chunk). A provider supplies an `Accumulator` that reads the events; the
+proxies hand them over from one generator per stream (async: an async generator).
 
 Anthropic's `messages.stream()` returns a manager that makes the request on `__enter__`;
 `wrap_stream_manager` swaps the manager's request callable for one that returns a
@@ -38,7 +39,7 @@ class Accumulator(Protocol):
     first_token: float | None  # perf_counter() of the first output token seen
     capture: bool  # whether the text is kept (content capture on)
     # The event types `process` still needs once the first token is seen and the text is
-    # not kept. Sync streams skip the `process` call for the others, which are most events
+    # not kept. The readers skip the `process` call for the others, which are most events
     # of a stream (text deltas, block starts and stops). None: the events are chunks with
     # no `type` (OpenAI chat: `choices` with a `finish_reason`, and `usage`), and only
     # those that end a choice or carry usage reach `process_late`.
