@@ -61,6 +61,8 @@ _ANTHROPIC_PARAMS = (
     ("top_p", A.GEN_AI_REQUEST_TOP_P),
     ("max_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
 )
+# A tuple, not `int | float`: that expression builds a new union object on every call.
+_NUMBERS = (int, float)
 PARAMS = {
     "openai.chat": _OPENAI_CHAT_PARAMS,
     "openai.responses": _OPENAI_RESPONSES_PARAMS,
@@ -76,7 +78,7 @@ def request_attributes(
     for name, attribute in params:
         if name in kwargs:  # most are not passed: a lookup, no call
             value = kwargs[name]
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, _NUMBERS) and not isinstance(value, bool):
                 into[attribute] = value
     if kwargs.get("stream") is True:
         into[A.GEN_AI_REQUEST_STREAM] = True
