@@ -97,8 +97,8 @@ def test_the_synthetic_truth_is_recovered() -> None:
 
 
 def test_user_aggregates_match_a_per_user_reading() -> None:
-    """The packed running maximum gives each user's last call and its rollout percent,
-    a call without a user is its own pseudo-user, and sums skip missing values."""
+    """Each user's widest stage (an unknown percent is skipped), a call without a user
+    is its own pseudo-user, and sums skip missing values."""
     frame = _calls(
         [
             {"tier": "canary", "user_hash": "a", "start": T0, "rollout_percent": 5},
@@ -122,18 +122,22 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
             {"tier": "production", "user_hash": None, "start": T0 + dt.timedelta(minutes=1)},
         ]
     ).with_columns(pl.col("status").fill_null("ok"), pl.col("duration_ms").fill_null(100.0))
+    assert metrics.calls_without_user(frame, "chat") == 2
     users = metrics.user_aggregates(frame, "chat", None, sums=["cost", "errors"]).collect()
-    assert set(users.columns) == {
-        "tier", "user", "calls", "cost", "errors", "rollout_percent", "last_seen",
-    }  # fmt: skip
+    assert users.columns == ["tier", "user", "calls", "cost", "errors", "rollout_percent"]
     by_calls = users.sort("calls", "errors", descending=True).to_dicts()
     a, b, *no_user = by_calls
-    assert (a["tier"], a["calls"], a["cost"], a["rollout_percent"]) == ("canary", 3, 0.75, 25)
-    assert a["last_seen"] == T0 + dt.timedelta(hours=2)
-    # b's last call carries no percent: unknown, not the earlier 25.
-    assert (b["calls"], b["cost"], b["rollout_percent"]) == (2, 0.0, None)
-    assert b["last_seen"] == T0 + dt.timedelta(hours=3)
+    assert (a["tier"], a["calls"], a["cost"], a["rollout_percent"]) == ("canary", 3, 0.75, 50)
+    assert (b["calls"], b["cost"], b["rollout_percent"]) == (2, 0.0, 25)
     assert [(u["calls"], u["errors"]) for u in no_user] == [(1, 1), (1, 0)]
+    # With a user on every call, keying on the user's hash alone gives the same rows.
+    with_users = frame.filter(pl.col("user_hash").is_not_null())
+    assert metrics.calls_without_user(with_users, "chat") == 0
+    both = [
+        metrics.user_aggregates(with_users, "chat", None, every_call_has_a_user=complete)
+        for complete in (False, True)
+    ]
+    assert both[0].collect().equals(both[1].collect())
 
 
 def test_latency_histograms_unpack_to_tier_and_bin() -> None:

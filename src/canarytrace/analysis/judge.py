@@ -33,7 +33,8 @@ What is tested, and how (every choice here is the documented default):
   sound and each tier has `min_users` users; otherwise HOLD, with a normal-theory power
   estimate of how many more canary calls (and hours at the current rate) would decide.
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
-  stage's share (`canarytrace.rollout_percent`); p < `srm_alpha` (0.001) forces HOLD.
+  stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
+  in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.
 * **Sequential mode** (`sequential=True`): for a canary that is looked at again and
   again, fixed-sample tests inflate false rollbacks. Then every metric uses an
   always-valid mixture-SPRT confidence sequence on its normal approximation (Johari,
@@ -656,18 +657,23 @@ def _change(spec: MetricSpec, value: float | None) -> float | None:
 
 
 def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
-    latest = users.group_by("user").agg(
-        pl.col("tier").sort_by("last_seen").last(),
-        pl.col("rollout_percent").sort_by("last_seen").last(),
+    """Chi-square of the users in the canary against the stage's share.
+
+    A user counts in the canary when any of its calls went there, against the widest
+    stage it saw: stages only add users to the canary, so at that stage it was in
+    the canary with that stage's probability (a rollback moves nobody out of it).
+    """
+    per_user = users.group_by("user").agg(
+        (pl.col("tier") == "canary").any().alias("canary"), pl.col("rollout_percent").max()
     )
-    share = latest["rollout_percent"].drop_nulls()
-    if latest.height < 20 or share.len() == 0:
+    share = per_user["rollout_percent"].drop_nulls()
+    if per_user.height < 20 or share.len() == 0:
         return None
     expected = float(share.to_numpy().mean()) / 100.0
     if not 0.0 < expected < 1.0:
         return None
-    n_c = int((latest["tier"] == "canary").sum())
-    n_p = latest.height - n_c
+    n_c = int(per_user["canary"].sum())
+    n_p = per_user.height - n_c
     total = n_c + n_p
     p_value = float(stats.chisquare([n_c, n_p], [total * expected, total * (1 - expected)]).pvalue)
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
@@ -750,9 +756,14 @@ def _judge_route(
     # query counts calls below the quantiles they give.
     histograms = _tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
     cuts = _quantile_cuts(config.metrics, histograms)
-    users = M.user_aggregates(lazy, route, threshold, sums, latency_cuts=cuts).collect(
-        engine="streaming"
-    )
+    users = M.user_aggregates(
+        lazy,
+        route,
+        threshold,
+        sums,
+        latency_cuts=cuts,
+        every_call_has_a_user=M.calls_without_user(lazy, route) == 0,
+    ).collect(engine="streaming")
     # The trace queries run in a thread beside the statistics below, which are Python
     # and numpy on one core (polars releases the GIL while it scans).
     canary_traces = traces.submit(_canary_traces, lazy, route, histograms)
