@@ -228,3 +228,22 @@ def test_the_slowest_canary_calls_are_the_top_five_by_duration(tiny: bool) -> No
     route = judge(calls).routes["chat"]
     expected = calls.filter(canary)["duration_ms"].sort(descending=True).head(5).to_list()
     assert [t["duration_ms"] for t in route.slowest_canary] == expected
+
+
+def test_users_sent_back_to_production_still_count_in_the_canary_split() -> None:
+    """The split counts a user in the canary if any of its calls went there, at the widest
+    stage it saw: canary users whose later calls went to production (a rollback) do not
+    fake a sample-ratio mismatch, as counting each user's last tier would."""
+    calls = synth.calls(synth.aa(users=2000, seed=6))
+    canary = calls.filter(pl.col("tier") == "canary")
+    moved = canary["user_hash"].unique().sort().head(200)
+    later = (
+        canary.filter(pl.col("user_hash").is_in(moved.implode()))
+        .group_by("user_hash")
+        .agg(pl.all().last())
+        .with_columns(tier=pl.lit("production"), start=pl.col("start") + dt.timedelta(hours=1))
+        .select(calls.columns)
+    )
+    route = judge(pl.concat([calls, later])).routes["chat"]
+    assert route.srm is not None and not route.srm.mismatch
+    assert route.srm.canary_users == canary["user_hash"].n_unique()
