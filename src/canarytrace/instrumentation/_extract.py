@@ -85,13 +85,13 @@ def request_attributes(
 
 
 #: The request parameters that can name the end user.
-USER_KEYS = frozenset({"safety_identifier", "user", "metadata"})
+_USER_KEYS = frozenset({"safety_identifier", "user", "metadata"})
 
 
 def request_user_id(kwargs: Mapping[str, Any]) -> str | None:
     """The end-user id the request names (OpenAI `user`/`safety_identifier`, Anthropic
     `metadata.user_id`), to be recorded only as a keyed hash."""
-    if USER_KEYS.isdisjoint(kwargs):  # the usual case, decided without a call per key
+    if _USER_KEYS.isdisjoint(kwargs):  # the usual case, decided without a call per key
         return None
     for key in ("safety_identifier", "user"):
         value = kwargs.get(key)
@@ -166,13 +166,7 @@ def _set_common(out: dict[str, Any], response: Any) -> None:
 def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a `ChatCompletion` (or `ParsedChatCompletion`)."""
     out: dict[str, Any] = {}
-    # `_set_common` inlined, as in `anthropic_message_response`: this runs on every call.
-    response_id = response.id
-    if isinstance(response_id, str):
-        out[A.GEN_AI_RESPONSE_ID] = response_id
-    model = response.model
-    if isinstance(model, str):
-        out[A.GEN_AI_RESPONSE_MODEL] = model
+    _set_common(out, response)
     reasons = []  # a loop, not a comprehension: no function call for one choice
     for choice in response.choices or ():
         if choice.finish_reason:
@@ -185,17 +179,9 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
 def openai_chat_usage(usage: Any) -> Usage | None:
     if usage is None:
         return None
-    # `_int` inlined: this runs on every call, and the checks cost less than the calls.
     details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", 0) if details is not None else 0
-    if not isinstance(cached, int):
-        cached = 0
-    inp, out = usage.prompt_tokens, getattr(usage, "completion_tokens", 0)
-    if not isinstance(inp, int):
-        inp = 0
-    if not isinstance(out, int):
-        out = 0
-    return Usage(inp, out, cached)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    return Usage(_int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0)), cached)
 
 
 def openai_chat_text(response: Any) -> list[str]:
@@ -235,12 +221,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
     out: dict[str, Any] = {}
-    response_id = response.id
-    if isinstance(response_id, str):
-        out[A.GEN_AI_RESPONSE_ID] = response_id
-    model = response.model
-    if isinstance(model, str):
-        out[A.GEN_AI_RESPONSE_MODEL] = model
+    _set_common(out, response)
     if isinstance(response.stop_reason, str):
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [response.stop_reason]
     return out, anthropic_usage(response.usage)
@@ -249,19 +230,9 @@ def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | N
 def anthropic_usage(usage: Any) -> Usage | None:
     if usage is None:
         return None
-    # `_int` inlined: this runs on every call, and the checks cost less than the calls.
-    read = getattr(usage, "cache_read_input_tokens", 0)
-    if not isinstance(read, int):
-        read = 0
-    write = getattr(usage, "cache_creation_input_tokens", 0)
-    if not isinstance(write, int):
-        write = 0
-    inp, out = usage.input_tokens, usage.output_tokens
-    if not isinstance(inp, int):
-        inp = 0
-    if not isinstance(out, int):
-        out = 0
-    return Usage(inp + read + write, out, read, write)
+    read = _int(getattr(usage, "cache_read_input_tokens", 0))
+    write = _int(getattr(usage, "cache_creation_input_tokens", 0))
+    return Usage(_int(usage.input_tokens) + read + write, _int(usage.output_tokens), read, write)
 
 
 def anthropic_text(response: Any) -> list[str]:

@@ -29,7 +29,6 @@ from canarytrace.instrumentation._call import (
     start_call,
 )
 from canarytrace.instrumentation._extract import (
-    USER_KEYS,
     Usage,
     input_messages,
     output_messages,
@@ -119,9 +118,7 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
         prompt = input_messages(kwargs)
         if prompt is not None:
             attributes[A.GEN_AI_INPUT_MESSAGES] = prompt
-    # Most requests name no user: decided here without a call.
-    user_id = None if USER_KEYS.isdisjoint(kwargs) else request_user_id(kwargs)
-    return start_call(ins, target, attributes, user_id)
+    return start_call(ins, target, attributes, request_user_id(kwargs))
 
 
 def _raw_mode(kwargs: dict[str, Any]) -> str | None:

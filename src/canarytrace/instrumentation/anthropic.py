@@ -44,6 +44,14 @@ _MESSAGES = "anthropic.resources.messages.messages"
 _BETA = "anthropic.resources.beta.messages.messages"
 
 
+_USAGE_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
 class AnthropicAccumulator(Accumulator):
     """Reads raw Messages stream events. `message_delta` carries the final, cumulative
     usage, which replaces (never adds to) what `message_start` said."""
@@ -88,26 +96,19 @@ class AnthropicAccumulator(Accumulator):
         if self.reason:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
         # Each event states only some counts (`message_delta` may leave some out, None):
-        # a later stated count replaces an earlier one. Unrolled: a loop over the four
-        # names cost more than the reads themselves.
-        inp = output = read = write = None
+        # a later stated count replaces an earlier one.
+        counts: dict[str, int] = {}
         for usage in self.usages:
-            value = getattr(usage, "input_tokens", None)
-            if isinstance(value, int):
-                inp = value
-            value = getattr(usage, "output_tokens", None)
-            if isinstance(value, int):
-                output = value
-            value = getattr(usage, "cache_read_input_tokens", None)
-            if isinstance(value, int):
-                read = value
-            value = getattr(usage, "cache_creation_input_tokens", None)
-            if isinstance(value, int):
-                write = value
-        if inp is None and output is None and read is None and write is None:
+            for name in _USAGE_COUNTS:
+                value = getattr(usage, name, None)
+                if isinstance(value, int):
+                    counts[name] = value
+        if not counts:
             return out, None
-        read, write = read or 0, write or 0
-        return out, X.Usage((inp or 0) + read + write, output or 0, read, write)
+        read = counts.get("cache_read_input_tokens", 0)
+        write = counts.get("cache_creation_input_tokens", 0)
+        total_input = counts.get("input_tokens", 0) + read + write
+        return out, X.Usage(total_input, counts.get("output_tokens", 0), read, write)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
