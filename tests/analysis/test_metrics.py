@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -122,7 +123,7 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
             {"tier": "production", "user_hash": None, "start": T0 + dt.timedelta(minutes=1)},
         ]
     ).with_columns(pl.col("status").fill_null("ok"), pl.col("duration_ms").fill_null(100.0))
-    assert metrics.calls_without_user(frame, "chat") == 2
+    assert metrics.route_facts(frame, "chat").calls_without_user == 2
     users = metrics.user_aggregates(frame, "chat", None, sums=["cost", "errors"]).collect()
     assert users.columns == ["tier", "user", "calls", "cost", "errors", "rollout_percent"]
     by_calls = users.sort("calls", "errors", descending=True).to_dicts()
@@ -132,12 +133,66 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
     assert [(u["calls"], u["errors"]) for u in no_user] == [(1, 1), (1, 0)]
     # With a user on every call, keying on the user's hash alone gives the same rows.
     with_users = frame.filter(pl.col("user_hash").is_not_null())
-    assert metrics.calls_without_user(with_users, "chat") == 0
+    assert metrics.route_facts(with_users, "chat").calls_without_user == 0
     both = [
         metrics.user_aggregates(with_users, "chat", None, every_call_has_a_user=complete)
         for complete in (False, True)
     ]
     assert both[0].collect().equals(both[1].collect())
+
+
+def test_route_facts_window_and_users_are_the_judged_calls_only() -> None:
+    """The window spans both judged tiers of the route; other routes and tiers are out."""
+    frame = _calls(
+        [
+            {"tier": "production", "user_hash": "a", "start": T0 + dt.timedelta(hours=1)},
+            {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=4)},
+            {"tier": "fallback", "user_hash": None, "start": T0},
+            {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=9)},
+        ]
+    )
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("other")).otherwise("route").alias("route")
+    )
+    facts = metrics.route_facts(frame, "chat")
+    assert facts == (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4), 1)
+    assert metrics.route_facts(frame, "missing") == (None, None, 0)
+
+
+def test_judged_routes_are_those_with_a_canary_else_those_with_production() -> None:
+    frame = _calls(
+        [
+            {"route": "b", "tier": "canary"},
+            {"route": "a", "tier": "production"},
+            {"route": "c", "tier": "canary"},
+            {"route": None, "tier": "canary"},
+        ]
+    )
+    assert metrics.judged_routes(frame) == ["b", "c"]
+    assert metrics.judged_routes(frame.filter(pl.col("tier") != "canary")) == ["a"]
+    assert metrics.judged_routes(frame.filter(pl.col("tier") == "fallback")) == []
+
+
+@pytest.mark.parametrize(
+    ("models", "main"),
+    [
+        (["m-1", "m-1"], "m-1"),
+        (["m-2", "m-1", "m-1", None, None, None], "m-1"),  # the most calls, nulls aside
+        (["m-2", "m-1"], "m-1"),  # a tie: the first by name
+        ([None], None),
+        ([], None),
+    ],
+)
+def test_main_model_is_the_tiers_most_frequent(
+    models: list[str | None], main: str | None, tmp_path: Path
+) -> None:
+    rows = [{"tier": "canary", "request_model": m} for m in models]
+    rows.append({"tier": "production", "request_model": "prod-model"})
+    path = tmp_path / "calls.parquet"  # the cheap queries rely on Parquet's pushdown
+    _calls(rows).write_parquet(path)
+    for source in (_calls(rows), pl.scan_parquet(path)):
+        assert metrics.main_model(source, "chat", "canary") == main
+        assert metrics.main_model(source, "chat", "production") == "prod-model"
 
 
 def test_latency_histograms_unpack_to_tier_and_bin() -> None:

@@ -737,12 +737,11 @@ def _canary_traces(
 def _judge_route(
     route: str,
     lazy: pl.LazyFrame,
-    seen: pl.DataFrame,
     config: JudgeConfig,
     threshold: float | None,
     traces: Executor,
 ) -> RouteVerdict:
-    """The verdict for one route; `seen` is its rows of `metrics.overview`.
+    """The verdict for one route.
 
     `traces` runs the query for the canary's slowest and failing calls.
     """
@@ -756,13 +755,14 @@ def _judge_route(
     # query counts calls below the quantiles they give.
     histograms = _tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
     cuts = _quantile_cuts(config.metrics, histograms)
+    facts = M.route_facts(lazy, route)
     users = M.user_aggregates(
         lazy,
         route,
         threshold,
         sums,
         latency_cuts=cuts,
-        every_call_has_a_user=M.calls_without_user(lazy, route) == 0,
+        every_call_has_a_user=facts.calls_without_user == 0,
     ).collect(engine="streaming")
     # The trace queries run in a thread beside the statistics below, which are Python
     # and numpy on one core (polars releases the GIL while it scans).
@@ -782,21 +782,8 @@ def _judge_route(
     }
     prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
-    info = seen.group_by("tier").agg(
-        pl.col("calls").sum(), pl.col("first").min(), pl.col("last").max()
-    )
-    by_tier = {str(row["tier"]): row for row in info.iter_rows(named=True)}
-    top_models = (
-        seen.drop_nulls("request_model")
-        .sort("calls", "request_model", descending=[True, False])
-        .unique("tier", keep="first", maintain_order=True)
-    )
-    for tier, model in top_models.select("tier", "request_model").iter_rows():
-        by_tier[tier]["model"] = model
-    calls_c = by_tier.get("canary", {}).get("calls", 0)
-    calls_p = by_tier.get("production", {}).get("calls", 0)
-    window_start = min((r["first"] for r in by_tier.values()), default=None)
-    window_end = max((r["last"] for r in by_tier.values()), default=None)
+    calls_p, calls_c = int(prod["calls"].sum()), int(can["calls"].sum())
+    window_start, window_end = facts.first, facts.last
     hours = 0.0
     if window_start is not None and window_end is not None:
         hours = (window_end - window_start).total_seconds() / 3600
@@ -968,8 +955,8 @@ def _judge_route(
         metrics=results,
         mode=config.mode,
         confidence=config.confidence,
-        production_model=by_tier.get("production", {}).get("model"),
-        canary_model=by_tier.get("canary", {}).get("model"),
+        production_model=M.main_model(lazy, route, "production"),
+        canary_model=M.main_model(lazy, route, "canary"),
         production_calls=calls_p,
         canary_calls=calls_c,
         production_users=n_prod,
@@ -1005,24 +992,13 @@ def judge(
     """
     config = config or JudgeConfig()
     lazy = calls.lazy()
-    seen = M.overview(lazy).collect(engine="streaming")
-    judged = seen.filter(pl.col("tier").is_in(["production", "canary"]))
-    if route is None:
-        # Routes without canary traffic (no canary configured, stage 0) have nothing to
-        # judge and would only turn the overall verdict to HOLD; judge them only when no
-        # route has any canary call, so the answer is still HOLD with its reason.
-        present = judged["route"].drop_nulls().unique()
-        with_canary = judged.filter(pl.col("tier") == "canary")["route"].drop_nulls().unique()
-        routes = sorted((with_canary if with_canary.len() else present).to_list())
-    else:
-        routes = [route]
+    routes = M.judged_routes(lazy) if route is None else [route]
     threshold = M.positive_threshold(lazy)
     with ThreadPoolExecutor(max_workers=1) as traces:
         verdicts = {
             r: _judge_route(
                 r,
                 lazy,
-                judged.filter(pl.col("route") == r),
                 (route_configs or {}).get(r, config),
                 threshold,
                 traces,

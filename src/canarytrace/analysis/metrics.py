@@ -3,10 +3,12 @@
 Pure polars over the frame of calls (a DataFrame or a LazyFrame, so Parquet can be
 aggregated without materialising every call). `summary` gives one row per group
 (route, tier, and optionally model id); `errors_by_type` splits the errors;
-`over_time` buckets the same numbers by time. `overview`, `user_aggregates` and
-`latency_histograms` are what the judge reads: small frames (per route, tier and
-model; per user, the unit of randomisation; per latency bin) rather than per call,
-lazy, so that the streaming engine reduces the source to them without holding calls.
+`over_time` buckets the same numbers by time. `user_aggregates` and
+`latency_histograms` are what the judge reads: small frames (per user, the unit of
+randomisation; per latency bin) rather than per call, lazy, so that the streaming
+engine reduces the source to them without holding calls; `judged_routes`,
+`route_facts` and `main_model` are the few other facts it needs, each read by a query
+that costs a fraction of a grouped one.
 
 Satisfaction: `satisfaction` is the mean feedback score; `positive_share` the share of
 scores at or above `positive_threshold`, by default three quarters of the way up the
@@ -16,8 +18,10 @@ share of outcomes marked wrong (`outcome_ok == False`) among calls with an outco
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 import polars as pl
 
@@ -111,7 +115,7 @@ def _user_key(every_call_has_a_user: bool = False) -> pl.Expr:
     (~2e-7 once `user_aggregates` gives the lowest bit to the tier).
     A call without a user is its own cluster: keyed by its start time (the span ids
     would cost a string column; two user-less calls starting in the same microsecond
-    share a cluster, harmlessly). When `every_call_has_a_user` (`calls_without_user`
+    share a cluster, harmlessly). When `every_call_has_a_user` (`route_facts`
     says so), the key is the user's hash alone: neither the start times nor the
     choice per call need reading (about 7 % of the per-user query on 10M calls).
     """
@@ -130,10 +134,72 @@ def _judged(calls: Frame, route: str) -> pl.LazyFrame:
     return calls.lazy().filter(in_route)
 
 
-def calls_without_user(calls: Frame, route: str) -> int:
-    """How many of the route's production and canary calls carry no user hash."""
-    query = _judged(calls, route).select(pl.col("user_hash").null_count())
-    return int(query.collect(engine="streaming").item())
+class RouteFacts(NamedTuple):
+    """What the judge needs of a route besides its per-user and per-bin numbers."""
+
+    first: dt.datetime | None  # start of the route's first judged call
+    last: dt.datetime | None  # start of its last one
+    calls_without_user: int  # judged calls that carry no user hash
+
+
+def route_facts(calls: Frame, route: str) -> RouteFacts:
+    """The route's window and user-less calls, in one query without groups (which costs
+    a fraction of a grouped one: ~0.18 CPU-s on 10M calls, against ~0.45 for the
+    per-(route, tier, model) overview it replaces)."""
+    start = pl.col("start")
+    query = _judged(calls, route).select(
+        start.min().alias("first"),
+        start.max().alias("last"),
+        pl.col("user_hash").null_count().alias("calls_without_user"),
+    )
+    first, last, without_user = query.collect(engine="streaming").row(0)
+    return RouteFacts(first, last, int(without_user))
+
+
+def judged_routes(calls: Frame) -> list[str]:
+    """The routes worth judging, sorted: those with canary calls; when no route has any,
+    those with production calls (judged only to say HOLD, with the reason).
+
+    A filter on the tier before anything is read: Parquet's dictionary-encoded tier
+    column lets the scan skip the other calls' routes (~0.03 CPU-s on 10M calls).
+    """
+    lazy = calls.lazy()
+    for tiers in (["canary"], ["production"]):
+        query = lazy.filter(pl.col("tier").is_in(tiers)).select(
+            pl.col("route").drop_nulls().unique()
+        )
+        routes = query.collect(engine="streaming")["route"]
+        if routes.len():
+            return sorted(routes.to_list())
+    return []
+
+
+def main_model(calls: Frame, route: str, tier: str) -> str | None:
+    """The request model of most of the tier's calls (ties: the first by name).
+
+    Usually a tier has one model in the window, which two cheap queries show: any call's
+    model, then whether a call has another (a filter on a literal, again before reading).
+    Only when it has several are the models counted.
+    """
+    in_tier = calls.lazy().filter(
+        (pl.col("route") == route)
+        & (pl.col("tier") == tier)
+        & pl.col("request_model").is_not_null()
+    )
+    model = pl.col("request_model")
+    one = in_tier.select(model).head(1).collect(engine="streaming")
+    if one.height == 0:
+        return None
+    others = in_tier.filter(model != one.item()).select(pl.len()).collect(engine="streaming")
+    if others.item() == 0:
+        return str(one.item())
+    counts = (
+        in_tier.group_by(model)
+        .agg(pl.len().alias("calls"))
+        .sort("calls", "request_model", descending=[True, False])
+        .head(1)
+    )
+    return str(counts.collect(engine="streaming")["request_model"].item())
 
 
 def _tier_code() -> pl.Expr:
@@ -148,25 +214,6 @@ def _tier_code() -> pl.Expr:
 def _tier_of(code: pl.Expr) -> pl.Expr:
     """The tier, as `JUDGED_TIERS`, of a `_tier_code`."""
     return code.replace_strict(dict(enumerate(JUDGED_TIERS.categories)), return_dtype=JUDGED_TIERS)
-
-
-def overview(calls: Frame) -> pl.LazyFrame:
-    """Per (route, tier, request model): calls, first and last start.
-
-    One small query that tells the judge which routes have a canary, and each tier's
-    window and main model. (The feedback scale is `positive_threshold`'s own query:
-    an aggregation without groups costs a fraction of one per group.)
-    """
-    return (
-        calls.lazy()
-        .group_by("route", "tier", "request_model")
-        .agg(
-            pl.len().alias("calls"),
-            pl.col("start").min().alias("first"),
-            pl.col("start").max().alias("last"),
-        )
-        .sort("route", "tier", "request_model")
-    )
 
 
 def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
