@@ -217,20 +217,25 @@ def _tier_of(code: pl.Expr) -> pl.Expr:
 
 
 def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
-    """The per-user sums `user_aggregates` can compute, by name (what metrics divide)."""
+    """The per-user sums `user_aggregates` can compute, by name (what metrics divide),
+    each as its value per call (counts as booleans; `log_latency_mean` is averaged)."""
     fb = pl.col("feedback_score")
+    outcome_ok = pl.col("outcome_ok")
     return {
-        "errors": (pl.col("status") == "error").sum(),
-        "cost": pl.col("cost_usd").sum(),
-        "output_tokens": pl.col("output_tokens").sum(),
-        "input_tokens": pl.col("input_tokens").sum(),
-        "feedback": fb.count(),
-        "score_sum": fb.sum(),
-        "positive": (fb >= threshold).sum() if threshold is not None else pl.lit(0, pl.UInt32),
-        "outcomes": pl.col("outcome_ok").count(),
-        "wrong": (~pl.col("outcome_ok")).sum(),
-        "log_latency_mean": pl.col("duration_ms").clip(_MIN_MS).log().mean(),
+        "errors": pl.col("status") == "error",
+        "cost": pl.col("cost_usd"),
+        "output_tokens": pl.col("output_tokens"),
+        "input_tokens": pl.col("input_tokens"),
+        "feedback": fb.is_not_null(),
+        "score_sum": fb,
+        "positive": (fb >= threshold) if threshold is not None else pl.lit(False),
+        "outcomes": outcome_ok.is_not_null(),
+        "wrong": ~outcome_ok,
+        "log_latency_mean": pl.col("duration_ms").clip(_MIN_MS).log(),
     }
+
+
+_MEANS = frozenset({"log_latency_mean"})
 
 
 def user_aggregates(
@@ -252,33 +257,46 @@ def user_aggregates(
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing;
     `every_call_has_a_user` skips that case (see `_user_key`).
-    Every aggregation here is a running sum, count, mean or maximum, so polars'
-    streaming engine keeps one small state per user and never holds the calls. The
-    user's typical latency is therefore the mean of its log-latencies (a geometric
-    mean), not a median, which would need every call's latency in memory. Sums skip
-    missing values, so a call without cost or tokens adds nothing.
+    Every aggregation here is a running sum, mean or maximum, so polars' streaming
+    engine keeps one small state per user and never holds the calls. The user's
+    typical latency is therefore the mean of its log-latencies (a geometric mean), not
+    a median, which would need every call's latency in memory. Sums skip missing
+    values, so a call without cost or tokens adds nothing. The values per call are
+    worked out before grouping, so the grouping only sums plain columns (about a
+    tenth faster on 10M calls than aggregating the expressions).
     """
     available = user_sums(threshold)
     chosen = available if sums is None else {name: available[name] for name in sums}
+    is_canary = pl.col("tier") == "canary"  # the judged calls are production or canary
     for name, cuts in (latency_cuts or {}).items():
-        cut = pl.lit(-math.inf)
-        for tier, ms in cuts.items():
-            cut = pl.when(pl.col("tier") == tier).then(pl.lit(ms)).otherwise(cut)
-        chosen[name] = (pl.col("duration_ms") <= cut).sum()
+        production, canary = (cuts.get(tier, -math.inf) for tier in JUDGED_TIERS.categories)
+        chosen[name] = pl.col("duration_ms") <= pl.when(is_canary).then(canary).otherwise(
+            production
+        )
     # One integer key: the user's hash with its lowest bit replaced by the tier code.
     key = _user_key(every_call_has_a_user) // 2 * 2 + _tier_code()
+    summed = [name for name in chosen if name not in _MEANS]
+    averaged = [name for name in chosen if name in _MEANS]
     return (
         _judged(calls, route)
-        .group_by(key.alias("key"))
+        .select(
+            key.alias("key"),
+            *(expr.alias(name) for name, expr in chosen.items()),
+            "rollout_percent",
+        )
+        .group_by("key")
         .agg(
             pl.len().alias("calls"),
-            *(expr.alias(name) for name, expr in chosen.items()),
+            pl.col(summed).sum(),
+            pl.col(averaged).mean(),
             pl.col("rollout_percent").max(),
         )
         .select(
             _tier_of(pl.col("key") % 2).alias("tier"),
             (pl.col("key") // 2).alias("user"),
-            pl.exclude("key"),
+            "calls",
+            *chosen,
+            "rollout_percent",
         )
         .sort("tier", "user")
     )
