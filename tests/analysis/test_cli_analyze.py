@@ -45,6 +45,8 @@ def test_usage_errors_and_unreadable_sources(tmp_path: Path) -> None:
     assert runner.invoke(app, ["analyze", str(good), "--since", "yesterday"]).exit_code == 2
     assert runner.invoke(app, ["analyze", str(good), "--confidence", "1.5"]).exit_code == 2
     assert runner.invoke(app, ["analyze", str(good), "--route", "nope"]).exit_code == 2
+    one_route = runner.invoke(app, ["analyze", str(good), "--route", "chat"])
+    assert one_route.exit_code == 3 and "route chat:" in one_route.output  # thin: HOLD
     assert runner.invoke(app, ["analyze", str(good), "--format", "yaml"]).exit_code == 2
     registry = tmp_path / "models.yaml"
     registry.write_text(
