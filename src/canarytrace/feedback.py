@@ -50,10 +50,9 @@ CallLike = CallRef | Span | SpanContext | tuple[str, str] | tuple[int, int]
 
 def current_call() -> CallRef | None:
     """The LLM call made last in this context (thread or asyncio task), or None."""
-    span = LAST_CALL.get()
-    if span is None:
+    context = LAST_CALL.get()
+    if context is None:
         return None
-    context = span.get_span_context()
     return CallRef(trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id))
 
 
