@@ -394,8 +394,10 @@ def main() -> None:
                         f"memory x{result['max_rss_mb'] / ours['max_rss_mb']:.1f} of canarytrace"
                     )
                 extra = {k: v for k, v in result.items() if k not in ("seconds", "max_rss_mb")}
+                seconds = float(result["seconds"])  # hundredths where a row is under 10 s
                 print(
-                    f"{calls:>11,} {cpu:>8} {fmt:8} {name:12} {result['seconds']:8.1f} "
+                    f"{calls:>11,} {cpu:>8} {fmt:8} {name:12} "
+                    f"{seconds:8.{2 if seconds < 10 else 1}f} "
                     f"{result['max_rss_mb']:8.0f}  {extra}{ratio}",
                     flush=True,
                 )
