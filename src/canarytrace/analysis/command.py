@@ -84,11 +84,10 @@ def analyze(
         err.print(Text("skipped ", style="yellow") + Text(str(problem)), soft_wrap=True)
     # Two counts rather than one per route: a count reads no column, and a filter on the
     # route reads only that column (dictionary pages, in Parquet).
-    if calls.select(pl.len()).collect(engine="streaming").item() == 0:
+    if _count(calls) == 0:
         _err(err, f"no LLM calls in {', '.join(sources) or source}; nothing to judge")
         return EXIT_UNREADABLE if problems else 3
-    in_route = calls.filter(pl.col("route") == route).select(pl.len())
-    if route is not None and in_route.collect(engine="streaming").item() == 0:
+    if route is not None and _count(calls.filter(pl.col("route") == route)) == 0:
         _err(err, f"--route {route}: no calls of that route in the source")
         return EXIT_USAGE
     judgement = judge(calls, route=route, config=base, route_configs=configs)
@@ -120,3 +119,7 @@ def export(source: str | None, parquet: Path, *, err: Console, since: str | None
         err.print(Text("skipped ", style="yellow") + Text(str(problem)), soft_wrap=True)
     err.print(f"wrote {loaded.calls.height} calls to {parquet}")
     return 0
+
+
+def _count(calls: pl.LazyFrame) -> int:
+    return int(calls.select(pl.len()).collect(engine="streaming").item())
