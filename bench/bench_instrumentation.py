@@ -54,7 +54,8 @@ beside it. Absolute times move with the machine; compare the ratios.
 `--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
 alternating (the by-hand span around the SDK's own methods, which canarytrace's wrappers
 keep as `__wrapped__`): free of process-to-process differences, it gives canarytrace a
-lower ratio than the table (see the README).
+lower ratio than the table, partly because the by-hand span costs more in a process it
+shares with canarytrace (see the README); the table is the yardstick.
 """
 
 from __future__ import annotations
