@@ -15,8 +15,9 @@ on the twentieth call.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
-from collections import deque
 from dataclasses import dataclass
 
 
@@ -48,14 +49,22 @@ class BreakerConfig:
 
 
 class Breaker:
-    """A sliding window of canary outcomes for one route; thread-safe, O(1) per outcome."""
+    """A sliding window of canary outcomes for one route; thread-safe.
 
-    __slots__ = ("_errors", "_lock", "_outcomes", "config", "tripped")
+    Every outcome takes the next ordinal; only the failures' ordinals are kept, those
+    within the last `window`. A success lowers the error rate, so it can trip the
+    breaker only as the outcome that makes the window big enough to judge; every other
+    success only counts (one atomic step, no lock), and the canary's calls, mostly
+    successes, pay almost nothing for the breaker. Outcomes of concurrent calls are
+    judged in the order of their ordinals, give or take the few in flight together.
+    """
+
+    __slots__ = ("_failures", "_lock", "_ordinals", "config", "tripped")
 
     def __init__(self, config: BreakerConfig) -> None:
         self.config = config
-        self._outcomes: deque[bool] = deque(maxlen=config.window)
-        self._errors = 0
+        self._ordinals = itertools.count(1)
+        self._failures: list[int] = []  # ordinals of the failures in the window, sorted
         self._lock = threading.Lock()
         self.tripped = False
 
@@ -65,20 +74,23 @@ class Breaker:
         Outcomes after the trip are ignored: calls still in flight when the route rolled
         back must not trip it a second time.
         """
+        ordinal = next(self._ordinals)
+        config = self.config
+        if ok and ordinal != config.min_calls:
+            return None
         with self._lock:
             if self.tripped:
                 return None
-            window = self._outcomes
-            if len(window) == window.maxlen and not window[0]:
-                self._errors -= 1
-            window.append(ok)
+            failures = self._failures
             if not ok:
-                self._errors += 1
-            calls = len(window)
-            if calls < self.config.min_calls or self._errors <= self.config.max_error_rate * calls:
+                bisect.insort(failures, ordinal)  # threads may arrive out of ordinal order
+            del failures[: bisect.bisect_right(failures, ordinal - config.window)]
+            calls = min(ordinal, config.window)
+            errors = len(failures)
+            if calls < config.min_calls or errors <= config.max_error_rate * calls:
                 return None
             self.tripped = True
             return (
-                f"error-rate breaker: {self._errors} of the last {calls} canary calls failed "
-                f"({self._errors / calls:.0%} > {self.config.max_error_rate:.0%})"
+                f"error-rate breaker: {errors} of the last {calls} canary calls failed "
+                f"({errors / calls:.0%} > {config.max_error_rate:.0%})"
             )
