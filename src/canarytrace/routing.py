@@ -435,9 +435,7 @@ def record_result(route: str, tier: str, ok: bool) -> None:
     r = _router
     if r is None:
         return
-    # The dict first: this runs on every canary call, and the method only makes the
-    # route's breaker on its first call.
-    breaker = r.breakers.get(route) or r.breaker(route)
+    breaker = r.breaker(route)
     if breaker is None:
         return
     reason = breaker.record(ok)
