@@ -16,7 +16,7 @@ from analysis.make_fixtures import FIXTURES
 from canarytrace import attributes as A
 from canarytrace.analysis import synth
 from canarytrace.analysis.load import export_parquet, load
-from canarytrace.analysis.schema import CALLS_SCHEMA
+from canarytrace.analysis.schema import CALLS_SCHEMA, conform
 from canarytrace.errors import TraceSourceError
 
 
@@ -55,6 +55,30 @@ def test_zstd_rotated_folder_glob_and_parquet_give_the_identical_frame(
     out = tmp_path / "calls.parquet"
     export_parquet(rotated, out)
     assert_frame_equal(load(out).calls, reference)
+
+
+def test_a_folder_of_parquet_files_with_two_schemas_and_a_broken_file(
+    frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    # Files that share a schema are read by one scan, each schema by its own; a file that
+    # is not Parquet at all is reported by name and the others are still read.
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    half = frame.height // 2
+    frame.head(half).write_parquet(folder / "a-0.parquet")
+    older = frame.slice(half, 10).with_columns(
+        pl.col("input_tokens").cast(pl.Int32), pl.lit("x").alias("extra")
+    )
+    older.write_parquet(folder / "a-1.parquet")
+    frame.slice(half + 10).write_parquet(folder / "a-2.parquet")
+    (folder / "a-3.parquet").write_bytes(b"not parquet")
+    loaded = load(folder)
+    assert [(Path(p.source).name, p.line) for p in loaded.problems] == [("a-3.parquet", None)]
+    assert "unreadable Parquet" in loaded.problems[0].message
+    assert_frame_equal(
+        loaded.calls.sort("trace_id", "span_id"),
+        conform(frame).collect().sort("trace_id", "span_id"),
+    )
 
 
 def test_jaeger_and_tempo_apis_give_the_same_frame_as_the_files(
