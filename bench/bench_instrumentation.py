@@ -537,6 +537,30 @@ def _provider() -> tuple[Any, Any]:
     return provider, exporter
 
 
+def _opcodes(function: Any) -> int:
+    """Python bytecode instructions one call of `function` executes.
+
+    Unlike time, the count is the same on a quiet or a loaded machine, so two variants
+    can be compared to the instruction; it leaves out work done in C (wrapt's proxies,
+    pydantic-core, the dict and contextvar operations themselves).
+    """
+    count = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        function()
+    finally:
+        sys.settrace(None)
+    return count
+
+
 def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
     """Time the scenarios with and without `variant`, alternating in this one process.
 
@@ -574,6 +598,7 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     for name in scenarios:
         for _ in range(warm_up):
             plain[name]()
+    opcodes_off = {name: _opcodes(plain[name]) for name in scenarios}
     if variant in ONE_WAY:  # its uninstrument() leaves wrappers behind: off rounds first
         for _ in range(rounds):
             for name in scenarios:
@@ -595,9 +620,15 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
         for name in scenarios:
             on[name].append(timed(traced[name]))
             calls_on += calls
+    opcodes_on = {name: _opcodes(traced[name]) for name in scenarios}
+    calls_on += len(scenarios)
     provider.force_flush()
     results: dict[str, Any] = {
-        name: {"base": min(off[name]), "overhead": min(on[name]) - min(off[name])}
+        name: {
+            "base": min(off[name]),
+            "overhead": min(on[name]) - min(off[name]),
+            "opcodes": opcodes_on[name] - opcodes_off[name],
+        }
         for name in scenarios
     }
     results["spans_per_call"] = (exporter.count - spans_before) / calls_on
@@ -772,6 +803,19 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
             cells.append(f" {overhead:>5.0f} {ratios:<{width - 6}}")
         spans = statistics.median(run["spans_per_call"] for run in runs[variant])
         print(f"| {variant:<17}|" + "|".join(cells) + f"| {spans:>10.2f} |")
+    print(
+        "\nPython instructions per call above uninstrumented (x the by-hand span's): "
+        "deterministic, but blind to work done in C\n"
+    )
+    instructions = {s: _median(runs.get(BY_HAND, []), s, "opcodes") for s in SCENARIOS}
+    for variant in VARIANTS:
+        cells = []
+        for s in SCENARIOS:
+            count = _median(runs.get(variant, []), s, "opcodes")
+            cell = "–" if count is None else f"{count:>6.0f} ({_ratio(count, instructions[s])})"
+            cells.append(f" {cell:<{width}}")
+        if any(cell.strip() != "–" for cell in cells):
+            print(f"| {variant:<17}|" + "|".join(cells) + "|")
     print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
     for variant in VARIANTS:
         cells = []
