@@ -67,6 +67,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -561,6 +562,13 @@ def _opcodes(function: Any) -> int:
     return count
 
 
+def _settle(functions: dict[str, Any], scenarios: list[str]) -> None:
+    """Untimed calls after a switch, so that timed rounds measure the steady state."""
+    for name in scenarios:
+        for _ in range(SETTLE):
+            functions[name]()
+
+
 def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
     """Time the scenarios with and without `variant`, alternating in this one process.
 
@@ -579,12 +587,6 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     elif variant == BY_HAND:
         traced = _by_hand(provider.get_tracer("bench"), *_clients(native=False))
     enable, disable = _toggles(variant, provider)
-
-    def settle(functions: dict[str, Any]) -> None:
-        """Untimed calls after a switch, so that rounds measure the steady state."""
-        for name in scenarios:
-            for _ in range(SETTLE):
-                functions[name]()
 
     def timed(function: Any) -> float:
         start = time.process_time()
@@ -611,11 +613,11 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     for _ in range(rounds):
         if variant not in ONE_WAY:
             disable()
-            settle(plain)
+            _settle(plain, scenarios)
             for name in scenarios:
                 off[name].append(timed(plain[name]))
             enable()
-            settle(traced)
+            _settle(traced, scenarios)
             calls_on += SETTLE * len(scenarios)
         for name in scenarios:
             on[name].append(timed(traced[name]))
@@ -752,8 +754,7 @@ def side_by_side(scenarios: list[str], calls: int, rounds: int) -> None:
     for name in scenarios:
         times: dict[str, list[float]] = {variant: [] for variant in variants}
         for functions in variants.values():
-            for _ in range(SETTLE):
-                functions[name]()
+            _settle(functions, [name])
         for _ in range(rounds):
             for variant, functions in variants.items():
                 started = time.process_time()
@@ -808,23 +809,27 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
         "deterministic, but blind to work done in C\n"
     )
     instructions = {s: _median(runs.get(BY_HAND, []), s, "opcodes") for s in SCENARIOS}
-    for variant in VARIANTS:
-        cells = []
-        for s in SCENARIOS:
-            count = _median(runs.get(variant, []), s, "opcodes")
-            cell = "–" if count is None else f"{count:>6.0f} ({_ratio(count, instructions[s])})"
-            cells.append(f" {cell:<{width}}")
-        if any(cell.strip() != "–" for cell in cells):
-            print(f"| {variant:<17}|" + "|".join(cells) + "|")
+
+    def instruction_cell(variant: str, scenario: str) -> str | None:
+        count = _median(runs.get(variant, []), scenario, "opcodes")
+        return None if count is None else f"{count:>6.0f} ({_ratio(count, instructions[scenario])})"
+
+    _print_rows(instruction_cell, width)
     print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
+
+    def spread_cell(variant: str, scenario: str) -> str | None:
+        values = [run[scenario]["overhead"] for run in runs.get(variant, []) if scenario in run]
+        return f"{min(values):>5.0f}-{max(values):.0f}" if values else None
+
+    _print_rows(spread_cell, width)
+
+
+def _print_rows(cell: Callable[[str, str], str | None], width: int) -> None:
+    """A row per variant that has a value in some scenario: `cell(variant, scenario)`."""
     for variant in VARIANTS:
-        cells = []
-        for s in SCENARIOS:
-            values = [run[s]["overhead"] for run in runs.get(variant, []) if s in run]
-            spread = f"{min(values):>5.0f}-{max(values):.0f}" if values else "–"
-            cells.append(f" {spread:<{width}}")
-        if any(cell.strip() != "–" for cell in cells):
-            print(f"| {variant:<17}|" + "|".join(cells) + "|")
+        cells = [cell(variant, s) or "–" for s in SCENARIOS]
+        if any(c != "–" for c in cells):
+            print(f"| {variant:<17}|" + "|".join(f" {c:<{width}}" for c in cells) + "|")
 
 
 if __name__ == "__main__":
