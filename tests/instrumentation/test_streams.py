@@ -18,6 +18,7 @@ from canarytrace.instrumentation.openai import ChatAccumulator
 from tests.instrumentation.conftest import (
     TEXT_CHUNKS,
     Telemetry,
+    _sse,
     anthropic_client,
     fake_api,
     openai_client,
@@ -251,18 +252,23 @@ def _choice(index: int, content: str | None = None, finish: str | None = None) -
     return {"index": index, "delta": delta, "finish_reason": finish}
 
 
-def _read_chat_stream(chunks: list[dict[str, Any]]) -> None:
-    """Stream `chunks` (two choices) through a real OpenAI client and read them all."""
-    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+def _chat_stream_transport(chunks: list[dict[str, Any]]) -> httpx2.MockTransport:
+    """A transport that answers every request with `chunks` as an OpenAI chat stream
+    (for sync and async clients alike)."""
+    body = _sse([(None, chunk) for chunk in chunks] + [(None, "[DONE]")])
 
     def handler(request: httpx2.Request) -> httpx2.Response:
-        headers = {"content-type": "text/event-stream"}
-        return httpx2.Response(200, headers=headers, content=body.encode())
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
+    return httpx2.MockTransport(handler)
+
+
+def _read_chat_stream(chunks: list[dict[str, Any]]) -> None:
+    """Stream `chunks` (two choices) through a real OpenAI client and read them all."""
     client = openai.OpenAI(
         api_key="sk-test",
         base_url="https://api.test/v1",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=httpx2.Client(transport=_chat_stream_transport(chunks)),
     )
     stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2, stream=True)
     assert len(list(stream)) == len(chunks)
@@ -403,14 +409,9 @@ def test_async_chat_chunks_after_the_first_token_give_every_ending_and_the_usage
         {**base, "choices": [_choice(0, finish="stop")]},
         {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}},
     ]
-    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
-
-    async def handler(request: httpx2.Request) -> httpx2.Response:
-        headers = {"content-type": "text/event-stream"}
-        return httpx2.Response(200, headers=headers, content=body.encode())
 
     async def main() -> int:
-        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        http = httpx2.AsyncClient(transport=_chat_stream_transport(chunks))
         client = openai.AsyncOpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
         stream = await client.chat.completions.create(
             model=MODEL, messages=MESSAGES, n=2, stream=True
