@@ -136,6 +136,18 @@ def test_anthropic_stream_usage_takes_each_count_from_the_last_event_that_states
     assert usage == X.Usage(input=100, output=7, cache_read=90, cache_write=0)
 
 
+def test_anthropic_stream_cut_before_its_message_delta_keeps_the_start_usage() -> None:
+    start_usage = NS(
+        input_tokens=10,
+        output_tokens=1,
+        cache_read_input_tokens=None,
+        cache_creation_input_tokens=4,
+    )
+    acc = AnthropicAccumulator(capture=False)
+    acc.process(NS(type="message_start", message=NS(id="msg_9", model="m", usage=start_usage)))
+    assert acc.result()[1] == X.Usage(input=14, output=1, cache_read=0, cache_write=4)
+
+
 def test_anthropic_stream_without_usage_gives_none() -> None:
     acc = AnthropicAccumulator(capture=False)
     acc.process(NS(type="message_start", message=NS(id="msg_9", model="m", usage=None)))

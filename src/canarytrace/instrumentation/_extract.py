@@ -227,12 +227,29 @@ def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | N
     return out, anthropic_usage(response.usage)
 
 
-def anthropic_usage(usage: Any) -> Usage | None:
+def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
+    """The counts of an Anthropic `usage`; the input count includes the cache's.
+
+    For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
+    (None) the input and cache counts, which then come from `earlier`, the
+    `message_start`'s, as the SDK's own stream accumulator does.
+    """
     if usage is None:
-        return None
-    read = _int(getattr(usage, "cache_read_input_tokens", 0))
-    write = _int(getattr(usage, "cache_creation_input_tokens", 0))
-    return Usage(_int(usage.input_tokens) + read + write, _int(usage.output_tokens), read, write)
+        usage, earlier = earlier, None
+        if usage is None:
+            return None
+    fresh = getattr(usage, "input_tokens", None)
+    read = getattr(usage, "cache_read_input_tokens", None)
+    write = getattr(usage, "cache_creation_input_tokens", None)
+    if earlier is not None:
+        if fresh is None:
+            fresh = getattr(earlier, "input_tokens", None)
+        if read is None:
+            read = getattr(earlier, "cache_read_input_tokens", None)
+        if write is None:
+            write = getattr(earlier, "cache_creation_input_tokens", None)
+    read, write = _int(read), _int(write)
+    return Usage(_int(fresh) + read + write, _int(usage.output_tokens), read, write)
 
 
 def anthropic_text(response: Any) -> list[str]:

@@ -44,19 +44,20 @@ _MESSAGES = "anthropic.resources.messages.messages"
 _BETA = "anthropic.resources.beta.messages.messages"
 
 
-_USAGE_COUNTS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
-
-
 class AnthropicAccumulator(Accumulator):
-    """Reads raw Messages stream events. `message_delta` carries the final, cumulative
-    usage, which replaces (never adds to) what `message_start` said."""
+    """Reads raw Messages stream events. The last `message_delta` carries the final,
+    cumulative usage, which replaces (never adds to) what `message_start` said."""
 
-    __slots__ = ("capture", "first_token", "id", "model", "parts", "reason", "usages")
+    __slots__ = (
+        "capture",
+        "final_usage",
+        "first_token",
+        "id",
+        "model",
+        "parts",
+        "reason",
+        "start_usage",
+    )
 
     late = frozenset({"message_start", "message_delta"})
 
@@ -66,7 +67,8 @@ class AnthropicAccumulator(Accumulator):
         self.id: str | None = None
         self.model: str | None = None
         self.reason: str | None = None
-        self.usages: list[Any] = []  # the events' usage objects, read once at the end
+        self.start_usage: Any = None  # the events' usage objects, read once at the end
+        self.final_usage: Any = None
         self.parts: list[str] = []
 
     def process(self, event: Any) -> None:
@@ -79,13 +81,12 @@ class AnthropicAccumulator(Accumulator):
         elif kind == "message_start":
             message = event.message
             self.id, self.model = message.id, message.model
-            if message.usage is not None:
-                self.usages.append(message.usage)
+            self.start_usage = message.usage
         elif kind == "message_delta":
             if event.delta.stop_reason:
                 self.reason = event.delta.stop_reason
             if event.usage is not None:
-                self.usages.append(event.usage)
+                self.final_usage = event.usage
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
         out: dict[str, Any] = {}
@@ -95,20 +96,7 @@ class AnthropicAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reason:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
-        # Each event states only some counts (`message_delta` may leave some out, None):
-        # a later stated count replaces an earlier one.
-        counts: dict[str, int] = {}
-        for usage in self.usages:
-            for name in _USAGE_COUNTS:
-                value = getattr(usage, name, None)
-                if isinstance(value, int):
-                    counts[name] = value
-        if not counts:
-            return out, None
-        read = counts.get("cache_read_input_tokens", 0)
-        write = counts.get("cache_creation_input_tokens", 0)
-        total_input = counts.get("input_tokens", 0) + read + write
-        return out, X.Usage(total_input, counts.get("output_tokens", 0), read, write)
+        return out, X.anthropic_usage(self.final_usage, self.start_usage)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
