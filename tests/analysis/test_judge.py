@@ -14,7 +14,7 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from canarytrace.analysis import synth
-from canarytrace.analysis.judge import JudgeConfig, RouteVerdict, Verdict, holm, judge
+from canarytrace.analysis.judge import JudgeConfig, RouteVerdict, Verdict, _srm, holm, judge
 from canarytrace.analysis.settings import route_configs
 from canarytrace.errors import RegistryError
 from canarytrace.registry import load_registry
@@ -247,3 +247,25 @@ def test_users_sent_back_to_production_still_count_in_the_canary_split() -> None
     route = judge(pl.concat([calls, later])).routes["chat"]
     assert route.srm is not None and not route.srm.mismatch
     assert route.srm.canary_users == canary["user_hash"].n_unique()
+
+
+def test_srm_counts_each_user_once_at_the_widest_stage_it_saw() -> None:
+    """`_srm` against a plain count: users 0-9 went from production at 5 % to the canary
+    at 25 %, 10-29 stayed in production (some without a stage), 30-39 only saw the
+    canary at 50 %."""
+    rows = [("production", u, 5) for u in range(10)] + [("canary", u, 25) for u in range(10)]
+    rows += [("production", u, None if u % 4 == 0 else 25) for u in range(10, 30)]
+    rows += [("canary", u, 50) for u in range(30, 40)]
+    users = pl.DataFrame(rows, schema=["tier", "user", "rollout_percent"], orient="row")
+    widest: dict[int, int | None] = {}
+    for _, user, stage in rows:
+        known = [s for s in (widest.get(user), stage) if s is not None]
+        widest[user] = max(known) if known else None
+    in_canary = {user for tier, user, _ in rows if tier == "canary"}
+    stages = [s for s in widest.values() if s is not None]
+
+    srm = _srm(users.sample(fraction=1.0, shuffle=True, seed=3), alpha=0.01)
+
+    assert srm is not None
+    assert (srm.canary_users, srm.production_users) == (len(in_canary), 40 - len(in_canary))
+    assert srm.expected_share == pytest.approx(sum(stages) / len(stages) / 100)

@@ -662,18 +662,27 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     A user counts in the canary when any of its calls went there, against the widest
     stage it saw: stages only add users to the canary, so at that stage it was in
     the canary with that stage's probability (a rollback moves nobody out of it).
+    `users` has a row per (tier, user); only the few users with a row in each tier
+    are grouped (grouping them all costs ~300 MB at two million users).
     """
-    per_user = users.group_by("user").agg(
-        (pl.col("tier") == "canary").any().alias("canary"), pl.col("rollout_percent").max()
-    )
-    share = per_user["rollout_percent"].drop_nulls()
-    if per_user.height < 20 or share.len() == 0:
+    rows = users.select("user", "tier", "rollout_percent")
+    in_both = rows["user"].is_duplicated()
+    n_users = rows.height - int(in_both.sum()) // 2
+    widest_stage = pl.concat(
+        [
+            rows.filter(~in_both)["rollout_percent"],
+            rows.filter(in_both)
+            .group_by("user")
+            .agg(pl.col("rollout_percent").max())["rollout_percent"],
+        ]
+    ).drop_nulls()
+    if n_users < 20 or widest_stage.len() == 0:
         return None
-    expected = float(share.to_numpy().mean()) / 100.0
+    expected = float(widest_stage.to_numpy().mean()) / 100.0
     if not 0.0 < expected < 1.0:
         return None
-    n_c = int(per_user["canary"].sum())
-    n_p = per_user.height - n_c
+    n_c = int((rows["tier"] == "canary").sum())
+    n_p = n_users - n_c
     total = n_c + n_p
     p_value = float(stats.chisquare([n_c, n_p], [total * expected, total * (1 - expected)]).pvalue)
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
