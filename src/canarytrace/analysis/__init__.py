@@ -11,8 +11,8 @@ import os
 # polars allocates with jemalloc, which keeps freed pages for ten seconds by default.
 # The judge's queries run one after the other, each freeing the per-user state of the
 # one before, and numpy (another allocator) cannot reuse what jemalloc keeps: with the
-# pages kept, 10M calls of 2M users peak at 1.0 GB; handed back after 50 ms, at 0.75 GB
-# (200k users: 0.53 -> 0.39 GB), in the same time. It takes effect only when this
-# package is imported before polars (the CLI, the benchmark), and an allocator setting
-# already in the environment wins.
+# pages kept, 10M calls of 2M users peak at 1.0 GB; handed back after 50 ms, at 0.74 GB
+# (200k users: 0.49 -> 0.39 GB, medians of interleaved runs), in the same time. It takes
+# effect only when this package is imported before polars (the CLI, the benchmark), and
+# an allocator setting already in the environment wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:50,muzzy_decay_ms:0")

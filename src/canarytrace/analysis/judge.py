@@ -725,7 +725,7 @@ def _canary_traces(
     Only those ten rows are kept (streaming top-k); the slowest are looked for above
     the latency the histogram says they reach.
     """
-    canary_calls = lazy.filter((pl.col("route") == route) & (pl.col("tier") == "canary"))
+    canary_calls = M.tier_calls(lazy, route, "canary")
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
     slowest = (

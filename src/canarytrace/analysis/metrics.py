@@ -128,6 +128,11 @@ def _user_key(every_call_has_a_user: bool = False) -> pl.Expr:
 JUDGED_TIERS = pl.Enum(["production", "canary"])
 
 
+def tier_calls(calls: Frame, route: str, tier: str) -> pl.LazyFrame:
+    """The route's calls in one tier."""
+    return calls.lazy().filter((pl.col("route") == route) & (pl.col("tier") == tier))
+
+
 def _judged(calls: Frame, route: str) -> pl.LazyFrame:
     """The route's production and canary calls."""
     in_route = (pl.col("route") == route) & pl.col("tier").is_in(["production", "canary"])
@@ -181,12 +186,8 @@ def main_model(calls: Frame, route: str, tier: str) -> str | None:
     model, then whether a call has another (a filter on a literal, again before reading).
     Only when it has several are the models counted.
     """
-    in_tier = calls.lazy().filter(
-        (pl.col("route") == route)
-        & (pl.col("tier") == tier)
-        & pl.col("request_model").is_not_null()
-    )
     model = pl.col("request_model")
+    in_tier = tier_calls(calls, route, tier).filter(model.is_not_null())
     one = in_tier.select(model).head(1).collect(engine="streaming")
     if one.height == 0:
         return None
