@@ -63,11 +63,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -569,14 +572,8 @@ def _settle(functions: dict[str, Any], scenarios: list[str]) -> None:
             functions[name]()
 
 
-def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
-    """Time the scenarios with and without `variant`, alternating in this one process.
-
-    Per scenario: the fastest round's CPU µs per call without the instrumentation
-    (`base`) and the fastest round's extra µs with it (`overhead`).
-    """
-    provider, exporter = _provider()
-
+def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    """The uninstrumented calls, the variant's calls, and its (enable, disable)."""
     plain = _calls(*_clients(native=False))
     # canarytrace is measured as users get it: anthropic's own tracing left on (it turns
     # it off per call); anthropic-native is that tracing alone.
@@ -587,6 +584,17 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     elif variant == BY_HAND:
         traced = _by_hand(provider.get_tracer("bench"), *_clients(native=False))
     enable, disable = _toggles(variant, provider)
+    return plain, traced, enable, disable
+
+
+def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
+    """Time the scenarios with and without `variant`, alternating in this one process.
+
+    Per scenario: the fastest round's CPU µs per call without the instrumentation
+    (`base`) and the fastest round's extra µs with it (`overhead`).
+    """
+    provider, exporter = _provider()
+    plain, traced, enable, disable = _variant_calls(variant, provider)
 
     def timed(function: Any) -> float:
         start = time.process_time()
@@ -688,8 +696,24 @@ def main() -> None:
         action="store_true",
         help="canarytrace and the by-hand span in one process instead (no peers)",
     )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="machine instructions per call under callgrind instead of times",
+    )
+    parser.add_argument("--counted-worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.counted_worker:
+        counted_worker(args.counted_worker, json.loads(args.scenarios)[0], args.calls)
+        return
+
+    if args.callgrind:
+        count_instructions(
+            list(VARIANTS[:3] if args.no_peers else VARIANTS), args.only or list(SCENARIOS)
+        )
+        return
 
     if args.side_by_side:
         side_by_side(args.only or list(SCENARIOS), args.calls // 2, args.rounds * 3)
@@ -764,6 +788,113 @@ def side_by_side(scenarios: list[str], calls: int, rounds: int) -> None:
         q = {variant: sorted(values)[len(values) // 4] for variant, values in times.items()}
         by_hand, ours = q[BY_HAND] - q["uninstrumented"], q["canarytrace"] - q["uninstrumented"]
         print(f"  {name:17} by hand {by_hand:5.1f}  canarytrace {ours:5.1f}  {ours / by_hand:.2f}x")
+
+
+# --- executed instructions, C included (callgrind) ---------------------------------------
+
+UNINSTRUMENTED = "uninstrumented"
+# Two runs per (variant, scenario), of these many counted calls: their difference is free
+# of start-up, warm-up and exit, so it divides into instructions per call.
+COUNTED_CALLS = (20, 120)
+
+
+def counted_worker(variant: str, scenario: str, calls: int) -> None:
+    """Under callgrind, with counting off: warm up, then make `calls` calls between two
+    handshakes on stdin/stdout, which the driver uses to switch counting on and off."""
+    provider, _ = _provider()
+    plain, traced, enable, _ = _variant_calls(variant, provider)
+    function = (plain if variant == UNINSTRUMENTED else traced)[scenario]
+    enable()
+    for _ in range(5 * SETTLE):
+        function()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for _ in range(calls):
+        function()
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+def _collected(python: str, variant: str, scenario: str, calls: int) -> int:
+    """Instructions callgrind counted over `calls` calls of `scenario` (C and Python)."""
+    command = ["setarch", "-R", "valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    command += ["--callgrind-out-file=/dev/null", python, __file__, "--counted-worker", variant]
+    command += ["--scenarios", json.dumps([scenario]), "--calls", str(calls)]
+    # Fixed string hashes and no address randomisation: dict probes then repeat exactly.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
+    env["PYTHONHASHSEED"] = "0"
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        for expected, switch in (("ready", "on"), ("done", "off")):
+            line = process.stdout.readline().strip()
+            if line != expected:
+                process.kill()
+                raise RuntimeError(f"{variant} / {scenario}: {process.communicate()[1][-2000:]}")
+            control = ["callgrind_control", "--instr=" + switch, str(process.pid)]
+            subprocess.run(control, capture_output=True, check=True)
+            process.stdin.write("\n")
+            process.stdin.flush()
+        _, stderr = process.communicate()
+    found = re.search(r"Collected : (\d+)", stderr)
+    if found is None:
+        raise RuntimeError(f"{variant} / {scenario}: no count in\n{stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions_per_call(python: str, variant: str, scenario: str) -> float:
+    few, many = (_collected(python, variant, scenario, calls) for calls in COUNTED_CALLS)
+    return (many - few) / (COUNTED_CALLS[1] - COUNTED_CALLS[0])
+
+
+def count_instructions(variants: list[str], scenarios: list[str]) -> None:
+    """Print the machine instructions a call executes with each variant, C included.
+
+    callgrind counts every instruction, the interpreter's and the C extensions' (wrapt,
+    pydantic-core, the SDK's parsing), so unlike CPU time it is the same on a busy or a
+    quiet machine. It is not time: the same instructions run slower when their code and
+    data are not in cache, which is the case for the few thousand an instrumentation adds
+    between two stretches of SDK code.
+    """
+    if shutil.which("valgrind") is None or shutil.which("setarch") is None:
+        sys.exit("--callgrind needs valgrind (Debian: apt-get install valgrind) and setarch")
+    jobs = [
+        (python, variant, scenario)
+        for variant in [UNINSTRUMENTED, *variants]
+        if (python := _python_for(variant)) is not None
+        for scenario in scenarios
+        if (variant, scenario) not in SKIP
+    ]
+    # Counts do not depend on load: one valgrind per core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(
+            zip(
+                [(variant, scenario) for _, variant, scenario in jobs],
+                pool.map(lambda job: instructions_per_call(*job), jobs),
+                strict=True,
+            )
+        )
+    base = {s: counts.get((UNINSTRUMENTED, s)) for s in SCENARIOS}
+    print("\nmachine instructions per call, C included (callgrind; deterministic, not time)")
+    print("uninstrumented: " + ", ".join(f"{s} {base[s] or 0:,.0f}" for s in scenarios))
+    print("added by each variant (x the by-hand span's)\n")
+
+    def added(variant: str, scenario: str) -> float | None:
+        count, floor = counts.get((variant, scenario)), base[scenario]
+        return None if count is None or floor is None else count - floor
+
+    def cell(variant: str, scenario: str) -> str | None:
+        extra, by_hand = added(variant, scenario), added(BY_HAND, scenario)
+        return None if extra is None else f"{extra:>9,.0f} ({_ratio(extra, by_hand)})"
+
+    _print_rows(cell, 23)
 
 
 def _median(runs: list[dict[str, Any]], scenario: str, field: str) -> float | None:
