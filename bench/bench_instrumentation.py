@@ -49,13 +49,17 @@ by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants spa
 beside it. Absolute times move with the machine; compare the ratios.
 
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
-        [--only anthropic 'anthropic stream'] [--side-by-side]
+        [--only anthropic 'anthropic stream'] [--side-by-side] [--callgrind]
 
 `--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
 alternating (the by-hand span around the SDK's own methods, which canarytrace's wrappers
 keep as `__wrapped__`): free of process-to-process differences, it gives canarytrace a
 lower ratio than the table, partly because the by-hand span costs more in a process it
 shares with canarytrace (see the README); the table is the yardstick.
+
+`--callgrind` prints, instead of times, the machine instructions each variant adds to a
+call, C included, counted by valgrind's callgrind (see `count_instructions`): a measure
+of the work done that a busy machine does not disturb, though not of its time.
 """
 
 from __future__ import annotations
