@@ -677,8 +677,13 @@ def _python_for(variant: str) -> str | None:
     return str(python)
 
 
+def _worker_env() -> dict[str, str]:
+    """This environment without the OTel and Anthropic settings that would change a variant."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
+
+
 def _run(python: str, variant: str, scenarios: list[str], calls: int, rounds: int) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
+    env = _worker_env()
     command = [python, __file__, "--worker", variant, "--calls", str(calls)]
     command += ["--rounds", str(rounds), "--scenarios", json.dumps(scenarios)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
@@ -807,8 +812,8 @@ def counted_worker(variant: str, scenario: str, calls: int) -> None:
     """Under callgrind, with counting off: warm up, then make `calls` calls between two
     handshakes on stdin/stdout, which the driver uses to switch counting on and off."""
     provider, _ = _provider()
-    plain, traced, enable, _ = _variant_calls(variant, provider)
-    function = (plain if variant == UNINSTRUMENTED else traced)[scenario]
+    _, traced, enable, _ = _variant_calls(variant, provider)
+    function = traced[scenario]  # `uninstrumented` has no calls of its own: the plain ones
     enable()
     for _ in range(5 * SETTLE):
         function()
@@ -830,7 +835,7 @@ def _collected(python: str, variant: str, scenario: str, calls: int) -> int:
     command += ["--callgrind-out-file=/dev/null", python, __file__, "--counted-worker", variant]
     command += ["--scenarios", json.dumps([scenario]), "--calls", str(calls)]
     # Fixed string hashes and no address randomisation: dict probes then repeat exactly.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
+    env = _worker_env()
     env["PYTHONHASHSEED"] = "0"
     with subprocess.Popen(
         command,
