@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 from rich.console import Console
 
 from canarytrace.analysis import synth
-from canarytrace.analysis.judge import Verdict, judge
+from canarytrace.analysis.judge import Judgement, Verdict, judge
 from canarytrace.analysis.report import (
+    HEADERS,
     latest_verdict,
+    metric_rows,
     print_judgement,
     save_latest,
     to_json,
@@ -25,6 +28,36 @@ def test_trace_links_for_jaeger_tempo_and_templates() -> None:
     grafana = "http://g/explore?traceId={trace_id}"
     assert trace_link(tid, tempo_url=grafana) == f"http://g/explore?traceId={tid}"
     assert trace_link(tid) is None
+
+
+def _rendered(judgement: Judgement, width: int) -> list[str]:
+    console = Console(record=True, width=width, file=io.StringIO())
+    print_judgement(judgement, console)
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_console_table_has_a_line_per_metric_and_no_cut_words_when_narrow() -> None:
+    scenario = synth.with_canary(synth.Scenario(users=1500, seed=2), latency_median_ms=1300.0)
+    judgement = judge(synth.calls(scenario))
+    results = judgement.routes["chat"].metrics
+    # In a 120-column terminal, every metric is one line: name, numbers and status.
+    lines = _rendered(judgement, 120)
+    for r, row in zip(results, metric_rows(judgement.routes["chat"]), strict=True):
+        line = next(line for line in lines if line.startswith(row[0] + " "))
+        assert line.split()[-1] == r.status
+        assert all(cell in line for cell in row), (row, line)
+    # Too narrow for the table: the same numbers, each named and whole, nothing cut off.
+    for width in (80, 60):
+        text = "\n".join(_rendered(judgement, width))
+        assert "…" not in text
+        for row in metric_rows(judgement.routes["chat"]):
+            assert f"{row[0]}  {row[-1]}" in text
+            for header, number in zip(HEADERS[1:-1], row[1:-1], strict=True):
+                assert f"{header} {number}" in text, (header, number, width)
+    # A reason that wraps continues under itself, not at the margin.
+    narrow = _rendered(judgement, 60)
+    first = next(i for i, line in enumerate(narrow) if line.startswith("  - latency p95"))
+    assert narrow[first + 1].startswith("    ") and narrow[first + 1].strip()
 
 
 def test_console_json_and_latest_verdict(tmp_path: Path) -> None:

@@ -17,12 +17,16 @@ import html
 import io
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from rich import box
+from rich.columns import Columns
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -98,15 +102,16 @@ def metric_rows(route: RouteVerdict) -> list[list[str]]:
     """The table's rows as text, shared by the console, Markdown and HTML."""
     rows = []
     for r in route.metrics:
-        change = format_change(r, r.change)
+        interval = "–"
         if r.low is not None and r.high is not None:
-            change += f" [{format_change(r, r.low)}, {format_change(r, r.high)}]"
+            interval = f"[{format_change(r, r.low)}, {format_change(r, r.high)}]"
         rows.append(
             [
                 r.label + (" *" if r.critical else ""),
                 format_value(r, r.production),
                 format_value(r, r.canary),
-                change,
+                format_change(r, r.change),
+                interval,
                 _p(r.p_harm_adjusted),
                 format_margin(r),
                 r.status,
@@ -119,7 +124,8 @@ HEADERS = [
     "metric",
     "production",
     "canary",
-    "change [interval]",
+    "change",
+    "interval",
     "adj. p (worse)",
     "margin",
     "status",
@@ -140,6 +146,38 @@ def _traces(route: RouteVerdict) -> list[tuple[str, dict[str, Any]]]:
     return seen
 
 
+def _metric_table(route: RouteVerdict) -> Table:
+    """The route's metrics as a rich table, one line per metric (about 115 columns wide).
+
+    No vertical rules, which a CI log shows as noise; the metric and status never wrap.
+    """
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for header in HEADERS:
+        whole = header in ("metric", "status")
+        table.add_column(header, justify="left" if whole else "right", no_wrap=whole)
+    for row in metric_rows(route):
+        table.add_row(*row[:-1], _status(row[-1]))
+    return table
+
+
+def _metric_blocks(route: RouteVerdict) -> Table:
+    """The same metrics for a console too narrow for the table: per metric, its name and
+    status, then its numbers, each named, wrapping between them instead of folding
+    columns into fragments of words."""
+    blocks = Table.grid()
+    for row in metric_rows(route):
+        label, *numbers, status = row
+        blocks.add_row(Text.assemble((label, "bold"), "  ", _status(status)))
+        pairs = zip(HEADERS[1:-1], numbers, strict=True)
+        named = [Text(f"{header} {number}") for header, number in pairs]
+        blocks.add_row(Padding(Columns(named, padding=(0, 2)), (0, 0, 0, 2)))
+    return blocks
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
 def print_judgement(
     judgement: Judgement,
     console: Console,
@@ -156,19 +194,24 @@ def print_judgement(
             f"{route.canary_model} (canary, "
             f"{route.canary_users} users / {route.canary_calls} calls)"
         )
-        table = Table(title=title, caption=f"{route.mode}; {_interval_note(route)}; * critical")
-        for header in HEADERS:
-            table.add_column(header, justify="left" if header in ("metric", "status") else "right")
-        for row in metric_rows(route):
-            table.add_row(*row[:-1], Text(row[-1], style=_STATUS_STYLE.get(row[-1], "")))
+        console.print(Text(title, style="bold"))
+        table = _metric_table(route)
+        unbounded = console.options.update_width(sys.maxsize)
+        if console.measure(table, options=unbounded).maximum > console.width:
+            table = _metric_blocks(route)
         console.print(table)
+        console.print(Text(f"{route.mode}; {_interval_note(route)}; * critical", style="dim"))
         console.print(
             Text.assemble(
                 ("verdict: ", "bold"), (str(route.verdict), _VERDICT_STYLE[route.verdict])
             )
         )
+        reasons = Table.grid(padding=(0, 1))  # wrapped lines stay under their reason
+        reasons.add_column(no_wrap=True)
+        reasons.add_column()
         for reason in route.reasons:
-            console.print(Text(f"  - {reason}"))
+            reasons.add_row("  -", reason)
+        console.print(reasons)
         if route.srm is not None:
             console.print(
                 Text(
