@@ -60,6 +60,20 @@ def test_console_table_has_a_line_per_metric_and_no_cut_words_when_narrow() -> N
     assert narrow[first + 1].startswith("    ") and narrow[first + 1].strip()
 
 
+def test_trace_ids_are_hyperlinks_in_a_terminal_and_urls_in_a_log() -> None:
+    judgement = judge(synth.calls(synth.Scenario(users=400, seed=3)))
+    slowest = judgement.routes["chat"].slowest_canary[0]["trace_id"]
+    url = f"http://j:16686/trace/{slowest}"
+    for terminal in (True, False):
+        output = io.StringIO()
+        console = Console(record=True, width=160, file=output, force_terminal=terminal)
+        print_judgement(judgement, console, jaeger_url="http://j:16686")
+        text = console.export_text()
+        assert f"slowest canary trace {url if not terminal else slowest} " in text
+        if terminal:  # the URL is in the hyperlink's escape sequence (OSC 8)
+            assert "\x1b]8;id=" in output.getvalue() and url in output.getvalue()
+
+
 def test_console_json_and_latest_verdict(tmp_path: Path) -> None:
     scenario = synth.with_canary(synth.Scenario(users=1500, seed=2), latency_median_ms=1300.0)
     judgement = judge(synth.calls(scenario))

@@ -222,7 +222,11 @@ def print_judgement(
         for label, trace in _traces(route):
             link = trace_link(trace["trace_id"], jaeger_url, tempo_url)
             text = Text(f"  {label} canary trace ")
-            text.append(trace["trace_id"], style=f"link {link}" if link else "cyan")
+            if link and not console.is_terminal:
+                # A log or a file shows no hyperlink, but its viewer links a plain URL.
+                text.append(link, style="cyan")
+            else:
+                text.append(trace["trace_id"], style=f"link {link}" if link else "cyan")
             detail = f" {trace['duration_ms']:,.0f} ms"
             if trace.get("error_type"):
                 detail += f", {trace['error_type']}"
