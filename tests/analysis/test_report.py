@@ -66,9 +66,10 @@ def test_trace_ids_are_hyperlinks_in_a_terminal_and_urls_in_a_log() -> None:
     url = f"http://j:16686/trace/{slowest}"
     for terminal in (True, False):
         output = io.StringIO()
-        console = Console(record=True, width=160, file=output, force_terminal=terminal)
+        console = Console(record=True, width=80, file=output, force_terminal=terminal)
         print_judgement(judgement, console, jaeger_url="http://j:16686")
         text = console.export_text()
+        # One line each, however narrow the console: a URL broken over lines is no link.
         assert f"slowest canary trace {url if not terminal else slowest} " in text
         if terminal:  # the URL is in the hyperlink's escape sequence (OSC 8)
             assert "\x1b]8;id=" in output.getvalue() and url in output.getvalue()

@@ -233,7 +233,7 @@ def print_judgement(
             if trace.get("outcome_kind"):
                 detail += f", {trace['outcome_kind']}"
             text.append(detail)
-            console.print(text)
+            console.print(text, soft_wrap=True)  # a URL stays whole, on its line
     if problems:
         console.print(Text(f"{len(problems)} unreadable line(s) skipped:", style="yellow"))
         for problem in problems[:20]:
