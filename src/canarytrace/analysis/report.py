@@ -174,6 +174,15 @@ def _metric_blocks(route: RouteVerdict) -> Table:
     return blocks
 
 
+def _metrics_for(console: Console, route: RouteVerdict) -> Table:
+    """The table where the console is wide enough for its lines, else the blocks."""
+    table = _metric_table(route)
+    unbounded = console.options.update_width(sys.maxsize)
+    if console.measure(table, options=unbounded).maximum > console.width:
+        return _metric_blocks(route)
+    return table
+
+
 def _status(status: str) -> Text:
     return Text(status, style=_STATUS_STYLE.get(status, ""))
 
@@ -195,11 +204,7 @@ def print_judgement(
             f"{route.canary_users} users / {route.canary_calls} calls)"
         )
         console.print(Text(title, style="bold"))
-        table = _metric_table(route)
-        unbounded = console.options.update_width(sys.maxsize)
-        if console.measure(table, options=unbounded).maximum > console.width:
-            table = _metric_blocks(route)
-        console.print(table)
+        console.print(_metrics_for(console, route))
         console.print(Text(f"{route.mode}; {_interval_note(route)}; * critical", style="dim"))
         console.print(
             Text.assemble(
