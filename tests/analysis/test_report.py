@@ -60,6 +60,17 @@ def test_console_table_has_a_line_per_metric_and_no_cut_words_when_narrow() -> N
     assert narrow[first + 1].startswith("    ") and narrow[first + 1].strip()
 
 
+def test_a_reason_writes_its_numbers_as_the_table_does() -> None:
+    scenario = synth.with_canary(synth.Scenario(users=1500, seed=2), latency_median_ms=1300.0)
+    route = judge(synth.calls(scenario)).routes["chat"]
+    row = next(row for row in metric_rows(route) if row[0] == "latency p95 *")
+    low, high = row[4].strip("[]").split(", ")
+    margin = row[6].lstrip("+-")  # the reason says "margin 10%", the table "+10%"
+    expected = f"latency p95 {row[3]} (interval {low} to {high}; margin {margin}): "
+    expected += f"significantly worse beyond the margin (adjusted p = {row[5]})"
+    assert expected in route.reasons
+
+
 def test_trace_ids_are_hyperlinks_in_a_terminal_and_urls_in_a_log() -> None:
     judgement = judge(synth.calls(synth.Scenario(users=400, seed=3)))
     slowest = judgement.routes["chat"].slowest_canary[0]["trace_id"]

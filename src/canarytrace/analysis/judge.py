@@ -59,6 +59,7 @@ from scipy import special, stats
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from canarytrace.analysis import metrics as M
+from canarytrace.analysis.formats import change_text, margin_text, p_text
 
 Kind = Literal["proportion", "ratio", "quantile", "shift"]
 
@@ -689,23 +690,9 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
 
 
 def _describe(r: MetricResult) -> str:
-    def fmt(v: float | None) -> str:
-        if v is None:
-            return "n/a"
-        if r.relative or r.name.endswith("_rate") or r.name == "positive_feedback":
-            return f"{v:+.1%}" if r.relative else f"{v * 100:+.2f} pp"
-        return f"{v:+.3g}"
-
-    margin = (
-        f"{r.margin:.0%}"
-        if r.relative
-        else (
-            f"{r.margin * 100:.2g} pp"
-            if r.name.endswith(("_rate", "_feedback"))
-            else f"{r.margin:g}"
-        )
-    )
-    return f"{r.label} {fmt(r.change)} (interval {fmt(r.low)} to {fmt(r.high)}; margin {margin})"
+    """A metric's change, interval and margin, as a verdict's reason names them."""
+    change, low, high = (change_text(r, v, missing="n/a") for v in (r.change, r.low, r.high))
+    return f"{r.label} {change} (interval {low} to {high}; margin {margin_text(r, signed=False)})"
 
 
 def _span_of(hours: float) -> str:
@@ -916,7 +903,7 @@ def _judge_route(
         verdict = Verdict.ROLLBACK
         reasons += [
             f"{_describe(r)}: significantly worse beyond the margin "
-            f"(adjusted p = {r.p_harm_adjusted:.2g})"
+            f"(adjusted p = {p_text(r.p_harm_adjusted)})"
             for r in failed_critical
         ]
     else:

@@ -31,7 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 from canarytrace.analysis import metrics as M
-from canarytrace.analysis.judge import Judgement, MetricResult, RouteVerdict, Verdict
+from canarytrace.analysis.formats import change_text, margin_text, p_text, value_text
+from canarytrace.analysis.judge import Judgement, RouteVerdict, Verdict
 from canarytrace.analysis.load import Problem
 
 _VERDICT_STYLE = {
@@ -58,62 +59,22 @@ def trace_link(
     return None
 
 
-def format_value(result: MetricResult, value: float | None) -> str:
-    """A metric's value in its unit (%, ms, USD, tokens, score)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if result.name.endswith("_rate") or result.name == "positive_feedback":
-        return f"{value:.2%}"
-    if result.name.startswith("latency"):
-        return f"{value:,.0f} ms"
-    if result.name.startswith("cost"):
-        return f"${value:.5f}"
-    if result.name == "output_tokens":
-        return f"{value:,.1f}"
-    return f"{value:.3f}"
-
-
-def format_change(result: MetricResult, value: float | None) -> str:
-    """A change: relative in %, absolute proportions in percentage points."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    if result.relative:
-        return f"{value:+.1%}"
-    if result.name.endswith("_rate") or result.name == "positive_feedback":
-        return f"{value * 100:+.2f} pp"
-    return f"{value:+.3g}"
-
-
-def format_margin(result: MetricResult) -> str:
-    """The margin with the direction that counts as worse."""
-    worse = "+" if result.higher_is_worse else "-"
-    if result.relative:
-        return f"{worse}{result.margin:.0%}"
-    if result.name.endswith("_rate") or result.name == "positive_feedback":
-        return f"{worse}{result.margin * 100:.2g} pp"
-    return f"{worse}{result.margin:g}"
-
-
-def _p(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2g}"
-
-
 def metric_rows(route: RouteVerdict) -> list[list[str]]:
     """The table's rows as text, shared by the console, Markdown and HTML."""
     rows = []
     for r in route.metrics:
         interval = "–"
         if r.low is not None and r.high is not None:
-            interval = f"[{format_change(r, r.low)}, {format_change(r, r.high)}]"
+            interval = f"[{change_text(r, r.low)}, {change_text(r, r.high)}]"
         rows.append(
             [
                 r.label + (" *" if r.critical else ""),
-                format_value(r, r.production),
-                format_value(r, r.canary),
-                format_change(r, r.change),
+                value_text(r, r.production),
+                value_text(r, r.canary),
+                change_text(r, r.change),
                 interval,
-                _p(r.p_harm_adjusted),
-                format_margin(r),
+                p_text(r.p_harm_adjusted),
+                margin_text(r),
                 r.status,
             ]
         )
