@@ -71,6 +71,19 @@ def test_status_shows_routes_tiers_and_lifecycles(registry: Path) -> None:
     assert "retires on 2027-01-14, in 50 days" in result.stdout
 
 
+def test_status_in_a_ci_log_keeps_every_model_id_whole(registry: Path) -> None:
+    # 80 columns, as rich assumes where there is no terminal: too narrow for the table.
+    result = runner.invoke(
+        app, ["status", "-r", str(registry), "--as-of", "2026-11-25"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    reg = parse_registry(registry, environ={})
+    for _route, tier, model_id in reg.model_ids():
+        assert f"tier {tier}" in result.stdout and f"model {model_id}" in result.stdout
+    assert "lifecycle retired on 2026-01-05 (replacement: claude-opus-4-8)" in result.stdout
+
+
 def test_promote_moves_one_stage_and_rollback_blocks_it(registry: Path) -> None:
     promoted = runner.invoke(app, ["promote", "chat", "-r", str(registry)])
     assert promoted.exit_code == 0, promoted.output

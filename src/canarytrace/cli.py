@@ -116,6 +116,7 @@ def status(
     from rich.text import Text
 
     from canarytrace.registry import is_pinned
+    from canarytrace.tables import fitted
 
     path, day, table, reg = _read_registry(registry, as_of, deprecations)
     view = Table(title=f"{path} (as of {day.isoformat()})")
@@ -143,7 +144,7 @@ def status(
                 Text(state.describe(), style),
             )
         view.add_section()
-    stdout.print(view)
+    stdout.print(fitted(stdout, view))
 
 
 @app.command()

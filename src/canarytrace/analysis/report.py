@@ -17,16 +17,13 @@ import html
 import io
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from rich import box
-from rich.columns import Columns
 from rich.console import Console
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +31,7 @@ from canarytrace.analysis import metrics as M
 from canarytrace.analysis.formats import change_text, margin_text, p_text, value_text
 from canarytrace.analysis.judge import Judgement, RouteVerdict, Verdict
 from canarytrace.analysis.load import Problem
+from canarytrace.tables import fitted
 
 _VERDICT_STYLE = {
     Verdict.PROMOTE: "bold green",
@@ -108,7 +106,8 @@ def _traces(route: RouteVerdict) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _metric_table(route: RouteVerdict) -> Table:
-    """The route's metrics as a rich table, one line per metric (about 115 columns wide).
+    """The route's metrics as a rich table, one line per metric (about 115 columns wide;
+    `fitted` makes blocks of it on a narrower console).
 
     No vertical rules, which a CI log shows as noise; the metric and status never wrap.
     """
@@ -118,29 +117,6 @@ def _metric_table(route: RouteVerdict) -> Table:
         table.add_column(header, justify="left" if whole else "right", no_wrap=whole)
     for row in metric_rows(route):
         table.add_row(*row[:-1], _status(row[-1]))
-    return table
-
-
-def _metric_blocks(route: RouteVerdict) -> Table:
-    """The same metrics for a console too narrow for the table: per metric, its name and
-    status, then its numbers, each named, wrapping between them instead of folding
-    columns into fragments of words."""
-    blocks = Table.grid()
-    for row in metric_rows(route):
-        label, *numbers, status = row
-        blocks.add_row(Text.assemble((label, "bold"), "  ", _status(status)))
-        pairs = zip(HEADERS[1:-1], numbers, strict=True)
-        named = [Text(f"{header} {number}") for header, number in pairs]
-        blocks.add_row(Padding(Columns(named, padding=(0, 2)), (0, 0, 0, 2)))
-    return blocks
-
-
-def _metrics_for(console: Console, route: RouteVerdict) -> Table:
-    """The table where the console is wide enough for its lines, else the blocks."""
-    table = _metric_table(route)
-    unbounded = console.options.update_width(sys.maxsize)
-    if console.measure(table, options=unbounded).maximum > console.width:
-        return _metric_blocks(route)
     return table
 
 
@@ -165,7 +141,7 @@ def print_judgement(
             f"{route.canary_users} users / {route.canary_calls} calls)"
         )
         console.print(Text(title, style="bold"))
-        console.print(_metrics_for(console, route))
+        console.print(fitted(console, _metric_table(route)))
         console.print(Text(f"{route.mode}; {_interval_note(route)}; * critical", style="dim"))
         console.print(
             Text.assemble(

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from canarytrace.errors import CanaryTraceError
+from canarytrace.tables import fitted
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -70,7 +71,7 @@ def review(
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
     if result.changes:
-        stdout.print(reviewing.table(result))
+        stdout.print(fitted(stdout, reviewing.table(result)))
     stdout.print(reviewing.summary(result), highlight=False, soft_wrap=True)
     if html is not None:
         reviewing.write_html(result, html)
@@ -115,7 +116,7 @@ def compare(
         )
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
-    stdout.print(comparing.table(result))
+    stdout.print(fitted(stdout, comparing.table(result)))
     for r in result.results:
         for error in r.errors:
             stderr.print(f"{r.prompt.id}: {error}", highlight=False)
