@@ -22,22 +22,23 @@ def fitted(console: Console, table: Table) -> RenderableType:
     unbounded = console.options.update_width(sys.maxsize)
     if console.measure(table, options=unbounded).maximum <= console.width:
         return table
-    return as_blocks(table)
+    return _as_blocks(table)
 
 
-def as_blocks(table: Table) -> Group:
+def _as_blocks(table: Table) -> Group:
     """The table's title, then per row: its first cell in bold (when it has one), and
     under it the row's other non-empty cells as `header value` pairs; its caption last."""
     columns = table.columns
     rows = zip(*(column.cells for column in columns), strict=True)
     blocks: list[RenderableType] = [Text(str(table.title), style="bold")] if table.title else []
-    for first, *rest in rows:
-        if _text(first).plain:
-            blocks.append(Text.assemble(_text(first), style="bold"))
+    for cells in rows:
+        first, *rest = (_text(cell) for cell in cells)
+        if first.plain:
+            blocks.append(Text.assemble(first, style="bold"))
         pairs = [
-            Text.assemble(f"{column.header} ", _text(cell))
+            Text.assemble(f"{column.header} ", cell)
             for column, cell in zip(columns[1:], rest, strict=True)
-            if _text(cell).plain
+            if cell.plain
         ]
         blocks.append(Padding(Columns(pairs, padding=(0, 2)), (0, 0, 0, 2)))
     if table.caption:

@@ -18,13 +18,9 @@ def _is_share(result: MetricResult) -> bool:
     return result.name.endswith("_rate") or result.name == "positive_feedback"
 
 
-def _known(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
 def value_text(result: MetricResult, value: float | None, missing: str = "–") -> str:
     """A metric's value in its unit (%, ms, USD, tokens, score)."""
-    if value is None or not _known(value):
+    if value is None or not math.isfinite(value):
         return missing
     if _is_share(result):
         return f"{value:.2%}"
@@ -39,7 +35,7 @@ def value_text(result: MetricResult, value: float | None, missing: str = "–") 
 
 def change_text(result: MetricResult, value: float | None, missing: str = "–") -> str:
     """A change (or an interval's end): relative in %, proportions in percentage points."""
-    if value is None or not _known(value):
+    if value is None or not math.isfinite(value):
         return missing
     if result.relative:
         return f"{value:+.1%}"
