@@ -715,8 +715,12 @@ def _canary_traces(
     canary_calls = M.tier_calls(lazy, route, "canary")
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
     failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
+    # `is_between`, not `>=`: polars skips Parquet row groups by their statistics for a
+    # float range but not for a float `>=` (its NaN rule), so only the row groups that
+    # hold a call this slow are read (33 of 84 on 10M calls: 0.21 -> 0.11 CPU-s).
+    at_least_floor = pl.col("duration_ms").is_between(_slowest_floor(histograms, 5), math.inf)
     slowest = (
-        canary_calls.filter(pl.col("duration_ms") >= _slowest_floor(histograms, 5))
+        canary_calls.filter(at_least_floor)
         .select(cols)
         .top_k(5, by="duration_ms")
         .sort("duration_ms", descending=True)
