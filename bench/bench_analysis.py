@@ -25,11 +25,16 @@ What each contender does on the same files:
   stays flat in the number of calls, apart from the judge's, which grows with users;
   large JSON inputs are parsed by one worker process per core, whose largest peak is
   `worker_peak_mb` (at most that many workers run beside the main process);
-* pandas and DuckDB: the same aggregation only (spans → calls with feedback and
-  outcomes joined → per route/tier/user sums and median log-latency, plus each tier's
-  p95), no statistics. Their JSON path parses OTLP the straightforward way: `json.loads`
-  per line with pandas, `read_json` with an explicit nested schema and `unnest` with
-  DuckDB.
+* pandas and DuckDB: the same aggregation, no statistics: every number the judge reads
+  from the calls, each computed the way a user of that library would write it. Per
+  route with canary calls: each tier's p95 latency (exact), the window and the calls
+  without a user, per (tier, user) the calls, errors, cost, output tokens, feedback
+  count, score sum and positive count (the judge's threshold, from the scores' range),
+  outcomes, wrong answers, mean log-latency, calls at or below the tier's p95 and the
+  widest rollout stage; the five slowest and five latest failing canary calls with
+  their trace ids; each tier's most frequent model. Their JSON path parses OTLP the
+  straightforward way: `json.loads` per line with pandas, `read_json` with an explicit
+  nested schema and `unnest` with DuckDB.
 """
 
 from __future__ import annotations
@@ -124,31 +129,60 @@ def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
     }
 
 
+# What the peers read of each call: the judge's columns, the trace ids included.
+_TRACE_COLUMNS = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type"]
+_TRACE_COLUMNS += ["outcome_kind"]
+_PEER_COLUMNS = [*_TRACE_COLUMNS, "route", "tier", "user_hash", "cost_usd", "output_tokens"]
+_PEER_COLUMNS += ["feedback_score", "outcome_ok", "rollout_percent", "request_model"]
+
+
 def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, object]:
     import numpy as np
     import pandas as pd
 
     if fmt == "parquet":
-        calls = pd.concat(pd.read_parquet(p) for p in sorted((folder / "parquet").iterdir()))
+        parts = sorted((folder / "parquet").iterdir())
+        calls = pd.concat(pd.read_parquet(p, columns=_PEER_COLUMNS) for p in parts)
     else:
         calls = _pandas_calls_from_json(folder / "json", names)
-    calls["error"] = calls["status"] == "error"
-    calls["log_latency"] = np.log(calls["duration_ms"].clip(lower=0.01))
-    calls["wrong"] = calls["outcome_ok"].eq(False)
-    calls["has_outcome"] = calls["outcome_ok"].notna()
-    users = calls.groupby(["route", "tier", "user_hash"]).agg(
-        calls=("span_id", "size"),
-        errors=("error", "sum"),
-        cost=("cost_usd", "sum"),
-        output_tokens=("output_tokens", "sum"),
-        feedback=("feedback_score", "count"),
-        score_sum=("feedback_score", "sum"),
-        outcomes=("has_outcome", "sum"),
-        wrong=("wrong", "sum"),
-        log_latency_median=("log_latency", "median"),
-    )
-    p95 = calls.groupby(["route", "tier"])["duration_ms"].quantile(0.95)
-    return {"users": len(users), "calls": len(calls), "p95": p95.round(1).to_dict().__len__()}
+    routes = sorted(calls.loc[calls["tier"] == "canary", "route"].dropna().unique())
+    lo, hi = calls["feedback_score"].min(), calls["feedback_score"].max()
+    positive_at = lo + 0.75 * (hi - lo) if hi > lo else hi  # the judge's threshold
+    users = 0
+    for route in routes:
+        judged = calls[(calls["route"] == route) & calls["tier"].isin(["production", "canary"])]
+        p95 = judged.groupby("tier")["duration_ms"].quantile(0.95)
+        window = (judged["start"].min(), judged["start"].max(), judged["user_hash"].isna().sum())
+        per_call = judged.assign(
+            error=judged["status"] == "error",
+            positive=judged["feedback_score"] >= positive_at,
+            has_outcome=judged["outcome_ok"].notna(),
+            wrong=judged["outcome_ok"].eq(False),
+            log_latency=np.log(judged["duration_ms"].clip(lower=0.01)),
+            under_p95=judged["duration_ms"] <= judged["tier"].map(p95),
+        )
+        per_user = per_call.groupby(["tier", "user_hash"]).agg(
+            calls=("span_id", "size"),
+            errors=("error", "sum"),
+            cost=("cost_usd", "sum"),
+            output_tokens=("output_tokens", "sum"),
+            feedback=("feedback_score", "count"),
+            score_sum=("feedback_score", "sum"),
+            positive=("positive", "sum"),
+            outcomes=("has_outcome", "sum"),
+            wrong=("wrong", "sum"),
+            log_latency_mean=("log_latency", "mean"),
+            under_p95=("under_p95", "sum"),
+            rollout_percent=("rollout_percent", "max"),
+        )
+        canary = judged[judged["tier"] == "canary"]
+        failed = canary["status"].eq("error") | canary["outcome_ok"].eq(False)
+        slowest = canary.nlargest(5, "duration_ms")[_TRACE_COLUMNS]
+        failing = canary[failed].nlargest(5, "start")[_TRACE_COLUMNS]
+        models = judged.groupby("tier")["request_model"].agg(lambda m: m.mode().iloc[0])
+        assert window[0] is not None and len(slowest) and len(failing) and len(models)
+        users += len(per_user)
+    return {"users": users, "calls": len(calls), "routes": len(routes)}
 
 
 def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -171,22 +205,29 @@ def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no
                             if span["name"] == n["feedback"]:
                                 feedback.setdefault(target, []).append(float(attrs[n["score"]]))
                             elif span["name"] == n["outcome"]:
-                                outcomes[target] = outcomes.get(target, True) and attrs[n["ok"]]
+                                ok, kind = outcomes.get(target, (True, None))
+                                if not attrs[n["ok"]]:  # the first wrong one names the kind
+                                    ok, kind = False, kind or attrs.get(n["kind"])
+                                outcomes[target] = (ok, kind)
                             elif n["operation"] in attrs:
                                 start = int(span["startTimeUnixNano"])
                                 rows.append(
                                     {
                                         "trace_id": span["traceId"],
                                         "span_id": span["spanId"],
+                                        "start": start,
                                         "route": attrs.get(n["route"]),
                                         "tier": attrs.get(n["tier"]),
                                         "user_hash": attrs.get(n["user"]),
                                         "status": "error"
                                         if span.get("status", {}).get("code") == 2
                                         else "ok",
+                                        "error_type": attrs.get(n["error_type"]),
                                         "duration_ms": (int(span["endTimeUnixNano"]) - start) / 1e6,
                                         "cost_usd": attrs.get(n["cost"]),
                                         "output_tokens": int(attrs.get(n["output"], 0)),
+                                        "rollout_percent": int(attrs.get(n["rollout"], 0)),
+                                        "request_model": attrs.get(n["request_model"]),
                                     }
                                 )
     calls = pd.DataFrame(rows)
@@ -195,7 +236,8 @@ def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no
         sum(feedback[k]) / len(feedback[k]) if k in feedback else None for k in keys
     ]
     calls["feedback_score"] = calls["feedback_score"].astype(float)
-    calls["outcome_ok"] = [outcomes.get(k) for k in keys]
+    calls["outcome_ok"] = [outcomes[k][0] if k in outcomes else None for k in keys]
+    calls["outcome_kind"] = [outcomes[k][1] if k in outcomes else None for k in keys]
     return calls
 
 
@@ -229,16 +271,21 @@ def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
             sc AS (SELECT unnest(rs.scopeSpans) AS x FROM r),
             sp AS (SELECT unnest(x.spans) AS s FROM sc)
             SELECT s.traceId AS trace_id, s.spanId AS span_id, s.name AS name,
+              CAST(s.startTimeUnixNano AS BIGINT) AS start,
               (CAST(s.endTimeUnixNano AS BIGINT) - CAST(s.startTimeUnixNano AS BIGINT)) / 1e6
                 AS duration_ms,
               CASE WHEN s.status.code = 2 THEN 'error' ELSE 'ok' END AS status,
+              {attr(n["error_type"])} AS error_type,
+              {attr(n["request_model"])} AS request_model,
+              CAST({attr(n["rollout"], "intValue")} AS BIGINT) AS rollout_percent,
               {attr(n["operation"])} AS operation,
               {attr(n["route"])} AS route, {attr(n["tier"])} AS tier,
               {attr(n["user"])} AS user_hash,
               {attr(n["cost"], "doubleValue")} AS cost_usd,
               CAST({attr(n["output"], "intValue")} AS BIGINT) AS output_tokens,
               {attr(n["target_trace"])} AS target_trace, {attr(n["target_span"])} AS target_span,
-              {attr(n["score"], "doubleValue")} AS score, {attr(n["ok"], "boolValue")} AS ok
+              {attr(n["score"], "doubleValue")} AS score, {attr(n["ok"], "boolValue")} AS ok,
+              {attr(n["kind"])} AS kind
             FROM sp
             """
         )
@@ -247,32 +294,80 @@ def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
             CREATE VIEW calls AS
             WITH fb AS (SELECT target_trace, target_span, avg(score) AS feedback_score
                         FROM spans WHERE name = '{n["feedback"]}' GROUP BY ALL),
-                 oc AS (SELECT target_trace, target_span, bool_and(ok) AS outcome_ok
+                 oc AS (SELECT target_trace, target_span, bool_and(ok) AS outcome_ok,
+                          min(kind) FILTER (WHERE NOT ok) AS outcome_kind
                         FROM spans WHERE name = '{n["outcome"]}' GROUP BY ALL)
-            SELECT c.*, fb.feedback_score, oc.outcome_ok FROM spans c
+            SELECT c.*, fb.feedback_score, oc.outcome_ok, oc.outcome_kind FROM spans c
             LEFT JOIN fb ON fb.target_trace = c.trace_id AND fb.target_span = c.span_id
             LEFT JOIN oc ON oc.target_trace = c.trace_id AND oc.target_span = c.span_id
             WHERE c.operation IS NOT NULL
               AND c.name NOT IN ('{n["feedback"]}', '{n["outcome"]}')
             """
         )
-    users = con.execute(
-        """
-        SELECT route, tier, user_hash, count(*) AS calls,
-          sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,
-          sum(cost_usd) AS cost, sum(output_tokens) AS output_tokens,
-          count(feedback_score) AS feedback, sum(feedback_score) AS score_sum,
-          count(outcome_ok) AS outcomes,
-          sum(CASE WHEN outcome_ok = false THEN 1 ELSE 0 END) AS wrong,
-          median(ln(greatest(duration_ms, 0.01))) AS log_latency_median
-        FROM calls GROUP BY ALL
-        """
-    ).fetchall()
-    p95 = con.execute(
-        "SELECT route, tier, quantile_cont(duration_ms, 0.95) FROM calls GROUP BY ALL"
-    ).fetchall()
-    total = con.execute("SELECT count(*) FROM calls").fetchone()
-    return {"users": len(users), "calls": total[0] if total else 0, "p95": len(p95)}
+    return _duckdb_judge_reads(con)
+
+
+def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the judge reads from the calls, as SQL over the `calls` view."""
+
+    def rows(sql: str, *params: object) -> list[tuple[object, ...]]:
+        return con.execute(sql, list(params)).fetchall()  # type: ignore[no-any-return]
+
+    routes = rows("SELECT DISTINCT route FROM calls WHERE tier = 'canary' AND route NOT NULL")
+    ((lo, hi),) = rows("SELECT min(feedback_score), max(feedback_score) FROM calls")
+    positive_at = lo + 0.75 * (hi - lo) if hi > lo else hi  # the judge's threshold
+    judged = "route = ? AND tier IN ('production', 'canary')"
+    canary = "route = ? AND tier = 'canary'"
+    traces = ", ".join(_TRACE_COLUMNS)
+    users = 0
+    for (route,) in sorted(routes):
+        p95 = dict(
+            rows(
+                f"SELECT tier, quantile_cont(duration_ms, 0.95) FROM calls WHERE {judged} "
+                "GROUP BY tier",
+                route,
+            )
+        )
+        window = rows(
+            f"SELECT min(start), max(start), count(*) - count(user_hash) FROM calls WHERE {judged}",
+            route,
+        )
+        per_user = rows(
+            f"""
+            SELECT tier, user_hash, count(*) AS calls, count_if(status = 'error') AS errors,
+              sum(cost_usd) AS cost, sum(output_tokens) AS output_tokens,
+              count(feedback_score) AS feedback, sum(feedback_score) AS score_sum,
+              count_if(feedback_score >= ?) AS positive,
+              count(outcome_ok) AS outcomes, count_if(NOT outcome_ok) AS wrong,
+              avg(ln(greatest(duration_ms, 0.01))) AS log_latency_mean,
+              count_if(duration_ms <= CASE WHEN tier = 'canary' THEN ? ELSE ? END)
+                AS under_p95,
+              max(rollout_percent) AS rollout_percent
+            FROM calls WHERE {judged} GROUP BY ALL
+            """,
+            positive_at,
+            p95.get("canary"),
+            p95.get("production"),
+            route,
+        )
+        slowest = rows(
+            f"SELECT {traces} FROM calls WHERE {canary} ORDER BY duration_ms DESC LIMIT 5", route
+        )
+        failing = rows(
+            f"SELECT {traces} FROM calls WHERE {canary} "
+            "AND (status = 'error' OR outcome_ok = false) ORDER BY start DESC LIMIT 5",
+            route,
+        )
+        models = rows(
+            f"SELECT tier, arg_max(request_model, n) FROM (SELECT tier, request_model, "
+            f"count(*) AS n FROM calls WHERE {judged} AND request_model NOT NULL "
+            "GROUP BY ALL) GROUP BY tier",
+            route,
+        )
+        assert window and slowest and failing and models
+        users += len(per_user)
+    ((calls,),) = rows("SELECT count(*) FROM calls")
+    return {"users": users, "calls": calls, "routes": len(routes)}
 
 
 def child(task: str, folder: Path, fmt: str, names: dict[str, str]) -> None:
@@ -318,6 +413,10 @@ def _names() -> dict[str, str]:
         "target_span": A.TARGET_SPAN_ID,
         "score": A.FEEDBACK_SCORE,
         "ok": A.OUTCOME_OK,
+        "kind": A.OUTCOME_KIND,
+        "error_type": A.ERROR_TYPE,
+        "rollout": A.ROLLOUT_PERCENT,
+        "request_model": A.GEN_AI_REQUEST_MODEL,
     }
 
 
