@@ -129,11 +129,22 @@ def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
     }
 
 
-# What the peers read of each call: the judge's columns, the trace ids included.
-_TRACE_COLUMNS = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type"]
-_TRACE_COLUMNS += ["outcome_kind"]
-_PEER_COLUMNS = [*_TRACE_COLUMNS, "route", "tier", "user_hash", "cost_usd", "output_tokens"]
-_PEER_COLUMNS += ["feedback_score", "outcome_ok", "rollout_percent", "request_model"]
+# The columns of a slow or failing trace in the judge's report.
+_TRACE_COLUMNS = [
+    "trace_id",
+    "span_id",
+    "start",
+    "duration_ms",
+    "status",
+    "error_type",
+    "outcome_kind",
+]
+# Every column the judge reads, which is what the peers read.
+_PEER_COLUMNS = [
+    *_TRACE_COLUMNS,
+    *("route", "tier", "user_hash", "cost_usd", "output_tokens", "feedback_score"),
+    *("outcome_ok", "rollout_percent", "request_model"),
+]
 
 
 def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, object]:
@@ -180,6 +191,7 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
         slowest = canary.nlargest(5, "duration_ms")[_TRACE_COLUMNS]
         failing = canary[failed].nlargest(5, "start")[_TRACE_COLUMNS]
         models = judged.groupby("tier")["request_model"].agg(lambda m: m.mode().iloc[0])
+        # every result is used, and none may be empty on these inputs
         assert window[0] is not None and len(slowest) and len(failing) and len(models)
         users += len(per_user)
     return {"users": users, "calls": len(calls), "routes": len(routes)}
@@ -364,6 +376,7 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
             "GROUP BY ALL) GROUP BY tier",
             route,
         )
+        # every result is used, and none may be empty on these inputs
         assert window and slowest and failing and models
         users += len(per_user)
     ((calls,),) = rows("SELECT count(*) FROM calls")
