@@ -129,6 +129,12 @@ def run_canarytrace(folder: Path, fmt: str) -> dict[str, object]:
     }
 
 
+def _positive_at(lo: float, hi: float) -> float:
+    """The score at or above which feedback counts as positive, from the scores' range:
+    `metrics.positive_threshold`'s rule, which the peers (without canarytrace) repeat."""
+    return lo + 0.75 * (hi - lo) if hi > lo else hi
+
+
 # The columns of a slow or failing trace in the judge's report.
 _TRACE_COLUMNS = [
     "trace_id",
@@ -158,7 +164,7 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
         calls = _pandas_calls_from_json(folder / "json", names)
     routes = sorted(calls.loc[calls["tier"] == "canary", "route"].dropna().unique())
     lo, hi = calls["feedback_score"].min(), calls["feedback_score"].max()
-    positive_at = lo + 0.75 * (hi - lo) if hi > lo else hi  # the judge's threshold
+    positive_at = _positive_at(lo, hi)
     users = 0
     for route in routes:
         judged = calls[(calls["route"] == route) & calls["tier"].isin(["production", "canary"])]
@@ -327,7 +333,7 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
 
     routes = rows("SELECT DISTINCT route FROM calls WHERE tier = 'canary' AND route NOT NULL")
     ((lo, hi),) = rows("SELECT min(feedback_score), max(feedback_score) FROM calls")
-    positive_at = lo + 0.75 * (hi - lo) if hi > lo else hi  # the judge's threshold
+    positive_at = _positive_at(lo, hi)
     judged = "route = ? AND tier IN ('production', 'canary')"
     canary = "route = ? AND tier = 'canary'"
     traces = ", ".join(_TRACE_COLUMNS)
