@@ -184,7 +184,8 @@ def end_call(
     """
     span = call.span
     target = call.target
-    duration = time.perf_counter() - call.start
+    ins = call.ins
+    duration = time.perf_counter() - call.start if ins.duration is not None else 0.0
     error_type = type(error).__qualname__ if error is not None else None
     response_model = None
     cost = None
@@ -194,13 +195,21 @@ def end_call(
             if target.pinned and response_model:
                 attributes[A.ALIAS_DRIFT] = response_model != target.model
             if usage is not None:
-                attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input
-                attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output
-                if usage.cache_read:
-                    attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read
-                if usage.cache_write:
-                    attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write
-                cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
+                tokens_in, tokens_out, cache_read, cache_write = usage
+                attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = tokens_in
+                attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = tokens_out
+                if cache_read:
+                    attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
+                if cache_write:
+                    attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
+                cost = pricing.cost_usd(
+                    target.provider,
+                    response_model or target.model,
+                    tokens_in,
+                    tokens_out,
+                    cache_read,
+                    cache_write,
+                )
                 if cost is not None:
                     attributes[A.COST_USD] = cost
             span.set_attributes(attributes)
@@ -212,7 +221,7 @@ def end_call(
         report("end_call")
     span.end()
     try:
-        if call.ins.duration is not None:
+        if ins.duration is not None:
             _record_metrics(call, duration, response_model, usage, cost, error_type)
         if call.tier == "canary" and call.route is not None:  # only canary calls count
             routing.record_result(call.route, call.tier, error is None)

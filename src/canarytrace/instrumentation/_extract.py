@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 from canarytrace import attributes as A
@@ -24,6 +25,11 @@ class Usage(NamedTuple):
     output: int
     cache_read: int = 0
     cache_write: int = 0
+
+
+#: `Usage((input, output, cache_read, cache_write))` without the NamedTuple's own
+#: constructor, which is Python code (0.2 µs a call) on every call's path.
+_new_usage = partial(tuple.__new__, Usage)
 
 
 def _int(value: object) -> int:
@@ -248,8 +254,13 @@ def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
-    read, write = _int(read), _int(write)
-    return Usage(_int(fresh) + read + write, _int(usage.output_tokens), read, write)
+    # Inline checks, no `_int` calls: this runs at the end of every Anthropic call.
+    fresh = fresh if isinstance(fresh, int) else 0
+    read = read if isinstance(read, int) else 0
+    write = write if isinstance(write, int) else 0
+    output = usage.output_tokens
+    output = output if isinstance(output, int) else 0
+    return _new_usage((fresh + read + write, output, read, write))
 
 
 def anthropic_text(response: Any) -> list[str]:
