@@ -1,7 +1,9 @@
 """Per-call overhead of canarytrace's instrumentation, against the floor and the peers.
 
 Every variant makes the same SDK calls (openai chat, openai chat streamed with 20
-chunks, anthropic messages, anthropic messages streamed) through an in-process
+chunks, anthropic messages, anthropic messages streamed with 20 events; `--stream-chunks`
+sets another length: per event, canarytrace's anthropic reader adds no more Python
+instructions than the by-hand loop, its openai reader adds more) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
@@ -49,6 +51,7 @@ by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants spa
 beside it. Absolute times move with the machine; compare the ratios.
 
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
+        [--stream-chunks 20]
         [--only anthropic 'anthropic stream'] [--side-by-side] [--callgrind]
 
 `--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
@@ -84,6 +87,7 @@ SCENARIOS = ("openai", "openai stream", "anthropic", "anthropic stream")
 SETTLE = 40
 OPENAI_MODEL = "gpt-4o-2024-11-20"
 CLAUDE_MODEL = "claude-3-5-sonnet-20241022"
+# Events of each streamed reply; `--stream-chunks` changes it (every process gets it).
 STREAM_CHUNKS = 20
 REPO = Path(__file__).resolve().parent.parent
 
@@ -686,6 +690,7 @@ def _run(python: str, variant: str, scenarios: list[str], calls: int, rounds: in
     env = _worker_env()
     command = [python, __file__, "--worker", variant, "--calls", str(calls)]
     command += ["--rounds", str(rounds), "--scenarios", json.dumps(scenarios)]
+    command += ["--stream-chunks", str(STREAM_CHUNKS)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode != 0:
         print(f"  {variant} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -693,11 +698,22 @@ def _run(python: str, variant: str, scenarios: list[str], calls: int, rounds: in
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _set_stream_chunks(chunks: int) -> None:
+    global STREAM_CHUNKS
+    STREAM_CHUNKS = max(chunks, 5)  # the anthropic stream's four fixed events and a delta
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--calls", type=int, default=100, help="calls per timed round")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per process")
+    parser.add_argument(
+        "--stream-chunks",
+        type=int,
+        default=20,
+        help="events of each streamed reply (at least 5)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="only the floors and canarytrace")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="measure only these scenarios")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -714,6 +730,7 @@ def main() -> None:
     parser.add_argument("--counted-worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    _set_stream_chunks(args.stream_chunks)
 
     if args.counted_worker:
         counted_worker(args.counted_worker, json.loads(args.scenarios)[0], args.calls)
@@ -834,6 +851,7 @@ def _collected(python: str, variant: str, scenario: str, calls: int) -> int:
     command = ["setarch", "-R", "valgrind", "--tool=callgrind", "--instr-atstart=no"]
     command += ["--callgrind-out-file=/dev/null", python, __file__, "--counted-worker", variant]
     command += ["--scenarios", json.dumps([scenario]), "--calls", str(calls)]
+    command += ["--stream-chunks", str(STREAM_CHUNKS)]
     # Fixed string hashes and no address randomisation: dict probes then repeat exactly.
     env = _worker_env()
     env["PYTHONHASHSEED"] = "0"
