@@ -185,6 +185,7 @@ def end_call(
     span = call.span
     target = call.target
     ins = call.ins
+    # Read only for the duration metric, so not at all when metrics are off.
     duration = time.perf_counter() - call.start if ins.duration is not None else 0.0
     error_type = type(error).__qualname__ if error is not None else None
     response_model = None
