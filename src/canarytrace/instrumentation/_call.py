@@ -184,9 +184,7 @@ def end_call(
     """
     span = call.span
     target = call.target
-    ins = call.ins
-    # Read only for the duration metric, so not at all when metrics are off.
-    duration = time.perf_counter() - call.start if ins.duration is not None else 0.0
+    duration = time.perf_counter() - call.start
     error_type = type(error).__qualname__ if error is not None else None
     response_model = None
     cost = None
@@ -203,14 +201,7 @@ def end_call(
                     attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
                 if cache_write:
                     attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
-                cost = pricing.cost_usd(
-                    target.provider,
-                    response_model or target.model,
-                    tokens_in,
-                    tokens_out,
-                    cache_read,
-                    cache_write,
-                )
+                cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
                 if cost is not None:
                     attributes[A.COST_USD] = cost
             span.set_attributes(attributes)
@@ -222,7 +213,7 @@ def end_call(
         report("end_call")
     span.end()
     try:
-        if ins.duration is not None:
+        if call.ins.duration is not None:
             _record_metrics(call, duration, response_model, usage, cost, error_type)
         if call.tier == "canary" and call.route is not None:  # only canary calls count
             routing.record_result(call.route, call.tier, error is None)

@@ -257,13 +257,8 @@ def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
-    # Inline checks, no `_int` calls: this runs at the end of every Anthropic call.
-    fresh = fresh if isinstance(fresh, int) else 0
-    read = read if isinstance(read, int) else 0
-    write = write if isinstance(write, int) else 0
-    output = usage.output_tokens
-    output = output if isinstance(output, int) else 0
-    return _new_usage((fresh + read + write, output, read, write))
+    read, write = _int(read), _int(write)
+    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write))
 
 
 def anthropic_text(response: Any) -> list[str]:
