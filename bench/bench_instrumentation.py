@@ -711,7 +711,7 @@ def main() -> None:
     parser.add_argument(
         "--stream-chunks",
         type=int,
-        default=20,
+        default=STREAM_CHUNKS,
         help="events of each streamed reply (at least 5)",
     )
     parser.add_argument("--no-peers", action="store_true", help="only the floors and canarytrace")
