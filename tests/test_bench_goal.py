@@ -1,0 +1,65 @@
+"""The instrumentation bench's verdict on issue 5's goal: the interval and its reading.
+
+The bench itself is not a test (its times depend on the machine); what it concludes
+from its times is plain arithmetic, tested here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_instrumentation.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_instrumentation", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interval_holds_the_ratio_of_medians_and_narrows_with_agreeing_processes(
+    bench: ModuleType,
+) -> None:
+    wide = bench.ratio_interval([60.0, 90.0, 75.0, 70.0, 100.0], [50.0, 55.0, 60.0, 45.0, 65.0])
+    narrow = bench.ratio_interval([74.0, 75.0, 76.0, 75.0, 75.0], [54.0, 55.0, 56.0, 55.0, 55.0])
+    assert wide is not None and narrow is not None
+    assert wide[0] <= 75 / 55 <= wide[1]
+    assert narrow[0] <= 75 / 55 <= narrow[1]
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 3
+
+
+def test_identical_processes_give_a_point_interval(bench: ModuleType) -> None:
+    assert bench.ratio_interval([66.0] * 4, [44.0] * 4) == pytest.approx((1.5, 1.5))
+
+
+def test_interval_is_the_same_for_the_same_runs(bench: ModuleType) -> None:
+    runs = ([80.0, 84.0, 91.0], [55.0, 57.0, 52.0])
+    assert bench.ratio_interval(*runs) == bench.ratio_interval(*runs)
+
+
+def test_a_floor_that_is_not_positive_gives_no_interval(bench: ModuleType) -> None:
+    assert bench.ratio_interval([10.0, 12.0], [0.0, 0.0]) is None
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"),
+    [
+        ((1.1, 1.4), "met"),
+        ((1.3, 1.5), "met"),
+        ((1.4, 1.6), "on the line"),
+        ((1.51, 1.9), "missed"),
+        (None, "no floor"),
+    ],
+)
+def test_verdict_reads_the_whole_interval_against_the_goal(
+    bench: ModuleType, interval: tuple[float, float] | None, verdict: str
+) -> None:
+    assert bench.GOAL == 1.5
+    assert bench.goal_verdict(interval) == verdict
