@@ -295,11 +295,11 @@ def test_chat_chunks_after_the_first_token_still_give_every_ending_and_the_usage
     assert attributes["canarytrace.time_to_first_token_ms"] > 0
 
 
-def test_chat_chunks_after_the_first_token_are_picked_by_any_choice_ending_or_usage(
+def test_chat_chunks_after_the_first_token_are_picked_by_any_choice_ending(
     instrumented: Telemetry,
 ) -> None:
-    # The reader hands a late chunk over when any of its choices ends (not only the first)
-    # or when it has usage, and then every ending in that chunk counts.
+    # The reader hands a late chunk over when any of its choices ends (not only the first),
+    # and then every ending in that chunk counts, and the usage it carries.
     base = {"id": "chatcmpl-3", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
     chunks = [
         {**base, "choices": [_choice(0, "Hi"), _choice(1, "Yo")]},
@@ -313,6 +313,33 @@ def test_chat_chunks_after_the_first_token_are_picked_by_any_choice_ending_or_us
     _read_chat_stream(chunks)
     attributes = instrumented.one_span().attributes
     assert attributes["gen_ai.response.finish_reasons"] == ("length", "stop")
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+
+
+def _counting_on_every_chunk(chunk_id: str) -> list[dict[str, Any]]:
+    """Chunks of a provider that reports the usage so far on every chunk (vLLM's
+    `continuous_usage_stats`, for one): the ending's is the whole call's."""
+    base = {"id": chunk_id, "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    texts = ["Hi", " there", " you", ""]
+    return [
+        {
+            **base,
+            "choices": [_choice(0, text or None, "stop" if n == len(texts) - 1 else None)],
+            "usage": {"prompt_tokens": 9, "completion_tokens": n + 1},
+        }
+        for n, text in enumerate(texts)
+    ]
+
+
+def test_chat_usage_counted_on_every_chunk_is_taken_from_the_ending(
+    instrumented: Telemetry,
+) -> None:
+    # Past the first token, chunks that neither end a choice nor lack choices are not
+    # read: their usage is a count so far, which the ending's replaces.
+    _read_chat_stream(_counting_on_every_chunk("chatcmpl-5"))
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
     assert attributes["gen_ai.usage.input_tokens"] == 9
     assert attributes["gen_ai.usage.output_tokens"] == 4
 
@@ -424,3 +451,20 @@ def test_async_chat_chunks_after_the_first_token_give_every_ending_and_the_usage
     assert attributes["gen_ai.usage.input_tokens"] == 9
     assert attributes["gen_ai.usage.output_tokens"] == 4
     assert attributes["canarytrace.time_to_first_token_ms"] > 0
+
+
+def test_async_chat_usage_counted_on_every_chunk_is_taken_from_the_ending(
+    instrumented: Telemetry,
+) -> None:
+    chunks = _counting_on_every_chunk("chatcmpl-6")
+
+    async def main() -> int:
+        http = httpx2.AsyncClient(transport=_chat_stream_transport(chunks))
+        client = openai.AsyncOpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        return len([chunk async for chunk in stream])
+
+    assert asyncio.run(main()) == len(chunks)
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 4

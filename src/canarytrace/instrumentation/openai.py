@@ -31,7 +31,7 @@ class ChatAccumulator(Accumulator):
 
     __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
 
-    late = None  # no type: the reader hands over the chunks that end a choice or have usage
+    late = None  # no type: the reader hands over the chunks that end a choice or have none
 
     def __init__(self, capture: bool) -> None:
         self.capture = capture

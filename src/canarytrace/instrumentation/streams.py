@@ -42,13 +42,16 @@ class Accumulator(Protocol):
     # not kept. The readers skip the `process` call for the others, which are most events
     # of a stream (text deltas, block starts and stops). None: the events are chunks with
     # no `type` (OpenAI chat: `choices` with a `finish_reason`, and `usage`), and only
-    # those that end a choice or carry usage reach `process_late`.
+    # those that end a choice or have no choices reach `process_late`. Usage comes on
+    # those: OpenAI sends it on a last chunk without choices, other providers with the
+    # ending, and those that count on every chunk count on the ending's too. Checking
+    # every chunk's `usage` would cost one pydantic attribute read per chunk.
     late: ClassVar[frozenset[str] | None]
 
     def process(self, event: Any) -> None: ...
 
     def process_late(self, chunk: Any) -> None:
-        """`process` for a chunk that ends a choice or carries usage, once the first token
+        """`process` for a chunk that ends a choice or has none, once the first token
         is seen and the text is not kept (`late` None)."""
         self.process(chunk)
 
@@ -79,7 +82,7 @@ class _Finisher:
         end. A generator, so the per-event cost is one resumption rather than a proxy
         method, a helper and `process` (a stream has hundreds of events). Once the first
         token is seen (and the text is not kept), only the events the accumulator still
-        needs reach it: `late` types, or chunks that end a choice or carry usage. Those
+        needs reach it: `late` types, or chunks that end a choice or have none. Those
         checks are inline: a call per event cost more than the rest of the step."""
         acc = self.acc
         process = self.process
@@ -100,10 +103,11 @@ class _Finisher:
                 process_late = acc.process_late
                 for event in events:
                     try:
-                        if event.usage is not None:
+                        choices = event.choices
+                        if not choices:  # OpenAI's usage chunk
                             process_late(event)
                         else:
-                            for choice in event.choices:
+                            for choice in choices:
                                 if choice.finish_reason:
                                     process_late(event)
                                     break
@@ -147,10 +151,11 @@ class _Finisher:
                 process_late = acc.process_late
                 async for event in events:
                     try:
-                        if event.usage is not None:
+                        choices = event.choices
+                        if not choices:  # OpenAI's usage chunk
                             process_late(event)
                         else:
-                            for choice in event.choices:
+                            for choice in choices:
                                 if choice.finish_reason:
                                     process_late(event)
                                     break
