@@ -939,8 +939,13 @@ def count_instructions(variants: list[str], scenarios: list[str]) -> None:
     _print_rows(cell, 23)
 
 
+def _values(runs: list[dict[str, Any]], scenario: str, field: str) -> list[float]:
+    """`field` of `scenario` in each process that measured it."""
+    return [run[scenario][field] for run in runs if scenario in run]
+
+
 def _median(runs: list[dict[str, Any]], scenario: str, field: str) -> float | None:
-    values = [run[scenario][field] for run in runs if scenario in run]
+    values = _values(runs, scenario, field)
     return statistics.median(values) if values else None
 
 
@@ -978,22 +983,19 @@ def goal_verdict(interval: tuple[float, float] | None) -> str:
     return "missed" if low > GOAL else "on the line"
 
 
-def _overheads(runs: list[dict[str, Any]], scenario: str) -> list[float]:
-    return [run[scenario]["overhead"] for run in runs if scenario in run]
-
-
 def _print_goal(runs: dict[str, list[dict[str, Any]]]) -> None:
     """canarytrace's ratio to the by-hand span per scenario, its interval and the verdict."""
     ours, floors = runs.get("canarytrace", []), runs.get(BY_HAND, [])
     lines = []
     for scenario in SCENARIOS:
-        overheads, floor = _overheads(ours, scenario), _overheads(floors, scenario)
+        overheads = _values(ours, scenario, "overhead")
+        floor = _values(floors, scenario, "overhead")
         if not overheads or not floor:
             continue
-        ratio = statistics.median(overheads) / statistics.median(floor)
+        ratio = _ratio(statistics.median(overheads), statistics.median(floor))
         interval = ratio_interval(overheads, floor)
         shown = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
-        lines.append(f"  {scenario:17} {ratio:.2f}x  [{shown}]  {goal_verdict(interval)}")
+        lines.append(f"  {scenario:17} {ratio}  [{shown}]  {goal_verdict(interval)}")
     if lines:
         print(
             f"\ncanarytrace against the goal (<= {GOAL}x the by-hand span's overhead), "
@@ -1045,7 +1047,7 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
     print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
 
     def spread_cell(variant: str, scenario: str) -> str | None:
-        values = _overheads(runs.get(variant, []), scenario)
+        values = _values(runs.get(variant, []), scenario, "overhead")
         return f"{min(values):>5.0f}-{max(values):.0f}" if values else None
 
     _print_rows(spread_cell, width)
