@@ -9,12 +9,14 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
 
 from canarytrace.instrumentation import _call
 from canarytrace.instrumentation.openai import ChatAccumulator
+from canarytrace.instrumentation.streams import sdk_iterator
 from tests.instrumentation.conftest import (
     TEXT_CHUNKS,
     Telemetry,
@@ -468,3 +470,89 @@ def test_async_chat_usage_counted_on_every_chunk_is_taken_from_the_ending(
     attributes = instrumented.one_span().attributes
     assert attributes["gen_ai.usage.input_tokens"] == 9
     assert attributes["gen_ai.usage.output_tokens"] == 4
+
+
+# --- the SDK's own iterator, read directly when its iteration only hands items on ---------
+
+
+def _openai_stream(is_async: bool = False) -> Any:
+    return openai_client(is_async=is_async).chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    )
+
+
+def test_the_installed_sdks_streams_are_read_from_their_own_iterator() -> None:
+    # The proxies skip the SDK's pass-on `__iter__`/`__aiter__` step; this fails when an
+    # SDK release changes that method, so the saving is not lost unnoticed.
+    async def async_streams() -> list[Any]:
+        return [await _openai_stream(is_async=True), await _async_anthropic_stream()]
+
+    for stream in [_openai_stream(), _anthropic_stream()]:
+        assert sdk_iterator(stream, "__iter__") is stream._iterator
+    for stream in asyncio.run(async_streams()):
+        assert sdk_iterator(stream, "__aiter__") is stream._iterator
+
+
+class _Seen:
+    """A stand-in for anthropic's native-tracing observer (`StreamObserver`): keeps the
+    items it is told of and how the stream ended."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.ends: list[str] = []
+
+    def begin(self) -> None:
+        pass
+
+    def item(self, item: Any) -> None:
+        self.items.append(item)
+
+    def end(self, how: str, error: BaseException | None = None) -> None:
+        self.ends.append(how)
+
+
+def test_a_stream_whose_iteration_does_more_keeps_it(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _Seen()
+
+    def iterate_and_tell(self: Any) -> Iterator[Any]:
+        for item in self._iterator:
+            seen.item(item)
+            yield item
+
+    _openai_stream().close()  # the SDK's own method judged first, then patched over
+    monkeypatch.setattr(openai.Stream, "__iter__", iterate_and_tell)
+    chunks = list(_openai_stream())
+    assert chunks and seen.items == chunks
+    assert instrumented.llm_spans()[-1].attributes["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_an_anthropic_stream_with_an_observer_still_tells_it_every_event(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _Seen()
+    monkeypatch.setattr(anthropic.Stream, "_observer", property(lambda self: seen))
+    events = list(_anthropic_stream())
+    assert events and seen.items == events and seen.ends == ["read"]
+    assert instrumented.one_span().attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+
+
+def test_an_async_stream_whose_iteration_does_more_keeps_it(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _Seen()
+
+    async def iterate_and_tell(self: Any) -> AsyncIterator[Any]:
+        async for item in self._iterator:
+            seen.item(item)
+            yield item
+
+    monkeypatch.setattr(openai.AsyncStream, "__aiter__", iterate_and_tell)
+
+    async def main() -> list[Any]:
+        return [chunk async for chunk in await _openai_stream(is_async=True)]
+
+    chunks = asyncio.run(main())
+    assert chunks and seen.items == chunks
+    assert instrumented.one_span().attributes["gen_ai.response.finish_reasons"] == ("stop",)

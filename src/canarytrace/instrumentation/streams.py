@@ -60,6 +60,76 @@ class Accumulator(Protocol):
     def texts(self) -> list[str]: ...
 
 
+class _PassOn:
+    """The shapes of an SDK stream's `__iter__`/`__aiter__` that only hand on the items of
+    the stream's private `_iterator`: openai 3.x's, and anthropic 2.x's, which also tells
+    its native tracing's observer (absent while canarytrace traces the call)."""
+
+    _iterator: Any
+    _observer: Any
+
+    def plain(self) -> Iterator[Any]:
+        # The SDK's words exactly (not `yield from`): the bytecode is what is compared.
+        for item in self._iterator:  # noqa: UP028
+            yield item
+
+    def observed(self) -> Iterator[Any]:
+        for item in self._iterator:
+            if (observer := self._observer) is not None:
+                observer.item(item)
+            yield item
+
+    async def aplain(self) -> AsyncIterator[Any]:
+        async for item in self._iterator:
+            yield item
+
+    async def aobserved(self) -> AsyncIterator[Any]:
+        async for item in self._iterator:
+            if (observer := self._observer) is not None:
+                observer.item(item)
+            yield item
+
+
+def _shape(method: Any) -> tuple[Any, ...] | None:
+    code = getattr(method, "__code__", None)
+    return None if code is None else (code.co_code, code.co_names, code.co_consts)
+
+
+#: Pass-on shape -> whether it tells an observer (which must then be absent).
+_PASS_ON = {
+    _shape(_PassOn.plain): False,
+    _shape(_PassOn.aplain): False,
+    _shape(_PassOn.observed): True,
+    _shape(_PassOn.aobserved): True,
+}
+#: An SDK stream class's `__iter__`/`__aiter__` -> its `_PASS_ON` entry, None if not one.
+#: Keyed by the method itself, so a method patched in later is judged afresh.
+_pass_on_methods: dict[Any, bool | None] = {}
+
+
+def sdk_iterator(stream: Any, method_name: str) -> Any | None:
+    """The `_iterator` behind `stream`'s `method_name` when that method only hands its
+    items on, else None.
+
+    Reading it directly replaces the SDK's generator step (and anthropic's observer
+    lookup) on every event with the proxy's own, instead of stacking one on the other.
+    The SDK's method is compared, once, with the pass-on shapes compiled here, so a
+    version or subclass whose iteration does more keeps it.
+    """
+    try:
+        method = getattr(type(stream), method_name, None)
+        if method in _pass_on_methods:
+            observed = _pass_on_methods[method]
+        else:
+            observed = _pass_on_methods[method] = _PASS_ON.get(_shape(method))
+        if observed is None or (observed and stream._observer is not None):
+            return None
+        return stream._iterator
+    except Exception:
+        report("stream.source")
+        return None
+
+
 class _Finisher:
     """The end-once logic shared by both proxies (kept off the proxies' attribute space).
 
@@ -87,7 +157,9 @@ class _Finisher:
         acc = self.acc
         process = self.process
         try:
-            events = iter(stream)  # the SDK's own iterator, as a plain `for` would use
+            events = sdk_iterator(stream, "__iter__")
+            if events is None:
+                events = iter(stream)  # the SDK's own iterator, as a plain `for` would use
             for event in events:
                 if self.first_chunk is None:
                     self.first_chunk = time.perf_counter()
@@ -135,7 +207,9 @@ class _Finisher:
         acc = self.acc
         process = self.process
         try:
-            events = stream.__aiter__()  # the SDK's own, as a plain `async for` would use
+            events = sdk_iterator(stream, "__aiter__")
+            if events is None:
+                events = stream.__aiter__()  # the SDK's own, as a plain `async for` would use
             async for event in events:
                 if self.first_chunk is None:
                     self.first_chunk = time.perf_counter()
