@@ -484,13 +484,17 @@ def _openai_stream(is_async: bool = False) -> Any:
 def test_the_installed_sdks_streams_are_read_from_their_own_iterator() -> None:
     # The proxies skip the SDK's pass-on `__iter__`/`__aiter__` step; this fails when an
     # SDK release changes that method, so the saving is not lost unnoticed.
-    async def async_streams() -> list[Any]:
-        return [await _openai_stream(is_async=True), await _async_anthropic_stream()]
+    async def async_streams_recognised() -> list[bool]:
+        recognised = []
+        for stream in [await _openai_stream(is_async=True), await _async_anthropic_stream()]:
+            recognised.append(sdk_iterator(stream, "__aiter__") is stream._iterator)
+            await stream.close()
+        return recognised
 
     for stream in [_openai_stream(), _anthropic_stream()]:
         assert sdk_iterator(stream, "__iter__") is stream._iterator
-    for stream in asyncio.run(async_streams()):
-        assert sdk_iterator(stream, "__aiter__") is stream._iterator
+        stream.close()
+    assert asyncio.run(async_streams_recognised()) == [True, True]
 
 
 class _Seen:

@@ -6,7 +6,9 @@ through and `isinstance` checks keep working. They override only iteration, `clo
 and the context-manager methods, and end the span when the stream is exhausted, closed,
 left through `with`, raises, or is garbage-collected unconsumed (a caller that breaks
 off after one chunk). A provider supplies an `Accumulator` that reads the events; the
-proxies hand them over from one generator per stream (async: an async generator).
+proxies hand them over from one generator per stream (async: an async generator). That
+generator reads the SDK stream's private `_iterator` itself when the SDK's `__iter__`
+only hands its items on (`sdk_iterator`), so an event takes one generator step, not two.
 
 Anthropic's `messages.stream()` returns a manager that makes the request on `__enter__`;
 `wrap_stream_manager` swaps the manager's request callable for one that returns a
