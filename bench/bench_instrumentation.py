@@ -985,15 +985,15 @@ def goal_verdict(interval: tuple[float, float] | None) -> str:
 
 def _print_goal(runs: dict[str, list[dict[str, Any]]]) -> None:
     """canarytrace's ratio to the by-hand span per scenario, its interval and the verdict."""
-    ours, floors = runs.get("canarytrace", []), runs.get(BY_HAND, [])
+    ours, by_hand = runs.get("canarytrace", []), runs.get(BY_HAND, [])
     lines = []
     for scenario in SCENARIOS:
         overheads = _values(ours, scenario, "overhead")
-        floor = _values(floors, scenario, "overhead")
-        if not overheads or not floor:
+        floors = _values(by_hand, scenario, "overhead")
+        if not overheads or not floors:
             continue
-        ratio = _ratio(statistics.median(overheads), statistics.median(floor))
-        interval = ratio_interval(overheads, floor)
+        ratio = _ratio(statistics.median(overheads), statistics.median(floors))
+        interval = ratio_interval(overheads, floors)
         shown = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
         lines.append(f"  {scenario:17} {ratio}  [{shown}]  {goal_verdict(interval)}")
     if lines:
