@@ -33,19 +33,25 @@ bench-venvs`, made with `uv` on first use (openai-v2 needs `httpx` and
 `opentelemetry-util-genai<1.2` added to import next to openai 3.x; see PEERS.md).
 
 Each process measures its variant against the uninstrumented calls *in the same
-process*, alternating rounds with the instrumentation switched on and off (the
-instrumentors' own instrument/uninstrument; OpenLLMetry's uninstrument leaves wrappers
-behind, so its "off" rounds all come first), in CPU time (`time.process_time`), keeping
-each side's fastest round. On a shared machine this keeps other processes' load and
-process-to-process drift out of a difference of a few tens of µs on calls of hundreds.
-After every switch, `SETTLE` untimed calls of each scenario run before the next timed
-round: patching or restoring an SDK class invalidates the interpreter's specialised
+process*, as an application runs it: all rounds of uninstrumented calls first, then the
+instrumentation switched on once and its rounds, in CPU time (`time.process_time`),
+keeping each side's fastest round. On a shared machine this keeps other processes' load
+and process-to-process drift out of a difference of a few tens of µs on calls of
+hundreds. After switching on, `SETTLE` untimed calls of each scenario run before the
+first timed round: patching an SDK class invalidates the interpreter's specialised
 attribute lookups on it, and the calls that follow pay to re-specialise them (measured
 for canarytrace on the openai call, median µs above the uninstrumented call: +400 on the
 first call after `instrument()`, +130 on the next four, +88 on calls 5-20, +76 by call
-40). Without it each round of 100 calls carried ~8 µs a call of that one-time cost, and
-only for the variants that switch (a by-hand span never does), which no application
-that instruments once at start-up pays.
+40), which an application pays once at start-up.
+Every variant runs the same order (the by-hand span too, which switches nothing), so a
+process that speeds up or slows down as it runs moves all of them alike. Earlier runs
+alternated on and off rounds, switching the instrumentation every round; that made
+canarytrace look 4-44% cheaper than instrumenting once does (two 8- and 10-process runs
+of both orders, 2026-11-26). A likely reason, seen under callgrind: an openai stream
+call makes ~20,600 class-attribute lookups through CPython's 4,096-entry method cache,
+and which of them collide depends on the classes' version tags, which every switch
+renews; the fastest of many such draws is not what an application instrumented once
+gets.
 The table reports the median over processes of that overhead, and the overhead divided
 by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
 beside it. Absolute times move with the machine; compare the ratios. Last, canarytrace's
@@ -87,7 +93,7 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("openai", "openai stream", "anthropic", "anthropic stream")
-# Untimed calls of each scenario after every switch on or off (see the module docstring).
+# Untimed calls of each scenario after switching on (see the module docstring).
 SETTLE = 40
 OPENAI_MODEL = "gpt-4o-2024-11-20"
 CLAUDE_MODEL = "claude-3-5-sonnet-20241022"
@@ -114,9 +120,6 @@ PEER_VENVS: dict[str, list[str]] = {
 }
 BY_HAND, CONSTANTS = "bare (by hand)", "bare (constants)"
 VARIANTS = (BY_HAND, CONSTANTS, "canarytrace", "openllmetry", "openai-v2", "anthropic-native")
-# OpenLLMetry's uninstrument() does not remove all its wrappers (instrumenting again
-# stacks them: 3 spans per call), so its baseline rounds all come before it is switched on.
-ONE_WAY = {"openllmetry"}
 SKIP = {("openai-v2", "anthropic"), ("openai-v2", "anthropic stream")}
 SKIP |= {("anthropic-native", "openai"), ("anthropic-native", "openai stream")}
 # Issue 5's goal: canarytrace's overhead at most this multiple of the by-hand span's.
@@ -506,13 +509,13 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
     }
 
 
-def _toggles(variant: str, provider: Any) -> tuple[Any, Any]:
-    """(enable, disable) of the variant's instrumentation, so one process can measure
-    the same calls with and without it, round by round."""
+def _switch_on(variant: str, provider: Any) -> Any:
+    """What switches the variant's instrumentation on, so one process can time the same
+    calls without it and then with it."""
     if variant == "canarytrace":
         import canarytrace
 
-        return (lambda: canarytrace.instrument(tracer_provider=provider)), canarytrace.uninstrument
+        return lambda: canarytrace.instrument(tracer_provider=provider)
     if variant in ("openllmetry", "openai-v2"):
         if variant == "openllmetry":
             from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
@@ -528,12 +531,8 @@ def _toggles(variant: str, provider: Any) -> tuple[Any, Any]:
             for instrumentor in instrumentors:
                 instrumentor.instrument(tracer_provider=provider)
 
-        def disable() -> None:
-            for instrumentor in instrumentors:
-                instrumentor.uninstrument()
-
-        return enable, disable
-    return (lambda: None), (lambda: None)
+        return enable
+    return lambda: None
 
 
 def _provider() -> tuple[Any, Any]:
@@ -589,8 +588,8 @@ def _settle(functions: dict[str, Any], scenarios: list[str]) -> None:
             functions[name]()
 
 
-def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
-    """The uninstrumented calls, the variant's calls, and its (enable, disable)."""
+def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The uninstrumented calls, the variant's calls, and what switches it on."""
     plain = _calls(*_clients(native=False))
     # canarytrace is measured as users get it: anthropic's own tracing left on (it turns
     # it off per call); anthropic-native is that tracing alone.
@@ -600,18 +599,18 @@ def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[st
         traced = _constants(provider.get_tracer("bench"), plain)
     elif variant == BY_HAND:
         traced = _by_hand(provider.get_tracer("bench"), *_clients(native=False))
-    enable, disable = _toggles(variant, provider)
-    return plain, traced, enable, disable
+    return plain, traced, _switch_on(variant, provider)
 
 
 def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
-    """Time the scenarios with and without `variant`, alternating in this one process.
+    """Time the scenarios without `variant`, then with it, in this one process.
 
     Per scenario: the fastest round's CPU µs per call without the instrumentation
-    (`base`) and the fastest round's extra µs with it (`overhead`).
+    (`base`) and the fastest round's extra µs with it (`overhead`). The instrumentation
+    is switched on once, as an application does (see the module docstring).
     """
     provider, exporter = _provider()
-    plain, traced, enable, disable = _variant_calls(variant, provider)
+    plain, traced, enable = _variant_calls(variant, provider)
 
     def timed(function: Any) -> float:
         start = time.process_time()
@@ -626,24 +625,15 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
         for _ in range(warm_up):
             plain[name]()
     opcodes_off = {name: _opcodes(plain[name]) for name in scenarios}
-    if variant in ONE_WAY:  # its uninstrument() leaves wrappers behind: off rounds first
-        for _ in range(rounds):
-            for name in scenarios:
-                off[name].append(timed(plain[name]))
+    for _ in range(rounds):
+        for name in scenarios:
+            off[name].append(timed(plain[name]))
     enable()
-    for name in scenarios:  # imports, caches, price lookups
-        for _ in range(warm_up):
+    for name in scenarios:  # imports, caches, price lookups, re-specialisation
+        for _ in range(max(warm_up, SETTLE)):
             traced[name]()
     spans_before, calls_on = exporter.count, 0
     for _ in range(rounds):
-        if variant not in ONE_WAY:
-            disable()
-            _settle(plain, scenarios)
-            for name in scenarios:
-                off[name].append(timed(plain[name]))
-            enable()
-            _settle(traced, scenarios)
-            calls_on += SETTLE * len(scenarios)
         for name in scenarios:
             on[name].append(timed(traced[name]))
             calls_on += calls
@@ -837,7 +827,7 @@ def counted_worker(variant: str, scenario: str, calls: int) -> None:
     """Under callgrind, with counting off: warm up, then make `calls` calls between two
     handshakes on stdin/stdout, which the driver uses to switch counting on and off."""
     provider, _ = _provider()
-    _, traced, enable, _ = _variant_calls(variant, provider)
+    _, traced, enable = _variant_calls(variant, provider)
     function = traced[scenario]  # `uninstrumented` has no calls of its own: the plain ones
     enable()
     for _ in range(5 * SETTLE):
