@@ -47,11 +47,11 @@ Every variant runs the same order (the by-hand span too, which switches nothing)
 process that speeds up or slows down as it runs moves all of them alike. Earlier runs
 alternated on and off rounds, switching the instrumentation every round; that made
 canarytrace look 4-44% cheaper than instrumenting once does (two 8- and 10-process runs
-of both orders, 2026-11-26). A likely reason, seen under callgrind: an openai stream
-call makes ~20,600 class-attribute lookups through CPython's 4,096-entry method cache,
-and which of them collide depends on the classes' version tags, which every switch
-renews; the fastest of many such draws is not what an application instrumented once
-gets.
+of both orders, 2026-11-26): its instrumented rounds cost the same in both orders, but
+the uninstrumented rounds after an `uninstrument()` cost more than those of a process
+never instrumented (35-47 µs on the openai stream). This order is noisier, since a
+process's drift between its two halves stays in the difference: read the medians over
+many processes, not single ones.
 The table reports the median over processes of that overhead, and the overhead divided
 by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
 beside it. Absolute times move with the machine; compare the ratios. Last, canarytrace's
