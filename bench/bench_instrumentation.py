@@ -35,12 +35,13 @@ bench-venvs`, made with `uv` on first use (openai-v2 needs `httpx` and
 Each process measures its variant against the uninstrumented calls *in the same
 process*, as an application runs it: all rounds of uninstrumented calls first, then the
 instrumentation switched on once and its rounds, in CPU time (`time.process_time`),
-keeping each side's fastest round. On a shared machine this keeps other processes' load
-and process-to-process drift out of a difference of a few tens of µs on calls of
-hundreds. After switching on, `SETTLE` untimed calls of each scenario run before the
-first timed round: patching an SDK class invalidates the interpreter's specialised
-attribute lookups on it, and the calls that follow pay to re-specialise them (measured
-for canarytrace on the openai call, median µs above the uninstrumented call: +400 on the
+keeping each side's fastest round. Comparing within one process keeps
+process-to-process differences out of a difference of a few tens of µs on calls of
+hundreds; load that changes between the two halves does not cancel (see below).
+After switching on, `SETTLE` untimed calls of each scenario run before the first timed
+round: patching an SDK class invalidates the interpreter's specialised attribute
+lookups on it, and the calls that follow pay to re-specialise them (measured for
+canarytrace on the openai call, median µs above the uninstrumented call: +400 on the
 first call after `instrument()`, +130 on the next four, +88 on calls 5-20, +76 by call
 40), which an application pays once at start-up.
 Every variant runs the same order (the by-hand span too, which switches nothing), so a
@@ -581,10 +582,11 @@ def _opcodes(function: Any) -> int:
     return count
 
 
-def _settle(functions: dict[str, Any], scenarios: list[str]) -> None:
-    """Untimed calls after a switch, so that timed rounds measure the steady state."""
+def _settle(functions: dict[str, Any], scenarios: list[str], times: int = SETTLE) -> None:
+    """Untimed calls (`times` of each scenario) before timed rounds, so that they measure
+    the steady state."""
     for name in scenarios:
-        for _ in range(SETTLE):
+        for _ in range(times):
             functions[name]()
 
 
@@ -621,17 +623,14 @@ def worker(variant: str, scenarios: list[str], calls: int, rounds: int) -> dict[
     off: dict[str, list[float]] = {name: [] for name in scenarios}
     on: dict[str, list[float]] = {name: [] for name in scenarios}
     warm_up = max(calls // 3, 20)
-    for name in scenarios:
-        for _ in range(warm_up):
-            plain[name]()
+    _settle(plain, scenarios, warm_up)
     opcodes_off = {name: _opcodes(plain[name]) for name in scenarios}
     for _ in range(rounds):
         for name in scenarios:
             off[name].append(timed(plain[name]))
     enable()
-    for name in scenarios:  # imports, caches, price lookups, re-specialisation
-        for _ in range(max(warm_up, SETTLE)):
-            traced[name]()
+    # imports, caches, price lookups, re-specialisation after patching
+    _settle(traced, scenarios, max(warm_up, SETTLE))
     spans_before, calls_on = exporter.count, 0
     for _ in range(rounds):
         for name in scenarios:
