@@ -56,6 +56,8 @@ def test_a_floor_that_is_not_positive_gives_no_interval(bench: ModuleType) -> No
         ((1.4, 1.6), "on the line"),
         ((1.51, 1.9), "missed"),
         (None, "no floor"),
+        ((-0.9, 1.2), "too noisy"),
+        ((0.0, 1.4), "too noisy"),
     ],
 )
 def test_verdict_reads_the_whole_interval_against_the_goal(
