@@ -44,6 +44,20 @@ def test_interval_is_the_same_for_the_same_runs(bench: ModuleType) -> None:
     assert bench.ratio_interval(*runs) == bench.ratio_interval(*runs)
 
 
+def test_the_drift_of_a_process_that_switches_nothing_on_is_taken_off_both_sides(
+    bench: ModuleType,
+) -> None:
+    overheads, floors, drifts = [80.0] * 4, [50.0] * 4, [20.0] * 4
+    assert bench.drift_free_ratio(overheads, floors, drifts) == pytest.approx(2.0)
+    assert bench.ratio_interval(overheads, floors, drifts) == pytest.approx((2.0, 2.0))
+    assert bench.drift_free_ratio(overheads, floors, []) == pytest.approx(1.6)
+
+
+def test_a_floor_no_larger_than_the_drift_gives_no_ratio(bench: ModuleType) -> None:
+    assert bench.drift_free_ratio([80.0] * 3, [20.0] * 3, [20.0] * 3) is None
+    assert bench.ratio_interval([80.0] * 3, [20.0] * 3, [20.0] * 3) is None
+
+
 def test_a_floor_that_is_not_positive_gives_no_interval(bench: ModuleType) -> None:
     assert bench.ratio_interval([10.0, 12.0], [0.0, 0.0]) is None
 
