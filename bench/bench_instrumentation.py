@@ -65,7 +65,7 @@ ASPLOS 2009): without the shuffle, the SDK's own openai stream ran 23-24 µs slo
 slower with 12,000 unrelated dicts kept, against processes that had not (14 pairs,
 2026-11-26); with the shuffle, loading both made no difference (-13 µs, interval -61 to
 +0, 16 pairs), nor did loading them between the two halves (+5 / -4 / +3 / -3 µs on the
-four scenarios against doing nothing, 12 pairs). The seed and the objects kept are in
+four scenarios against doing nothing, 12 processes each). The seed and the objects kept are in
 each process's results.
 The table reports the median over processes of that overhead, and the overhead divided
 by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
