@@ -1005,12 +1005,14 @@ def ratio_interval(
     rng = random.Random(0)  # the same interval for the same runs
     ratios = []
     for _ in range(resamples):
-        drift = statistics.median(rng.choices(drifts, k=len(drifts))) if drifts else 0.0
-        floor = statistics.median(rng.choices(floors, k=len(floors))) - drift
-        if floor <= 0:
+        drift_sample = rng.choices(drifts, k=len(drifts)) if drifts else []
+        floor_sample = rng.choices(floors, k=len(floors))
+        ratio = drift_free_ratio(
+            rng.choices(overheads, k=len(overheads)), floor_sample, drift_sample
+        )
+        if ratio is None:
             return None
-        overhead = statistics.median(rng.choices(overheads, k=len(overheads))) - drift
-        ratios.append(overhead / floor)
+        ratios.append(ratio)
     ratios.sort()
     return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
 
