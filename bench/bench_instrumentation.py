@@ -65,8 +65,8 @@ ASPLOS 2009): without the shuffle, the SDK's own openai stream ran 23-24 µs slo
 slower with 12,000 unrelated dicts kept, against processes that had not (14 pairs,
 2026-11-26); with the shuffle, loading both made no difference (-13 µs, interval -61 to
 +0, 16 pairs), nor did loading them between the two halves (+5 / -4 / +3 / -3 µs on the
-four scenarios against doing nothing, 12 processes each). The seed and the objects kept are in
-each process's results.
+four scenarios against doing nothing, 12 processes each). The seed and the objects kept
+are in each process's results.
 The table reports the median over processes of that overhead, and the overhead divided
 by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
 beside it. Absolute times move with the machine; compare the ratios. Last, canarytrace's
@@ -628,10 +628,8 @@ def _shuffle_heap(seed: int) -> list[bytearray]:
     them (returned, to be held) and free the rest, before anything is imported.
 
     Without this every process of a variant starts from the same heap, so the median
-    over processes samples one memory layout, not many: a fixed start-up layout made the
-    SDK's own openai stream 23 µs slower once the price catalogue or the registry was
-    loaded (14 process pairs each), an effect that vanished when each process began from
-    a shuffled heap (16 pairs; see the module docstring).
+    over processes samples one memory layout, not many (the module docstring has the
+    runs that showed it).
     """
     rng = random.Random(seed)
     made = [bytearray(rng.randint(8, 512)) for _ in range(rng.randint(0, 30_000))]
