@@ -81,9 +81,11 @@ processes may settle, or `too noisy` when it reaches zero.
 
 `--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
 alternating (the by-hand span around the SDK's own methods, which canarytrace's wrappers
-keep as `__wrapped__`): free of process-to-process differences, it gives canarytrace a
-lower ratio than the table, partly because the by-hand span costs more in a process it
-shares with canarytrace (see the README); the table is the yardstick.
+keep as `__wrapped__`): free of process-to-process differences and of a slow phase of
+the machine, which hits all three alike, it gives canarytrace a lower ratio than the
+table (bench/README.md has runs of both). The table is the yardstick: there the
+uninstrumented calls run before canarytrace is switched on, so they leave in what its
+presence costs the SDK's own code.
 
 `--callgrind` prints, instead of times, the machine instructions each variant adds to a
 call, C included, counted by valgrind's callgrind (see `count_instructions`): a measure
