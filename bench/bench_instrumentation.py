@@ -58,15 +58,9 @@ process's drift between its two halves stays in the difference: read the medians
 many processes, not single ones.
 Each worker first shuffles its heap (`_shuffle_heap`: a random number of small objects
 of random sizes, a random share kept), so that the processes of a variant sample many
-memory layouts rather than one. A fixed start-up layout biases a difference of this
-size (Mytkowicz et al., "Producing wrong data without doing anything obviously wrong",
-ASPLOS 2009): without the shuffle, the SDK's own openai stream ran 23-24 µs slower (of
-~1,970) in processes that had loaded the price catalogue or the registry, and 12 µs
-slower with 12,000 unrelated dicts kept, against processes that had not (14 pairs,
-2026-11-26); with the shuffle, loading both made no difference (-13 µs, interval -61 to
-+0, 16 pairs), nor did loading them between the two halves (+5 / -4 / +3 / -3 µs on the
-four scenarios against doing nothing, 12 processes each). The seed and the objects kept
-are in each process's results.
+memory layouts rather than one: a fixed start-up layout biases a difference of this
+size (the paired runs that showed it are in bench/README.md). The seed and the objects
+kept are in each process's results.
 The table reports the median over processes of that overhead, and the overhead divided
 by the by-hand span's (the goal is <= 1.5x), with the ratio to the constants span
 beside it. Absolute times move with the machine; compare the ratios. Last, canarytrace's
@@ -630,8 +624,8 @@ def _shuffle_heap(seed: int) -> list[bytearray]:
     them (returned, to be held) and free the rest, before anything is imported.
 
     Without this every process of a variant starts from the same heap, so the median
-    over processes samples one memory layout, not many (the module docstring has the
-    runs that showed it).
+    over processes samples one memory layout, not many (bench/README.md has the runs
+    that showed it).
     """
     rng = random.Random(seed)
     made = [bytearray(rng.randint(8, 512)) for _ in range(rng.randint(0, 30_000))]
@@ -1052,7 +1046,7 @@ def _print_goal(runs: dict[str, list[dict[str, Any]]]) -> None:
     if lines:
         print(
             f"\ncanarytrace against the goal (<= {GOAL}x the by-hand span's overhead), both "
-            f"less the median drift, 95% interval over resampled processes:\n"
+            "less the median drift, 95% interval over resampled processes:\n"
         )
         print("\n".join(lines))
 
