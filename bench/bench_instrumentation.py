@@ -18,6 +18,12 @@ counting no-op exporter, in a fresh interpreter per variant:
                 the chunks, no error handling beyond a try/finally that ends the span; what
                 is known when such code is written (server, route, tier, pin, prices) is
                 set once;
+- `bare (wrapt)`  the by-hand span's code moved behind the mechanism issue 5 asks for: a
+                `wrapt` wrapper on the SDKs' `create` methods and, for a stream, a
+                `wrapt.ObjectProxy` whose generator reads the chunks and ends the span;
+                nothing of what an instrumentation must do besides (routing, errors kept
+                from the application, one end however a stream ends): what any
+                instrumentation built that way costs at least;
 - `bare (constants)` the same span with hard-coded constant attributes, never made
                 current: cheaper than any instrumentation can be, since an instrumentation
                 has to read the values it records and must make its span current (the
@@ -49,13 +55,10 @@ first call after `instrument()`, +130 on the next four, +88 on calls 5-20, +76 b
 40), which an application pays once at start-up.
 Every variant runs the same order (the by-hand span too, which switches nothing), so a
 process that speeds up or slows down as it runs moves all of them alike. Earlier runs
-alternated on and off rounds, switching the instrumentation every round; that made
-canarytrace look 4-44% cheaper than instrumenting once does (two 8- and 10-process runs
-of both orders, 2026-11-26): its instrumented rounds cost the same in both orders, but
-the uninstrumented rounds after an `uninstrument()` cost more than those of a process
-never instrumented (35-47 µs on the openai stream). This order is noisier, since a
-process's drift between its two halves stays in the difference: read the medians over
-many processes, not single ones.
+alternated on and off rounds, switching the instrumentation every round, which made
+canarytrace look cheaper than instrumenting once does (bench/README.md, "Why the order
+changed"). This order is noisier, since a process's drift between its two halves stays
+in the difference: read the medians over many processes, not single ones.
 Each worker first shuffles its heap (`_shuffle_heap`: a random number of small objects
 of random sizes, a random share kept), so that the processes of a variant sample many
 memory layouts rather than one: a fixed start-up layout biases a difference of this
@@ -68,6 +71,9 @@ ratio per scenario, its overhead and the by-hand span's each less the median dri
 a 95% bootstrap interval (the processes of all three resampled) and whether that interval
 lies within the goal: `met`, `missed`, `on the line` when it straddles 1.5x, which more
 processes may settle, or `too noisy` when it reaches zero.
+Then the same ratio for the wrapt floor against the by-hand span (what the mechanism
+alone takes of the 1.5x) and for canarytrace against the wrapt floor (what its own logic
+adds).
 
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
         [--stream-chunks 20]
