@@ -783,19 +783,26 @@ def _settle(functions: dict[str, Any], scenarios: list[str], times: int = SETTLE
 
 
 def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The uninstrumented calls, the variant's calls, and what switches it on."""
+    """The uninstrumented calls, the variant's calls, and what switches it on.
+
+    Both halves of a process call through the same client objects, as the drift variant
+    does, so the drift it measures is the drift the others hold. The one exception is
+    anthropic's client for canarytrace and anthropic-native, which is measured as users
+    get it: with anthropic's own tracing left on (canarytrace turns it off per call;
+    anthropic-native is that tracing alone).
+    """
     clients = _clients(native=False)
     plain = _calls(*clients)
-    if variant == WRAPT:  # the same clients, their classes patched when switched on
-        return plain, plain, _wrapt_floor(provider.get_tracer("bench"), *clients)
-    # canarytrace is measured as users get it: anthropic's own tracing left on (it turns
-    # it off per call); anthropic-native is that tracing alone.
-    native = variant in ("canarytrace", "anthropic-native")
-    traced = _calls(*_clients(native=True)) if native else plain
-    if variant == CONSTANTS:
-        traced = _constants(provider.get_tracer("bench"), plain)
-    elif variant == BY_HAND:
-        traced = _by_hand(provider.get_tracer("bench"), *_clients(native=False))
+    tracer = provider.get_tracer("bench")
+    traced = plain  # an instrumentor patches the classes of the same clients
+    if variant == WRAPT:
+        return plain, plain, _wrapt_floor(tracer, *clients)
+    if variant == BY_HAND:
+        traced = _by_hand(tracer, *clients)
+    elif variant == CONSTANTS:
+        traced = _constants(tracer, plain)
+    elif variant in ("canarytrace", "anthropic-native"):
+        traced = _calls(clients[0], _clients(native=True)[1])
     return plain, traced, _switch_on(variant, provider)
 
 
