@@ -81,9 +81,10 @@ adds).
 
 `--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
 alternating (the by-hand span around the SDK's own methods, which canarytrace's wrappers
-keep as `__wrapped__`): free of process-to-process differences and of a slow phase of
-the machine, which hits all three alike, it gives canarytrace a lower ratio than the
-table (bench/README.md has runs of both). The table is the yardstick: there the
+keep as `__wrapped__`): free of a slow phase of the machine, which hits all three alike,
+but each variant's code keeps one memory layout for the whole process, which can move
+its time by tens of µs, so its ratio may sit above or below the table's (bench/README.md
+has runs of both). The table is the yardstick: it samples many layouts, and its
 uninstrumented calls run before canarytrace is switched on, so they leave in what its
 presence costs the SDK's own code.
 
