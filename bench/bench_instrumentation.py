@@ -620,82 +620,78 @@ def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
         finally:
             span.end()
 
-    def openai_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        model, stream = kwargs["model"], kwargs.get("stream") is True
-        attributes = {
-            **openai_site,
-            "gen_ai.request.model": model,
+    def openai_request(kwargs: Any) -> dict[str, Any]:
+        return {
             "gen_ai.request.temperature": kwargs["temperature"],
             "gen_ai.request.max_tokens": kwargs["max_tokens"],
-            "gen_ai.request.stream": stream,
         }
-        start = time.perf_counter()
-        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
-        token = context.attach(set_span_in_context(span))
-        try:
-            response = wrapped(*args, **kwargs)
-        except BaseException:
-            span.end()
-            raise
-        finally:
-            context.detach(token)
-        if stream:
-            return Stream(response, openai_chunks(response, span, start, model))
-        usage = response.usage
-        span.set_attributes(
-            {
-                "gen_ai.response.id": response.id,
-                "gen_ai.response.model": response.model,
-                "gen_ai.response.finish_reasons": [c.finish_reason for c in response.choices],
-                "gen_ai.usage.input_tokens": usage.prompt_tokens,
-                "gen_ai.usage.output_tokens": usage.completion_tokens,
-                "canarytrace.alias_drift": response.model != model,
-                "canarytrace.cost_usd": usage.prompt_tokens * gpt_in
-                + usage.completion_tokens * gpt_out,
-            }
-        )
-        span.end()
-        return response
 
-    def anthropic_create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        model, stream = kwargs["model"], kwargs.get("stream") is True
-        attributes = {
-            **anthropic_site,
-            "gen_ai.request.model": model,
-            "gen_ai.request.max_tokens": kwargs["max_tokens"],
-            "gen_ai.request.stream": stream,
-        }
-        start = time.perf_counter()
-        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
-        token = context.attach(set_span_in_context(span))
-        try:
-            response = wrapped(*args, **kwargs)
-        except BaseException:
-            span.end()
-            raise
-        finally:
-            context.detach(token)
-        if stream:
-            return Stream(response, anthropic_events(response, span, start, model))
+    def openai_response(response: Any, model: str) -> dict[str, Any]:
         usage = response.usage
-        span.set_attributes(
-            {
-                "gen_ai.response.id": response.id,
-                "gen_ai.response.model": response.model,
-                "gen_ai.response.finish_reasons": [response.stop_reason],
-                "gen_ai.usage.input_tokens": usage.input_tokens,
-                "gen_ai.usage.output_tokens": usage.output_tokens,
-                "canarytrace.alias_drift": response.model != model,
-                "canarytrace.cost_usd": usage.input_tokens * claude_in
-                + usage.output_tokens * claude_out,
+        return {
+            "gen_ai.response.id": response.id,
+            "gen_ai.response.model": response.model,
+            "gen_ai.response.finish_reasons": [c.finish_reason for c in response.choices],
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "canarytrace.alias_drift": response.model != model,
+            "canarytrace.cost_usd": usage.prompt_tokens * gpt_in
+            + usage.completion_tokens * gpt_out,
+        }
+
+    def anthropic_request(kwargs: Any) -> dict[str, Any]:
+        return {"gen_ai.request.max_tokens": kwargs["max_tokens"]}
+
+    def anthropic_response(response: Any, model: str) -> dict[str, Any]:
+        usage = response.usage
+        return {
+            "gen_ai.response.id": response.id,
+            "gen_ai.response.model": response.model,
+            "gen_ai.response.finish_reasons": [response.stop_reason],
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "canarytrace.alias_drift": response.model != model,
+            "canarytrace.cost_usd": usage.input_tokens * claude_in
+            + usage.output_tokens * claude_out,
+        }
+
+    def wrapper(site: dict[str, Any], request: Any, events: Any, response: Any) -> Any:
+        """One SDK's `create` wrapper, from what its span reads of the request, of a
+        stream's events and of a response."""
+
+        def create(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            model, stream = kwargs["model"], kwargs.get("stream") is True
+            attributes = {
+                **site,
+                "gen_ai.request.model": model,
+                **request(kwargs),
+                "gen_ai.request.stream": stream,
             }
-        )
-        span.end()
-        return response
+            start = time.perf_counter()
+            span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+            token = context.attach(set_span_in_context(span))
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException:
+                span.end()
+                raise
+            finally:
+                context.detach(token)
+            if stream:
+                return Stream(result, events(result, span, start, model))
+            span.set_attributes(response(result, model))
+            span.end()
+            return result
+
+        return create
 
     def enable() -> None:
         chat = "openai.resources.chat.completions.completions"
+        openai_create = wrapper(openai_site, openai_request, openai_chunks, openai_response)
         wrapt.wrap_function_wrapper(chat, "Completions.create", openai_create)
+        anthropic_create = wrapper(
+            anthropic_site, anthropic_request, anthropic_events, anthropic_response
+        )
         wrapt.wrap_function_wrapper(
             "anthropic.resources.messages.messages", "Messages.create", anthropic_create
         )
