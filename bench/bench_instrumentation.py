@@ -1233,23 +1233,28 @@ def _ratio_lines(
     return lines
 
 
+def _print_block(title: str, lines: list[str]) -> None:
+    if lines:
+        print(f"\n{title}\n")
+        print("\n".join(lines))
+
+
 def _print_goal(runs: dict[str, list[dict[str, Any]]]) -> None:
     """canarytrace's ratio to the by-hand span per scenario and the verdict; then what the
     mechanism alone costs (the wrapt floor against the by-hand span), and canarytrace
     against that floor."""
-    goal = _ratio_lines(runs, "canarytrace", BY_HAND, verdict=True)
-    if goal:
-        print(
-            f"\ncanarytrace against the goal (<= {GOAL}x the by-hand span's overhead), both "
-            "less the median drift, 95% interval over resampled processes:\n"
-        )
-        print("\n".join(goal))
-    mechanism = _ratio_lines(runs, WRAPT, BY_HAND, verdict=False)
-    if mechanism:
-        print(f"\nthe by-hand span's code behind wrapt ({WRAPT}) against the by-hand span:\n")
-        print("\n".join(mechanism))
-        print(f"\ncanarytrace against {WRAPT}:\n")
-        print("\n".join(_ratio_lines(runs, "canarytrace", WRAPT, verdict=False)))
+    _print_block(
+        f"canarytrace against the goal (<= {GOAL}x the by-hand span's overhead), both less "
+        "the median drift, 95% interval over resampled processes:",
+        _ratio_lines(runs, "canarytrace", BY_HAND, verdict=True),
+    )
+    _print_block(
+        f"the by-hand span's code behind wrapt ({WRAPT}) against the by-hand span:",
+        _ratio_lines(runs, WRAPT, BY_HAND, verdict=False),
+    )
+    _print_block(
+        f"canarytrace against {WRAPT}:", _ratio_lines(runs, "canarytrace", WRAPT, verdict=False)
+    )
 
 
 def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
