@@ -5,7 +5,8 @@ request dict never holds unset values: the SDKs' `NotGiven`/`Omit` sentinels and
 are skipped by accepting only values of the attribute's type. Usage is returned as
 `Usage(input, output, cache_read, cache_write)` with `input` counting every input token,
 cached ones included (OpenAI's convention, and genai-prices'); Anthropic reports cached
-tokens apart, so they are added to its `input_tokens`.
+tokens apart, so they are added to its `input_tokens`. The SDKs type each count as an
+optional int, so a count they leave None reads 0.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ class Usage(NamedTuple):
 _new_usage = partial(tuple.__new__, Usage)
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def server_attributes(base_url: Any) -> dict[str, Any]:
     """`server.address` and `server.port` of a client's `base_url` (an httpx2/httpx URL)."""
     host = getattr(base_url, "host", None)
@@ -49,43 +46,44 @@ def server_attributes(base_url: Any) -> dict[str, Any]:
 
 # --- requests ------------------------------------------------------------------------
 
-# kwarg -> attribute, for numeric request parameters
-_OPENAI_CHAT_PARAMS = (
-    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
-    ("top_p", A.GEN_AI_REQUEST_TOP_P),
-    ("seed", A.GEN_AI_REQUEST_SEED),
-    ("max_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
-    ("max_completion_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
-)
-_OPENAI_RESPONSES_PARAMS = (
-    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
-    ("top_p", A.GEN_AI_REQUEST_TOP_P),
-    ("max_output_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
-)
-_ANTHROPIC_PARAMS = (
-    ("temperature", A.GEN_AI_REQUEST_TEMPERATURE),
-    ("top_p", A.GEN_AI_REQUEST_TOP_P),
-    ("max_tokens", A.GEN_AI_REQUEST_MAX_TOKENS),
-)
+# kwarg -> attribute, for numeric request parameters. OpenAI refuses a chat request that
+# sets both `max_tokens` and `max_completion_tokens` (400, invalid_parameter_combination).
+_OPENAI_CHAT_PARAMS = {
+    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": A.GEN_AI_REQUEST_TOP_P,
+    "seed": A.GEN_AI_REQUEST_SEED,
+    "max_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
+}
+_OPENAI_RESPONSES_PARAMS = {
+    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": A.GEN_AI_REQUEST_TOP_P,
+    "max_output_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
+}
+_ANTHROPIC_PARAMS = {
+    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": A.GEN_AI_REQUEST_TOP_P,
+    "max_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
+}
 # A tuple, not `int | float`: that expression builds a new union object on every call.
 _NUMBERS = (int, float)
-PARAMS = {
+PARAMS: dict[str, dict[str, str]] = {
     "openai.chat": _OPENAI_CHAT_PARAMS,
     "openai.responses": _OPENAI_RESPONSES_PARAMS,
-    "openai.embeddings": (),
+    "openai.embeddings": {},
     "anthropic.messages": _ANTHROPIC_PARAMS,
 }
 
 
 def request_attributes(
-    kwargs: Mapping[str, Any], params: tuple[tuple[str, str], ...], into: dict[str, Any]
+    kwargs: Mapping[str, Any], params: Mapping[str, str], into: dict[str, Any]
 ) -> None:
     """Copy the set numeric request parameters of `kwargs` into `into`."""
-    for name, attribute in params:
-        if name in kwargs:  # most are not passed: a lookup, no call
-            value = kwargs[name]
-            if isinstance(value, _NUMBERS) and not isinstance(value, bool):
-                into[attribute] = value
+    # One set operation finds the passed ones: most parameters are not passed.
+    for name in params.keys() & kwargs.keys():
+        value = kwargs[name]
+        if isinstance(value, _NUMBERS) and not isinstance(value, bool):
+            into[params[name]] = value
     if kwargs.get("stream") is True:
         into[A.GEN_AI_REQUEST_STREAM] = True
 
@@ -185,10 +183,9 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
 def openai_chat_usage(usage: Any) -> Usage | None:
     if usage is None:
         return None
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-    prompt = _int(usage.prompt_tokens)
-    return _new_usage((prompt, _int(getattr(usage, "completion_tokens", 0)), cached, 0))
+    details = usage.prompt_tokens_details
+    cached = (details.cached_tokens or 0) if details is not None else 0
+    return _new_usage((usage.prompt_tokens or 0, usage.completion_tokens or 0, cached, 0))
 
 
 def openai_chat_text(response: Any) -> list[str]:
@@ -208,8 +205,8 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     if usage is None:
         return out, None
     details = getattr(usage, "input_tokens_details", None)
-    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-    return out, _new_usage((_int(usage.input_tokens), _int(usage.output_tokens), cached, 0))
+    cached = (details.cached_tokens or 0) if details is not None else 0
+    return out, _new_usage((usage.input_tokens or 0, usage.output_tokens or 0, cached, 0))
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -224,7 +221,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0))
+    return out, _new_usage((usage.prompt_tokens or 0, 0, 0, 0))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -257,8 +254,8 @@ def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
-    read, write = _int(read), _int(write)
-    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write))
+    read, write = read or 0, write or 0
+    return _new_usage(((fresh or 0) + read + write, usage.output_tokens or 0, read, write))
 
 
 def anthropic_text(response: Any) -> list[str]:

@@ -10,7 +10,7 @@ and swallowed, and the call goes on (untraced if the span could not start).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +50,7 @@ class Spec:
 
     provider: str
     operation: str
-    params: tuple[tuple[str, str], ...]
+    params: Mapping[str, str]  # kwarg -> attribute (`_extract.PARAMS`)
     extract: Callable[[Any], tuple[dict[str, Any], Usage | None]]
     texts: Callable[[Any], list[str]]
     accumulator: Callable[[bool], Accumulator] | None
