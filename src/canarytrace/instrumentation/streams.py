@@ -140,12 +140,11 @@ class _Finisher:
     span in `__del__`, promptly (no reference cycle), whichever of the two goes last.
     """
 
-    __slots__ = ("acc", "call", "done", "first_chunk", "process")
+    __slots__ = ("acc", "call", "done", "first_chunk")
 
     def __init__(self, call: Call, acc: Accumulator) -> None:
         self.call = call
         self.acc = acc
-        self.process = acc.process
         self.done = False
         self.first_chunk: float | None = None
 
@@ -157,7 +156,7 @@ class _Finisher:
         needs reach it: `late` types, or chunks that end a choice or have none. Those
         checks are inline: a call per event cost more than the rest of the step."""
         acc = self.acc
-        process = self.process
+        process = acc.process
         try:
             events = sdk_iterator(stream, "__iter__")
             if events is None:
@@ -207,7 +206,7 @@ class _Finisher:
     async def aread(self, stream: Any) -> AsyncIterator[Any]:
         """`read` for an async `stream`: the same steps, in an async generator."""
         acc = self.acc
-        process = self.process
+        process = acc.process
         try:
             events = sdk_iterator(stream, "__aiter__")
             if events is None:
@@ -288,19 +287,17 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
         super().__init__(stream)
-        self._self_finisher = _Finisher(call, acc)
-        self._self_events: Iterator[Any] | None = None
+        self._self_finisher = finisher = _Finisher(call, acc)
+        # Like the SDK's own `__iter__`, a generator; one per proxy, so `next()` and `for`
+        # share it. The proxy holds it (not the reverse), so dropping the proxy frees both;
+        # a generator never started ends nothing, and the finisher's `__del__` ends the span.
+        self._self_events = finisher.read(stream)
 
     def __iter__(self) -> Iterator[Any]:
-        # Like the SDK's own `__iter__`, a generator; one per proxy, so `next()` and `for`
-        # share it. The proxy holds it (not the reverse), so dropping the proxy frees both.
-        events = self._self_events
-        if events is None:
-            events = self._self_events = self._self_finisher.read(self.__wrapped__)
-        return events
+        return self._self_events
 
     def __next__(self) -> Any:
-        return next(self.__iter__())
+        return next(self._self_events)
 
     def __enter__(self) -> SyncStream:
         self.__wrapped__.__enter__()
@@ -324,18 +321,15 @@ class AsyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
         super().__init__(stream)
-        self._self_finisher = _Finisher(call, acc)
-        self._self_events: AsyncIterator[Any] | None = None
+        self._self_finisher = finisher = _Finisher(call, acc)
+        # As `SyncStream`'s: one async generator per proxy, held by the proxy.
+        self._self_events = finisher.aread(stream)
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        # As `SyncStream.__iter__`: one async generator per proxy, held by the proxy.
-        events = self._self_events
-        if events is None:
-            events = self._self_events = self._self_finisher.aread(self.__wrapped__)
-        return events
+        return self._self_events
 
     async def __anext__(self) -> Any:
-        return await self.__aiter__().__anext__()
+        return await self._self_events.__anext__()
 
     async def __aenter__(self) -> AsyncStream:
         await self.__wrapped__.__aenter__()
