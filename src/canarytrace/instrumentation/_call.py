@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import ContextVar
-from functools import lru_cache, partial
-from typing import Any, NamedTuple
+from functools import lru_cache
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram
@@ -123,20 +123,20 @@ class Target:
         self.name = f"{operation} {model}"
 
 
-class Call(NamedTuple):
-    """One LLM call in flight (a tuple: made in C, no Python `__init__` on every call)."""
+class Call:
+    """One LLM call in flight."""
 
-    ins: Instruments
-    span: Span
-    target: Target
-    route: str | None
-    tier: str | None
-    start: float  # perf_counter() when the span started
+    __slots__ = ("ins", "route", "span", "start", "target", "tier")
 
-
-#: `_new_call((ins, span, ...))`: a `Call` without the NamedTuple's Python constructor,
-#: as `_extract._new_usage` makes a `Usage`.
-_new_call = partial(tuple.__new__, Call)
+    def __init__(
+        self, ins: Instruments, span: Span, target: Target, route: str | None, tier: str | None
+    ) -> None:
+        self.ins = ins
+        self.span = span
+        self.target = target
+        self.route = route
+        self.tier = tier
+        self.start = time.perf_counter()
 
 
 def start_call(
@@ -166,7 +166,7 @@ def start_call(
     if user_id is not None:
         attributes[A.USER_HASH] = routing.user_hash(user_id)
     span = ins.tracer.start_span(target.name, kind=_CLIENT, attributes=attributes)
-    call = _new_call((ins, span, target, route, tier, time.perf_counter()))
+    call = Call(ins, span, target, route, tier)
     LAST_CALL.set(span.get_span_context())
     return call
 
