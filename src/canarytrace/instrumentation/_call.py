@@ -124,7 +124,12 @@ class Target:
 
 
 class Call:
-    """One LLM call in flight."""
+    """One LLM call in flight.
+
+    A class with `__slots__`, not a NamedTuple: Python 3.11 specialises the reads of a
+    slot, not of a NamedTuple's field, and a call's fields are read some fifteen times
+    (callgrind counted 5-20k more machine instructions a call with a NamedTuple).
+    """
 
     __slots__ = ("ins", "route", "span", "start", "target", "tier")
 
