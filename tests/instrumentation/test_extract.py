@@ -93,6 +93,36 @@ def test_openai_usage_reads_cached_prompt_tokens() -> None:
     assert attrs["gen_ai.response.finish_reasons"] == ["length"]
 
 
+def test_a_usage_count_that_is_not_a_number_reads_zero() -> None:
+    # The SDK builds responses without validating them, so a compatible server's odd
+    # count reaches the reader as sent; it must not reach the price arithmetic.
+    from openai._models import construct_type
+
+    completion = construct_type(
+        value={
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "x"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": "n/a", "completion_tokens": 7, "total_tokens": 7},
+        },
+        type_=ChatCompletion,
+    )
+    attrs, usage = X.openai_chat_response(completion)
+    assert usage == X.Usage(0, 7, 0, 0)
+    assert attrs["gen_ai.response.id"] == "c"
+    start = NS(input_tokens="n/a", cache_read_input_tokens=None, cache_creation_input_tokens=3)
+    delta = NS(input_tokens=None, output_tokens=4, cache_read_input_tokens=None)
+    assert X.anthropic_usage(delta, start) == X.Usage(3, 4, 0, 3)
+
+
 def test_input_messages_cover_system_prompts_and_content_blocks() -> None:
     kwargs = {
         "system": "Be brief.",

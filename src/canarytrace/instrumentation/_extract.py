@@ -5,8 +5,9 @@ request dict never holds unset values: the SDKs' `NotGiven`/`Omit` sentinels and
 are skipped by accepting only values of the attribute's type. Usage is returned as
 `Usage(input, output, cache_read, cache_write)` with `input` counting every input token,
 cached ones included (OpenAI's convention, and genai-prices'); Anthropic reports cached
-tokens apart, so they are added to its `input_tokens`. The SDKs type each count as an
-optional int, so a count they leave None reads 0.
+tokens apart, so they are added to its `input_tokens`. A count that is not an int (None,
+or whatever an OpenAI-compatible server sent, which the SDKs pass on unvalidated) reads
+0, so the response's other attributes and its cost are still recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Usage(NamedTuple):
 #: `_new_usage((input, output, cache_read, cache_write))`: a `Usage` without the
 #: NamedTuple's own constructor, which is Python code (0.2 µs) on every call's path.
 _new_usage = partial(tuple.__new__, Usage)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def server_attributes(base_url: Any) -> dict[str, Any]:
@@ -183,9 +188,10 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
 def openai_chat_usage(usage: Any) -> Usage | None:
     if usage is None:
         return None
-    details = usage.prompt_tokens_details
-    cached = (details.cached_tokens or 0) if details is not None else 0
-    return _new_usage((usage.prompt_tokens or 0, usage.completion_tokens or 0, cached, 0))
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    prompt = _int(usage.prompt_tokens)
+    return _new_usage((prompt, _int(getattr(usage, "completion_tokens", 0)), cached, 0))
 
 
 def openai_chat_text(response: Any) -> list[str]:
@@ -205,8 +211,8 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     if usage is None:
         return out, None
     details = getattr(usage, "input_tokens_details", None)
-    cached = (details.cached_tokens or 0) if details is not None else 0
-    return out, _new_usage((usage.input_tokens or 0, usage.output_tokens or 0, cached, 0))
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    return out, _new_usage((_int(usage.input_tokens), _int(usage.output_tokens), cached, 0))
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -221,7 +227,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((usage.prompt_tokens or 0, 0, 0, 0))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -254,8 +260,8 @@ def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
-    read, write = read or 0, write or 0
-    return _new_usage(((fresh or 0) + read + write, usage.output_tokens or 0, read, write))
+    read, write = _int(read), _int(write)
+    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write))
 
 
 def anthropic_text(response: Any) -> list[str]:
