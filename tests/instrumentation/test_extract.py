@@ -66,28 +66,32 @@ def test_anthropic_usage_counts_cached_input_in_the_input() -> None:
     assert attrs["gen_ai.response.finish_reasons"] == ["max_tokens"]  # the provider's word
 
 
+def _chat_completion(finish_reason: str, usage: dict[str, object]) -> dict[str, object]:
+    """The body of a one-choice chat completion with `usage`."""
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "x"},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage,
+    }
+
+
 def test_openai_usage_reads_cached_prompt_tokens() -> None:
-    completion = ChatCompletion.model_validate(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "gpt-4o-2024-08-06",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "x"},
-                    "finish_reason": "length",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": 50,
-                "completion_tokens": 7,
-                "total_tokens": 57,
-                "prompt_tokens_details": {"cached_tokens": 20},
-            },
-        }
-    )
+    usage_body = {
+        "prompt_tokens": 50,
+        "completion_tokens": 7,
+        "total_tokens": 57,
+        "prompt_tokens_details": {"cached_tokens": 20},
+    }
+    completion = ChatCompletion.model_validate(_chat_completion("length", usage_body))
     attrs, usage = X.openai_chat_response(completion)
     assert usage == X.Usage(50, 7, 20, 0)
     assert attrs["gen_ai.response.finish_reasons"] == ["length"]
@@ -98,23 +102,8 @@ def test_a_usage_count_that_is_not_a_number_reads_zero() -> None:
     # count reaches the reader as sent; it must not reach the price arithmetic.
     from openai._models import construct_type
 
-    completion = construct_type(
-        value={
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "gpt-4o-2024-08-06",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "x"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": "n/a", "completion_tokens": 7, "total_tokens": 7},
-        },
-        type_=ChatCompletion,
-    )
+    usage_body = {"prompt_tokens": "n/a", "completion_tokens": 7, "total_tokens": 7}
+    completion = construct_type(value=_chat_completion("stop", usage_body), type_=ChatCompletion)
     attrs, usage = X.openai_chat_response(completion)
     assert usage == X.Usage(0, 7, 0, 0)
     assert attrs["gen_ai.response.id"] == "c"
