@@ -1,4 +1,5 @@
-"""Cost per call equals genai-prices' own calculation; unknown models cost nothing, once."""
+"""Cost per call equals genai-prices' own calculation; unknown models cost nothing, once;
+a price that fails loses the cost attribute, nothing else."""
 
 from __future__ import annotations
 
@@ -71,3 +72,25 @@ def test_unknown_model_has_no_cost_and_warns_once(
         assert span.attributes["gen_ai.usage.input_tokens"] == 12
     warnings = [r for r in caplog.records if "acme-unreleased-model-7" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_price_that_fails_costs_the_span_only_its_cost(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing_pricer(inp: int, out: int, read: int, write: int) -> float:
+        raise ArithmeticError("the price catalogue disagrees with itself")
+
+    monkeypatch.setitem(pricing._pricers, ("openai", "gpt-4o-2024-08-06"), failing_pricer)
+    with caplog.at_level(logging.WARNING, logger="canarytrace.instrumentation"):
+        result = openai_client().chat.completions.create(
+            model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": "x"}]
+        )
+    assert result.choices[0].message.content
+    attrs = instrumented.one_span().attributes
+    assert "canarytrace.cost_usd" not in attrs
+    assert attrs["gen_ai.response.id"] == "chatcmpl-1"
+    assert attrs["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attrs["gen_ai.usage.input_tokens"] == 12
+    assert attrs["canarytrace.alias_drift"] is False
+    assert any("end_call.cost" in r.getMessage() for r in caplog.records)

@@ -206,7 +206,12 @@ def end_call(
                     attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
                 if cache_write:
                     attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
-                cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
+                # Its own guard: a price that cannot be worked out costs the span its
+                # cost, not the response attributes read above.
+                try:
+                    cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
+                except Exception:
+                    report("end_call.cost")
                 if cost is not None:
                     attributes[A.COST_USD] = cost
             span.set_attributes(attributes)
