@@ -881,11 +881,13 @@ def _python_for(variant: str) -> str | None:
     python = venv / "bin" / "python"
     if python.exists():
         return str(python)
-    print(f"setting up {venv} with uv ...", file=sys.stderr)
+    # Where the Makefile finds uv: on PATH, else where its `pip install --user` puts it.
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    print(f"setting up {venv} with {uv} ...", file=sys.stderr)
     try:
-        subprocess.run(["uv", "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
         subprocess.run(
-            ["uv", "pip", "install", "-q", "-p", str(python), *PEER_VENVS[variant]], check=True
+            [uv, "pip", "install", "-q", "-p", str(python), *PEER_VENVS[variant]], check=True
         )
     except (OSError, subprocess.CalledProcessError) as error:
         print(f"  skipped {variant}: {error}", file=sys.stderr)
