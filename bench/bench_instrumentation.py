@@ -874,7 +874,8 @@ def _venv_root() -> Path:
     return Path(cache) / "canarytrace" / "bench-venvs"
 
 
-def _python_for(variant: str) -> str | None:
+def _python_for(variant: str) -> str:
+    """The interpreter that runs `variant`; a peer's virtualenv is made on first use."""
     if variant not in PEER_VENVS:
         return sys.executable
     venv = _venv_root() / variant
@@ -890,8 +891,13 @@ def _python_for(variant: str) -> str | None:
             [uv, "pip", "install", "-q", "-p", str(python), *PEER_VENVS[variant]], check=True
         )
     except (OSError, subprocess.CalledProcessError) as error:
-        print(f"  skipped {variant}: {error}", file=sys.stderr)
-        return None
+        # A half-made virtualenv would be taken for a ready one next time.
+        shutil.rmtree(venv, ignore_errors=True)
+        # Stop rather than print a table without the peers the goal is judged against.
+        sys.exit(
+            f"could not set up {variant}'s virtualenv at {venv}: {error}\n"
+            "(the peers need the package index; --no-peers measures without them)"
+        )
     return str(python)
 
 
@@ -967,12 +973,10 @@ def main() -> None:
         return
 
     variants = OURS if args.no_peers else VARIANTS
+    pythons = {variant: _python_for(variant) for variant in variants}  # before any timing
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(args.processes):
-        for variant in variants:  # interleaved processes: a slow minute hits every variant
-            python = _python_for(variant)
-            if python is None:
-                continue
+        for variant, python in pythons.items():  # interleaved: a slow minute hits them all
             wanted = args.only or SCENARIOS
             scenarios = [s for s in wanted if (variant, s) not in SKIP]
             if not scenarios:
@@ -1114,10 +1118,10 @@ def count_instructions(variants: list[str], scenarios: list[str]) -> None:
     """
     if shutil.which("valgrind") is None or shutil.which("setarch") is None:
         sys.exit("--callgrind needs valgrind (Debian: apt-get install valgrind) and setarch")
+    pythons = {variant: _python_for(variant) for variant in [UNINSTRUMENTED, *variants]}
     jobs = [
         (python, variant, scenario)
-        for variant in [UNINSTRUMENTED, *variants]
-        if (python := _python_for(variant)) is not None
+        for variant, python in pythons.items()
         for scenario in scenarios
         if (variant, scenario) not in SKIP
     ]
