@@ -39,7 +39,8 @@ counting no-op exporter, in a fresh interpreter per variant:
 
 Peers run from their own virtualenvs under `${XDG_CACHE_HOME:-~/.cache}/canarytrace/
 bench-venvs`, made with `uv` on first use (openai-v2 needs `httpx` and
-`opentelemetry-util-genai<1.2` added to import next to openai 3.x; see PEERS.md).
+`opentelemetry-util-genai<1.2` added to import next to openai 3.x; see PEERS.md). If
+one cannot be made, the run stops before timing anything (`--no-peers` skips them).
 
 Each process measures its variant against the uninstrumented calls *in the same
 process*, as an application runs it: all rounds of uninstrumented calls first, then the
