@@ -80,14 +80,15 @@ adds).
         [--stream-chunks 20]
         [--only anthropic 'anthropic stream'] [--side-by-side] [--callgrind]
 
-`--side-by-side` measures canarytrace and the by-hand span in one process instead, rounds
-alternating (the by-hand span around the SDK's own methods, which canarytrace's wrappers
-keep as `__wrapped__`): free of a slow phase of the machine, which hits all three alike,
-but each variant's code keeps one memory layout for the whole process, which can move
-its time by tens of µs, so its ratio may sit above or below the table's (bench/README.md
-has runs of both). The table is the yardstick: it samples many layouts, and its
-uninstrumented calls run before canarytrace is switched on, so they leave in what its
-presence costs the SDK's own code.
+`--side-by-side` measures canarytrace and the by-hand span together, in each of
+`--processes` fresh processes (heap shuffled as for the table), their rounds alternating
+in a new random order each time (the by-hand span around the SDK's own methods, which
+canarytrace's wrappers keep as `__wrapped__`). A slow phase of the machine hits all three
+alike, so a process's two overheads hold no drift between halves, and the processes are
+resampled in pairs. Each variant's code keeps one memory layout for the whole process,
+which can move its time by tens of µs; many processes sample many layouts. It leaves out
+what canarytrace's presence costs the SDK's own methods, which the table's protocol keeps
+in (its uninstrumented calls run before canarytrace is switched on).
 
 `--callgrind` prints, instead of times, the machine instructions each variant adds to a
 call, C included, counted by valgrind's callgrind (see `count_instructions`): a measure
@@ -144,6 +145,8 @@ BY_HAND, CONSTANTS, WRAPT = "bare (by hand)", "bare (constants)", "bare (wrapt)"
 # Switches nothing on: both halves time the same uninstrumented calls, so its "overhead"
 # is what a process drifts between them, which every variant's difference also holds.
 DRIFT = "nothing (drift)"
+# The worker of `--side-by-side`: canarytrace and the by-hand span in one process.
+SIDE_BY_SIDE = "side by side"
 OURS = (BY_HAND, WRAPT, CONSTANTS, DRIFT, "canarytrace")
 VARIANTS = (*OURS, "openllmetry", "openai-v2", "anthropic-native")
 SKIP = {("openai-v2", "anthropic"), ("openai-v2", "anthropic stream")}
@@ -964,8 +967,21 @@ def main() -> None:
         )
         return
 
+    if args.worker == SIDE_BY_SIDE:
+        scenarios = json.loads(args.scenarios)
+        print(json.dumps(side_by_side(scenarios, args.calls // 2, args.rounds * 3)))
+        return
+
     if args.side_by_side:
-        side_by_side(args.only or list(SCENARIOS), args.calls // 2, args.rounds * 3)
+        paired = []
+        for number in range(args.processes):
+            print(f"process {number + 1}/{args.processes}: side by side", file=sys.stderr)
+            result = _run(
+                sys.executable, SIDE_BY_SIDE, args.only or list(SCENARIOS), args.calls, args.rounds
+            )
+            if result is not None:
+                paired.append(result)
+        print_side_by_side(paired)
         return
 
     if args.worker:
@@ -989,15 +1005,19 @@ def main() -> None:
     _print_table(runs)
 
 
-def side_by_side(scenarios: list[str], calls: int, rounds: int) -> None:
-    """canarytrace and the by-hand span in one process, rounds alternating.
+def side_by_side(scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
+    """canarytrace and the by-hand span in this one process, rounds alternating.
 
     canarytrace stays instrumented; the by-hand span wraps the SDK's own methods (the
-    wrappers' `__wrapped__`), and those alone are the uninstrumented calls. A second
-    view of the ratio, free of process-to-process differences.
+    wrappers' `__wrapped__`), and those alone are the uninstrumented calls. Each round
+    runs the three in a new random order, so none always follows another. Per scenario,
+    the lower quartile of the rounds' CPU µs per call above the uninstrumented call.
     """
     from types import SimpleNamespace
 
+    heap_seed = random.SystemRandom().randrange(2**32)
+    kept = _shuffle_heap(heap_seed)
+    order = random.Random(heap_seed)
     import canarytrace
 
     provider, _ = _provider()
@@ -1017,24 +1037,56 @@ def side_by_side(scenarios: list[str], calls: int, rounds: int) -> None:
         messages=SimpleNamespace(create=type(messages).create.__wrapped__.__get__(messages)),
     )
     variants = {
-        "uninstrumented": _calls(own_oa, own_an),
+        UNINSTRUMENTED: _calls(own_oa, own_an),
         BY_HAND: _by_hand(provider.get_tracer("bench"), own_oa, own_an),
         "canarytrace": _calls(*_clients(native=True)),
     }
-    print("CPU µs per call above the SDK's own methods, one process (lower quartile of rounds)")
+    results: dict[str, Any] = {"heap_seed": heap_seed, "heap_objects_kept": len(kept)}
     for name in scenarios:
         times: dict[str, list[float]] = {variant: [] for variant in variants}
         for functions in variants.values():
             _settle(functions, [name])
         for _ in range(rounds):
-            for variant, functions in variants.items():
+            for variant in order.sample(list(variants), len(variants)):
+                function = variants[variant][name]
                 started = time.process_time()
                 for _ in range(calls):
-                    functions[name]()
+                    function()
                 times[variant].append((time.process_time() - started) / calls * 1e6)
         q = {variant: sorted(values)[len(values) // 4] for variant, values in times.items()}
-        by_hand, ours = q[BY_HAND] - q["uninstrumented"], q["canarytrace"] - q["uninstrumented"]
-        print(f"  {name:17} by hand {by_hand:5.1f}  canarytrace {ours:5.1f}  {ours / by_hand:.2f}x")
+        results[name] = {
+            BY_HAND: q[BY_HAND] - q[UNINSTRUMENTED],
+            "canarytrace": q["canarytrace"] - q[UNINSTRUMENTED],
+        }
+    return results
+
+
+def print_side_by_side(runs: list[dict[str, Any]]) -> None:
+    """The paired runs' medians and canarytrace's ratio to the by-hand span, per scenario.
+
+    Both overheads of a process come from the same rounds, so its drift cancels and the
+    processes are resampled in pairs. What canarytrace's presence costs the SDK's own
+    methods is left out (bench/README.md has its size).
+    """
+    print(
+        f"\nside by side, {len(runs)} processes: CPU µs per call above the SDK's own methods "
+        "(median over processes; lower quartile of rounds in each), canarytrace's ratio to "
+        "the by-hand span with a 95% interval over processes resampled in pairs\n"
+    )
+    for scenario in SCENARIOS:
+        ours = _values(runs, scenario, "canarytrace")
+        floors = _values(runs, scenario, BY_HAND)
+        if not ours:
+            continue
+        interval = ratio_interval(ours, floors, paired=True)
+        point = drift_free_ratio(ours, floors, [])
+        shown = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
+        ratio = "–" if point is None else f"{point:.2f}x"
+        print(
+            f"  {scenario:17} by hand {statistics.median(floors):5.1f} "
+            f"({min(floors):.0f}-{max(floors):.0f})  canarytrace {statistics.median(ours):5.1f} "
+            f"({min(ours):.0f}-{max(ours):.0f})  {ratio} [{shown}]  {goal_verdict(interval)}"
+        )
 
 
 # --- executed instructions, C included (callgrind) ---------------------------------------
@@ -1180,21 +1232,27 @@ def ratio_interval(
     floors: list[float],
     drifts: list[float] | None = None,
     resamples: int = RESAMPLES,
+    paired: bool = False,
 ) -> tuple[float, float] | None:
     """95% bootstrap interval of `drift_free_ratio`.
 
     Each list holds one value per process; resampling the processes of every side shows
-    how far the ratio could move with other processes on the same machine. None when a
+    how far the ratio could move with other processes on the same machine (`paired`: the
+    i-th overhead and floor come from one process and are drawn together). None when a
     resampled floor, less the drift, is not positive (no ratio to speak of).
     """
     rng = random.Random(0)  # the same interval for the same runs
     ratios = []
     for _ in range(resamples):
         drift_sample = rng.choices(drifts, k=len(drifts)) if drifts else []
-        floor_sample = rng.choices(floors, k=len(floors))
-        ratio = drift_free_ratio(
-            rng.choices(overheads, k=len(overheads)), floor_sample, drift_sample
-        )
+        if paired:  # overheads[i] and floors[i] were measured in the same process
+            picked = rng.choices(range(len(floors)), k=len(floors))
+            overhead_sample = [overheads[i] for i in picked]
+            floor_sample = [floors[i] for i in picked]
+        else:
+            floor_sample = rng.choices(floors, k=len(floors))
+            overhead_sample = rng.choices(overheads, k=len(overheads))
+        ratio = drift_free_ratio(overhead_sample, floor_sample, drift_sample)
         if ratio is None:
             return None
         ratios.append(ratio)

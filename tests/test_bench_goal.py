@@ -53,6 +53,18 @@ def test_the_drift_of_a_process_that_switches_nothing_on_is_taken_off_both_sides
     assert bench.drift_free_ratio(overheads, floors, []) == pytest.approx(1.6)
 
 
+def test_paired_resampling_keeps_each_process_s_two_overheads_together(
+    bench: ModuleType,
+) -> None:
+    # Each process is fast or slow as a whole, and canarytrace costs 1.3x the floor in all.
+    floors = [40.0, 90.0, 55.0, 120.0, 70.0, 45.0]
+    overheads = [1.3 * floor for floor in floors]
+    paired = bench.ratio_interval(overheads, floors, paired=True)
+    unpaired = bench.ratio_interval(overheads, floors)
+    assert paired == pytest.approx((1.3, 1.3))
+    assert unpaired is not None and unpaired[1] - unpaired[0] > 0.5
+
+
 def test_a_floor_no_larger_than_the_drift_gives_no_ratio(bench: ModuleType) -> None:
     assert bench.drift_free_ratio([80.0] * 3, [20.0] * 3, [20.0] * 3) is None
     assert bench.ratio_interval([80.0] * 3, [20.0] * 3, [20.0] * 3) is None
