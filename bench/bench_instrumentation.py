@@ -79,6 +79,7 @@ adds).
     .venv/bin/python bench/bench_instrumentation.py [--processes 3] [--calls 100] [--no-peers]
         [--stream-chunks 20]
         [--only anthropic 'anthropic stream'] [--side-by-side] [--callgrind]
+        [--save runs.json] [--load runs.json ...]
 
 `--side-by-side` measures canarytrace and the by-hand span together, in each of
 `--processes` fresh processes (heap shuffled as for the table), their rounds alternating
@@ -89,6 +90,9 @@ resampled in pairs. Each variant's code keeps one memory layout for the whole pr
 which can move its time by tens of µs; many processes sample many layouts. It leaves out
 what canarytrace's presence costs the SDK's own methods, which the table's protocol keeps
 in (its uninstrumented calls run before canarytrace is switched on).
+
+`--save` writes every process's results to a JSON file as they come; `--load` prints the
+table (or the side-by-side lines) of one or more such files, their processes pooled.
 
 `--callgrind` prints, instead of times, the machine instructions each variant adds to a
 call, C included, counted by valgrind's callgrind (see `count_instructions`): a measure
@@ -951,6 +955,15 @@ def main() -> None:
         action="store_true",
         help="machine instructions per call under callgrind instead of times",
     )
+    parser.add_argument(
+        "--save", type=Path, help="write every process's results to this JSON file as they come"
+    )
+    parser.add_argument(
+        "--load",
+        type=Path,
+        nargs="+",
+        help="print the table (or the side-by-side lines) of saved runs, pooled, and time nothing",
+    )
     parser.add_argument("--counted-worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -972,8 +985,12 @@ def main() -> None:
         print(json.dumps(side_by_side(scenarios, args.calls // 2, args.rounds * 3)))
         return
 
+    if args.load:
+        print_saved(args.load)
+        return
+
     if args.side_by_side:
-        paired = []
+        paired: list[dict[str, Any]] = []
         for number in range(args.processes):
             print(f"process {number + 1}/{args.processes}: side by side", file=sys.stderr)
             result = _run(
@@ -981,6 +998,7 @@ def main() -> None:
             )
             if result is not None:
                 paired.append(result)
+                _save(args.save, paired)
         print_side_by_side(paired)
         return
 
@@ -1002,7 +1020,34 @@ def main() -> None:
             result = _run(python, variant, scenarios, args.calls, args.rounds)
             if result is not None:
                 runs.setdefault(variant, []).append(result)
+                _save(args.save, runs)
     _print_table(runs)
+
+
+def _save(path: Path | None, results: Any) -> None:
+    """Write the results so far (a crashed or stopped run keeps what it measured)."""
+    if path is not None:
+        path.write_text(json.dumps(results, indent=1))
+
+
+def print_saved(paths: list[Path]) -> None:
+    """The table of saved `--save` runs, pooled: all side by side, or all tables."""
+    saved = []
+    for path in paths:
+        try:
+            saved.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            sys.exit(f"--load: cannot read {path}: {error} (give a file written by --save)")
+    if all(isinstance(results, list) for results in saved):
+        print_side_by_side([run for results in saved for run in results])
+    elif all(isinstance(results, dict) for results in saved):
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for results in saved:
+            for variant, processes in results.items():
+                runs.setdefault(variant, []).extend(processes)
+        _print_table(runs)
+    else:
+        sys.exit("--load: give files of side-by-side runs or of table runs, not both")
 
 
 def side_by_side(scenarios: list[str], calls: int, rounds: int) -> dict[str, Any]:
