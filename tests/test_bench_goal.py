@@ -91,3 +91,37 @@ def test_verdict_reads_the_whole_interval_against_the_goal(
 ) -> None:
     assert bench.GOAL == 1.5
     assert bench.goal_verdict(interval) == verdict
+
+
+def _side_by_side_runs(by_hand: float, canarytrace: float, count: int) -> list[dict[str, object]]:
+    scenario = {"bare (by hand)": by_hand, "canarytrace": canarytrace}
+    return [{"openai": scenario, "heap_seed": seed} for seed in range(count)]
+
+
+def test_saved_side_by_side_runs_are_pooled(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    bench._save(first, _side_by_side_runs(50.0, 65.0, 3))
+    bench._save(second, _side_by_side_runs(50.0, 65.0, 2))
+    bench.print_saved([first, second])
+    out = capsys.readouterr().out
+    assert "side by side, 5 processes" in out
+    assert "1.30x [1.30-1.30]  met" in out
+
+
+def test_loading_a_table_run_with_side_by_side_runs_is_refused(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    paired, table = tmp_path / "paired.json", tmp_path / "table.json"
+    bench._save(paired, _side_by_side_runs(50.0, 65.0, 1))
+    bench._save(table, {"canarytrace": []})
+    with pytest.raises(SystemExit, match="not both"):
+        bench.print_saved([paired, table])
+
+
+def test_a_file_that_is_not_a_saved_run_is_named(bench: ModuleType, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{half")
+    with pytest.raises(SystemExit, match=r"broken\.json"):
+        bench.print_saved([broken])
