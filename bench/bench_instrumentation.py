@@ -1123,14 +1123,11 @@ def print_side_by_side(runs: list[dict[str, Any]]) -> None:
         floors = _values(runs, scenario, BY_HAND)
         if not ours:
             continue
-        interval = ratio_interval(ours, floors, paired=True)
-        point = drift_free_ratio(ours, floors, [])
-        shown = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
-        ratio = "–" if point is None else f"{point:.2f}x"
+        shown, interval = _ratio_and_interval(ours, floors, [], paired=True)
         print(
             f"  {scenario:17} by hand {statistics.median(floors):5.1f} "
             f"({min(floors):.0f}-{max(floors):.0f})  canarytrace {statistics.median(ours):5.1f} "
-            f"({min(ours):.0f}-{max(ours):.0f})  {ratio} [{shown}]  {goal_verdict(interval)}"
+            f"({min(ours):.0f}-{max(ours):.0f})  {shown}  {goal_verdict(interval)}"
         )
 
 
@@ -1334,13 +1331,22 @@ def _ratio_lines(
         drifts = _values(drift, scenario, "overhead")
         if not overheads or not floors:
             continue
-        interval = ratio_interval(overheads, floors, drifts)
-        shown = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
-        point = drift_free_ratio(overheads, floors, drifts)
-        ratio = "–" if point is None else f"{point:.2f}x"
+        shown, interval = _ratio_and_interval(overheads, floors, drifts)
         reading = f"  {goal_verdict(interval)}" if verdict else ""
-        lines.append(f"  {scenario:17} {ratio}  [{shown}]{reading}")
+        lines.append(f"  {scenario:17} {shown}{reading}")
     return lines
+
+
+def _ratio_and_interval(
+    overheads: list[float], floors: list[float], drifts: list[float], paired: bool = False
+) -> tuple[str, tuple[float, float] | None]:
+    """`drift_free_ratio` and its `ratio_interval` written as "1.38x [1.35-1.41]", and the
+    interval itself (for `goal_verdict`)."""
+    interval = ratio_interval(overheads, floors, drifts, paired=paired)
+    point = drift_free_ratio(overheads, floors, drifts)
+    ratio = "–" if point is None else f"{point:.2f}x"
+    bounds = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "–"
+    return f"{ratio} [{bounds}]", interval
 
 
 def _print_block(title: str, lines: list[str]) -> None:
