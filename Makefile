@@ -29,8 +29,9 @@ demo: $(VENV)/.demo-installed
 
 ## test: lint, format and type checks and the whole test suite (what .ci/run calls)
 test: $(VENV)/.test-installed
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 	$(PY) -m mypy  # strict, on src (settings in pyproject.toml)
 	bash tools/build-otel.sh  # the real collector and Jaeger for tests/integration (cached)
 	$(PY) -m pytest
+	UV=$(UV) $(PY) tools/test_sdk_floor.py  # tests/instrumentation on the oldest supported SDKs
