@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import threading
@@ -20,7 +21,12 @@ def _simulator_threads() -> list[threading.Thread]:
 
 
 def _open_sockets() -> int:
-    """Sockets this process holds (files are left out: other tests' exporters write some)."""
+    """Sockets this process holds (files are left out: other tests' exporters write some).
+
+    Collected first: an unreachable client of an earlier test still holds its socket,
+    and closing it in the middle of a count would make the count wrong.
+    """
+    gc.collect()
     links = []
     for fd in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):  # the fd of listdir itself is gone already
@@ -56,8 +62,11 @@ def test_many_concurrent_clients_all_get_answers(simulator: Simulator) -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets through /proc")
 def test_stop_closes_keep_alive_and_streaming_connections_and_joins_threads() -> None:
-    with Simulator(seed=0, time_scale=0) as warmup:  # imports and lazy state, once
-        openai.OpenAI(base_url=warmup.openai_base_url, api_key="k").models.list()
+    with (
+        Simulator(seed=0, time_scale=0) as warmup,  # imports and lazy state, once
+        openai.OpenAI(base_url=warmup.openai_base_url, api_key="k") as client,
+    ):
+        client.models.list()
     sockets = _open_sockets()
     sim = Simulator(seed=0, time_scale=1000.0).start()  # every answer takes minutes
     url = sim.openai_base_url
