@@ -69,16 +69,37 @@ def pytest_load_initial_conftests(
     """Once the project's conftests have added their options, take `--model`/`--route` if free."""
     result = yield
     group = parser.getgroup(*_GROUP)
+    defined = _defined_options(parser)
     taken = []
     for name, dest, metavar in _SHORT:
+        if name in defined:  # a conftest or plugin defined it first: theirs wins
+            taken.append(name)
+            continue
         try:
             group.addoption(
                 name, dest=dest, metavar=metavar, help=f"short for --canarytrace-{name[2:]}"
             )
-        except argparse.ArgumentError:  # a conftest or plugin defined it first: theirs wins
+        except argparse.ArgumentError:  # the same, seen by a pytest laid out otherwise
             taken.append(name)
     early_config.stash[_TAKEN] = taken
     return result
+
+
+def _defined_options(parser: pytest.Parser) -> set[str]:
+    """The option names registered so far.
+
+    pytest 9 refuses a name defined twice as it is added, but pytest 8 only once it
+    builds its argparse parser, after this hook, when the whole run fails. pytest has
+    no public list of options; its groups (`_anonymous`, `_groups`, each with `options`)
+    are laid out alike in both, so they are read, and a layout without them reads empty.
+    """
+    groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", ())]
+    return {
+        name
+        for group in groups
+        for option in getattr(group, "options", ())
+        for name in option.names()
+    }
 
 
 def pytest_configure(config: pytest.Config) -> None:
