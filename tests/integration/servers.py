@@ -8,6 +8,7 @@ never collide with each other or with a collector the developer already has on
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,11 +39,38 @@ class Binaries:
     jaeger: Path
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range_start() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux's default: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now, below the ephemeral range.
+
+    Not one the kernel picks (binding port 0): those come from the range it also gives
+    outgoing connections. A collector retrying to reach a Jaeger that is not started
+    yet can then connect to itself on that very port (a TCP self-connect) and hold it,
+    so that Jaeger cannot bind it (seen: "bind: address already in use"). No port is
+    handed out twice in a run.
+    """
+    candidates = range(10_000, _ephemeral_range_start())
+    for port in random.sample(candidates, 200):
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between 10000 and {candidates.stop}")
 
 
 @dataclass
