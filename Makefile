@@ -34,4 +34,4 @@ test: $(VENV)/.test-installed
 	$(PY) -m mypy  # strict, on src (settings in pyproject.toml)
 	bash tools/build-otel.sh  # the real collector and Jaeger for tests/integration (cached)
 	$(PY) -m pytest
-	UV=$(UV) $(PY) tools/test_sdk_floor.py  # tests/instrumentation on the oldest supported SDKs
+	UV=$(UV) $(PY) tools/test_floors.py  # the suite again on the oldest versions pyproject admits
