@@ -4,7 +4,9 @@ The main virtualenv gets the newest release of every dependency, so a range's lo
 bound would otherwise never be tried. This resolves every direct dependency (the
 extras' too: the SDKs, pytest, syrupy, ...) to the lowest version its requirement
 admits, with `uv pip compile --resolution lowest-direct`, makes a virtualenv exactly
-that (`uv pip sync`), links this checkout into it and runs the tests there.
+that (`uv pip sync`), links this checkout into it and runs the tests there. A bound
+that the resolution cannot reach (another requirement lifts it) is refused first, so
+every lower bound pyproject.toml states is one the tests ran on.
 
 The virtualenv lives in the cache outside the checkout (as the Go builds do), so a
 fresh clone only re-syncs it; a lock keeps two runs from syncing it under each other.
@@ -17,7 +19,12 @@ import fcntl
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "canarytrace"
@@ -43,6 +50,27 @@ def floors_python() -> str:
     return python
 
 
+def unreached_bounds(pins: Path) -> list[str]:
+    """The declared `>=` bounds that the lowest resolution did not install."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        declared += [Requirement(r) for r in extra]
+    pinned = {}
+    for line in pins.read_text().splitlines():
+        if "==" in line and not line.startswith(("#", " ")):
+            name, version = line.split("==", 1)
+            pinned[canonicalize_name(name)] = Version(version.split()[0])
+    unreached = []
+    for requirement in declared:
+        installed = pinned.get(canonicalize_name(requirement.name))
+        for bound in (s for s in requirement.specifier if s.operator == ">="):
+            floor = Version(bound.version)
+            if installed is not None and installed.release[: len(floor.release)] != floor.release:
+                unreached.append(f"{requirement}: the oldest that resolves is {installed}")
+    return unreached
+
+
 def shown_versions(python: str) -> str:
     script = (
         "from importlib.metadata import version\n"
@@ -57,6 +85,11 @@ def main() -> int:
     with open(CACHE / "floors.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         python = floors_python()
+        unreached = unreached_bounds(CACHE / "floors.txt")
+        if unreached:
+            print("pyproject.toml states lower bounds no install can have; raise them:")
+            print("\n".join(f"  {line}" for line in unreached))
+            return 1
         print(f"oldest admitted versions: {shown_versions(python)}", flush=True)
         tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         return subprocess.run(tests, cwd=REPO).returncode
