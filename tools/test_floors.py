@@ -28,39 +28,29 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "canarytrace"
+VENV = CACHE / "floors"
+PINS = CACHE / "floors.txt"
 SHOWN = ("openai", "anthropic", "opentelemetry-sdk", "wrapt", "polars", "pytest", "syrupy")
 
 
-def floors_python() -> str:
-    """The cached virtualenv, synced to the lowest versions and with this checkout linked."""
-    venv = CACHE / "floors"
-    python = str(venv / "bin" / "python")
-    pins = CACHE / "floors.txt"
-    uv = os.environ.get("UV", "uv")
+def lowest_pins(uv: str) -> dict[str, Version]:
+    """Every package at the version the lowest resolution picks, written to PINS too."""
     lowest = ["--resolution", "lowest-direct", "--all-extras", str(REPO / "pyproject.toml")]
-    subprocess.run([uv, "pip", "compile", "--quiet", *lowest, "-o", str(pins)], check=True)
-    subprocess.run(
-        [uv, "venv", "--quiet", "--allow-existing", "-p", sys.executable, str(venv)], check=True
-    )
-    subprocess.run([uv, "pip", "sync", "--quiet", "-p", python, str(pins)], check=True)
-    # Installed, not put on the path: the entry points (the pytest plugin, the
-    # instrumentor) come from the package's metadata.
-    install = [uv, "pip", "install", "--quiet", "-p", python, "--no-deps"]
-    subprocess.run([*install, "-e", str(REPO)], check=True)
-    return python
+    subprocess.run([uv, "pip", "compile", "--quiet", *lowest, "-o", str(PINS)], check=True)
+    pinned: dict[str, Version] = {}
+    for line in PINS.read_text().splitlines():
+        if "==" in line and not line.startswith(("#", " ")):
+            name, version = line.split("==", 1)
+            pinned[canonicalize_name(name)] = Version(version.split()[0])
+    return pinned
 
 
-def unreached_bounds(pins: Path) -> list[str]:
-    """The declared `>=` bounds that the lowest resolution did not install."""
+def unreached_bounds(pinned: dict[str, Version]) -> list[str]:
+    """The declared `>=` bounds that the lowest resolution did not pick."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = [Requirement(r) for r in project["dependencies"]]
     for extra in project["optional-dependencies"].values():
         declared += [Requirement(r) for r in extra]
-    pinned = {}
-    for line in pins.read_text().splitlines():
-        if "==" in line and not line.startswith(("#", " ")):
-            name, version = line.split("==", 1)
-            pinned[canonicalize_name(name)] = Version(version.split()[0])
     unreached = []
     for requirement in declared:
         installed = pinned.get(canonicalize_name(requirement.name))
@@ -71,26 +61,34 @@ def unreached_bounds(pins: Path) -> list[str]:
     return unreached
 
 
-def shown_versions(python: str) -> str:
-    script = (
-        "from importlib.metadata import version\n"
-        f"print(', '.join(f'{{n}} {{version(n)}}' for n in {SHOWN!r}))"
+def synced_python(uv: str) -> str:
+    """The cached virtualenv, made exactly PINS, with this checkout linked into it."""
+    python = str(VENV / "bin" / "python")
+    subprocess.run(
+        [uv, "venv", "--quiet", "--allow-existing", "-p", sys.executable, str(VENV)], check=True
     )
-    found = subprocess.run([python, "-c", script], capture_output=True, text=True, check=True)
-    return found.stdout.strip()
+    subprocess.run([uv, "pip", "sync", "--quiet", "-p", python, str(PINS)], check=True)
+    # Installed, not put on the path: the entry points (the pytest plugin, the
+    # instrumentor) come from the package's metadata.
+    install = [uv, "pip", "install", "--quiet", "-p", python, "--no-deps"]
+    subprocess.run([*install, "-e", str(REPO)], check=True)
+    return python
 
 
 def main() -> int:
+    uv = os.environ.get("UV", "uv")
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "floors.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        python = floors_python()
-        unreached = unreached_bounds(CACHE / "floors.txt")
+        pinned = lowest_pins(uv)
+        unreached = unreached_bounds(pinned)
         if unreached:
             print("pyproject.toml states lower bounds no install can have; raise them:")
             print("\n".join(f"  {line}" for line in unreached))
             return 1
-        print(f"oldest admitted versions: {shown_versions(python)}", flush=True)
+        python = synced_python(uv)
+        shown = ", ".join(f"{name} {pinned[name]}" for name in SHOWN)
+        print(f"oldest admitted versions: {shown}", flush=True)
         tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         return subprocess.run(tests, cwd=REPO).returncode
 
