@@ -86,7 +86,7 @@ def test_failing_canary_calls_trip_the_breaker_and_production_takes_over(
     assert len(rollbacks) == 1 and rollbacks[0][0] == "chat"
     assert canarytrace.choose("chat", "any-user").model == PRODUCTION
     spans = instrumented.llm_spans()
-    assert [s.attributes["canarytrace.tier"] for s in spans] == ["canary"] * 5
+    assert [s.attributes["canarytrace.tier"] for s in spans] == ["canary"] * SMALL_BREAKER.min_calls
     assert {s.attributes["error.type"] for s in spans} == {"InternalServerError"}
 
 
