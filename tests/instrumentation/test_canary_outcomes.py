@@ -142,17 +142,22 @@ def test_a_cancelled_call_reraises_the_very_cancellation(instrumented: Telemetry
 def test_a_stream_cancelled_between_events_ends_its_span_once_and_counts(
     instrumented: Telemetry, rollbacks: list[tuple[str, str]]
 ) -> None:
-    async def read(client: openai.AsyncOpenAI, seen: list[Any]) -> None:
+    async def read(client: openai.AsyncOpenAI, seen: list[Any], first: asyncio.Event) -> None:
         stream = await client.chat.completions.create(model=CANARY, messages=MESSAGES, stream=True)
         async for chunk in stream:
             seen.append(chunk)
+            first.set()
 
     async def main() -> list[Any]:
         client = _client(_stalls_after_one_event)
         seen: list[Any] = []
         for _ in range(SMALL_BREAKER.min_calls):
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(read(client, seen), timeout=0.05)
+            first = asyncio.Event()
+            reading = asyncio.create_task(read(client, seen, first))
+            await first.wait()  # cancelled between events, whatever the machine's speed
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
         return seen
 
     seen = asyncio.run(main())
