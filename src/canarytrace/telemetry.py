@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,9 @@ class OtlpJsonLinesExporter(SpanExporter):
 
     A file is rotated when it passes `max_bytes`; names carry the start time and the
     process id, so several processes can share one folder. Every line is flushed to the
-    OS as it is written, so a crash loses at most the batch being written.
+    OS as it is written, so a crash loses at most the batch being written. A process
+    forked from one that exports (a pre-forking server's workers) writes files of its
+    own: see `_fork_safely`.
     """
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES):
@@ -257,6 +260,7 @@ class OtlpJsonLinesExporter(SpanExporter):
         self._written = 0
         self._sequence = 0
         self._failed = False
+        _live_exporters.add(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         data = (encode_spans_json(spans) + "\n").encode("utf-8")
@@ -293,6 +297,14 @@ class OtlpJsonLinesExporter(SpanExporter):
         """The file being written, None before the first export."""
         return Path(self._file.name) if self._file is not None else None
 
+    def _start_afresh_in_child(self) -> None:
+        """In a forked child: leave the parent's file to the parent (the child's copy holds
+        nothing unwritten, the fork having waited for the lock) and open one named with
+        the child's pid at the next export."""
+        self._file = None
+        self._written = 0
+        self._lock.release()
+
     def _rotate(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -302,6 +314,38 @@ class OtlpJsonLinesExporter(SpanExporter):
         name = f"traces-{stamp}-{os.getpid()}-{self._sequence:04d}.jsonl"
         self._file = open(self.directory / name, "ab")  # noqa: SIM115 (kept open across exports)
         self._written = 0
+
+
+#: Every exporter alive in this process, and those whose locks a fork in progress holds.
+_live_exporters: weakref.WeakSet[OtlpJsonLinesExporter] = weakref.WeakSet()
+_held_for_fork: list[OtlpJsonLinesExporter] = []
+
+
+def _fork_safely() -> None:
+    """Make `os.fork()` wait for the exports in progress, so that no child is born with
+    an exporter's lock held by a thread it does not have (its exports would block
+    forever) or with half a line in the parent's file buffer (it would write it again)."""
+
+    def before() -> None:
+        _held_for_fork[:] = list(_live_exporters)
+        for exporter in _held_for_fork:
+            exporter._lock.acquire()
+
+    def in_parent() -> None:
+        for exporter in _held_for_fork:
+            exporter._lock.release()
+        _held_for_fork.clear()
+
+    def in_child() -> None:
+        for exporter in _held_for_fork:
+            exporter._start_afresh_in_child()
+        _held_for_fork.clear()
+
+    os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    _fork_safely()
 
 
 def encode_spans_json(spans: Sequence[ReadableSpan]) -> str:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-from collections.abc import Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +226,71 @@ def test_delivered_spans_log_nothing(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert (processor.handed, processor.delivered, processor.failed) == (4, 4, 0)
     assert not [r for r in caplog.records if r.name == "canarytrace.telemetry"]
     assert len(_lines(tmp_path)) >= 1
+
+
+def _in_forked_child(work: Callable[[], None]) -> tuple[int, int]:
+    """Run `work` in a forked child: (its pid, its exit code, 1 if `work` raised).
+
+    A child that has not ended after 20 s is killed and the test fails: it hung.
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 0
+        try:
+            work()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return pid, os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung: its export never got the exporter's lock")
+
+
+def _span_names_by_pid(folder: Path) -> dict[int, list[str]]:
+    names: dict[int, list[str]] = {}
+    for path in folder.glob("traces-*.jsonl"):
+        pid = int(path.name.split("-")[2])
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for resource in json.loads(line)["resourceSpans"]:
+                for scope in resource["scopeSpans"]:
+                    names.setdefault(pid, []).extend(span["name"] for span in scope["spans"])
+    return names
+
+
+def test_a_fork_waits_for_the_export_in_progress_and_the_child_writes_its_own_file(
+    tmp_path: Path,
+) -> None:
+    provider, exporter = _provider(tmp_path)
+    tracer = provider.get_tracer("app")
+    tracer.start_span("before the fork").end()  # the parent's file is open
+    writing, release = threading.Event(), threading.Event()
+
+    def an_export_in_progress() -> None:
+        with exporter._lock:  # as `export` holds it while it writes
+            writing.set()
+            release.wait()
+
+    writer = threading.Thread(target=an_export_in_progress)
+    writer.start()
+    writing.wait()
+    threading.Timer(0.2, release.set).start()  # the write ends while fork() waits for it
+
+    def child() -> None:
+        tracer.start_span("in the child").end()
+        provider.shutdown()
+
+    child_pid, code = _in_forked_child(child)
+    writer.join()
+    tracer.start_span("after the fork").end()
+    provider.shutdown()
+    assert code == 0
+    assert _span_names_by_pid(tmp_path) == {
+        os.getpid(): ["before the fork", "after the fork"],
+        child_pid: ["in the child"],
+    }
