@@ -180,6 +180,7 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
         self._count_lock = threading.Lock()
         self._destination = type(exporter).__name__
         super().__init__(_CountingExporter(exporter, self._on_export))
+        _live_processors.add(self)
 
     def on_end(self, span: ReadableSpan) -> None:
         with self._count_lock:
@@ -198,6 +199,13 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
                 self._destination,
                 self.failed,
             )
+
+    def _start_afresh_in_child(self) -> None:
+        """In a forked child: a new lock (a thread the child lacks may have held the
+        parent's, and every span's end would wait for it) and counts of its own."""
+        self._count_lock = threading.Lock()
+        self.handed = self.delivered = self.failed = 0
+        self._next_report = 0.0
 
     def _on_export(self, count: int, ok: bool) -> None:
         with self._count_lock:
@@ -316,15 +324,18 @@ class OtlpJsonLinesExporter(SpanExporter):
         self._written = 0
 
 
-#: Every exporter alive in this process, and those whose locks a fork in progress holds.
+#: Every exporter and counting processor alive in this process, and the exporters whose
+#: locks a fork in progress holds.
 _live_exporters: weakref.WeakSet[OtlpJsonLinesExporter] = weakref.WeakSet()
+_live_processors: weakref.WeakSet[DeliveryCountingProcessor] = weakref.WeakSet()
 _held_for_fork: list[OtlpJsonLinesExporter] = []
 
 
 def _fork_safely() -> None:
     """Make `os.fork()` wait for the exports in progress, so that no child is born with
     an exporter's lock held by a thread it does not have (its exports would block
-    forever) or with half a line in the parent's file buffer (it would write it again)."""
+    forever) or with half a line in the parent's file buffer (it would write it again);
+    the child's counting processors start afresh."""
 
     def before() -> None:
         _held_for_fork[:] = list(_live_exporters)
@@ -340,6 +351,8 @@ def _fork_safely() -> None:
         for exporter in _held_for_fork:
             exporter._start_afresh_in_child()
         _held_for_fork.clear()
+        for processor in list(_live_processors):
+            processor._start_afresh_in_child()
 
     os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
 

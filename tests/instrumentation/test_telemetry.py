@@ -249,7 +249,7 @@ def _in_forked_child(work: Callable[[], None]) -> tuple[int, int]:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    pytest.fail("the forked child hung: its export never got the exporter's lock")
+    pytest.fail("the forked child hung, waiting for a lock it inherited held")
 
 
 def _span_names_by_pid(folder: Path) -> dict[int, list[str]]:
@@ -294,3 +294,34 @@ def test_a_fork_waits_for_the_export_in_progress_and_the_child_writes_its_own_fi
         os.getpid(): ["before the fork", "after the fork"],
         child_pid: ["in the child"],
     }
+
+
+def test_a_fork_while_a_span_is_counted_leaves_the_child_counting_its_own(tmp_path: Path) -> None:
+    processor = DeliveryCountingProcessor(OtlpJsonLinesExporter(tmp_path))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+    for _ in range(3):
+        tracer.start_span("in the parent").end()
+    counting, release = threading.Event(), threading.Event()
+
+    def a_span_being_counted() -> None:
+        with processor._count_lock:  # as another thread's span end holds it
+            counting.set()
+            release.wait()
+
+    other = threading.Thread(target=a_span_being_counted)
+    other.start()
+    counting.wait()
+
+    def child() -> None:
+        tracer.start_span("in the child").end()  # hung here on the parent's held lock
+        provider.shutdown()
+        assert (processor.handed, processor.delivered) == (1, 1)
+
+    _, code = _in_forked_child(child)
+    release.set()
+    other.join()
+    provider.shutdown()
+    assert code == 0
+    assert (processor.handed, processor.delivered) == (3, 3)
