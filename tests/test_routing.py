@@ -453,3 +453,47 @@ def test_threads_keep_routing_while_the_file_changes_under_them(tmp_path: Path) 
     for answers in seen:
         assert {u for u, a in zip(users, answers, strict=True) if a == CANARY} <= cohort_at_50
     assert {canarytrace.model("chat", u) for u in users} == {PRODUCTION}
+
+
+def test_a_fork_while_other_threads_hold_routings_locks_leaves_the_child_working(
+    registry_at: Callable[..., Path],
+) -> None:
+    """A pre-forking server's worker must route, count and roll back on its own, even
+    when the fork caught another thread inside routing, a breaker or a price lookup."""
+    from canarytrace import pricing
+    from tests.forking import in_forked_child
+
+    registry_at(100)
+    router = routing._current()
+    breaker = router.breaker("chat")
+    assert breaker is not None
+    locks = [routing._router_lock, router.lock, breaker._lock, pricing._lock]
+    holding, release = threading.Event(), threading.Event()
+
+    def held_by_another_thread() -> None:
+        for lock in locks:
+            lock.acquire()
+        holding.set()
+        release.wait()
+        for lock in locks:
+            lock.release()
+
+    other = threading.Thread(target=held_by_another_thread)
+    other.start()
+    holding.wait()
+
+    def child() -> None:
+        pricing._pricers.pop(("openai", "gpt-4o-mini-2024-07-18"), None)
+        pricing.cost_usd("openai", "gpt-4o-mini-2024-07-18", 10, 10)  # a model not priced yet
+        for _ in range(20):  # enough failures to trip the breaker and roll back
+            routing.record_result("chat", "canary", False)
+        assert canarytrace.model("chat", "u1") == PRODUCTION
+        routing.reset()
+
+    try:
+        _, code = in_forked_child(child)
+    finally:
+        release.set()
+        other.join()
+    assert code == 0
+    assert canarytrace.model("chat", "u1") == CANARY  # the parent's canary is untouched

@@ -68,6 +68,11 @@ class Breaker:
         self._lock = threading.Lock()
         self.tripped = False
 
+    def forked(self) -> None:
+        """In a forked child: a new lock, since a thread the child lacks may have held the
+        parent's (the child's next failure would wait for it forever)."""
+        self._lock = threading.Lock()
+
     def record(self, ok: bool) -> str | None:
         """Add one outcome; return the reason the first time the breaker trips, else None.
 

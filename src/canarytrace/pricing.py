@@ -17,6 +17,7 @@ model has no cost: `cost_usd` returns None and logs one warning per model id.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -33,6 +34,17 @@ Pricer = Callable[[int, int, int, int], float]
 _PROBE = 1000  # tokens: small enough to stay below any price tier
 _pricers: dict[tuple[str, str], Pricer | None] = {}
 _lock = threading.Lock()
+
+
+def _forked() -> None:
+    """In a forked child: a new lock, since a thread the child lacks may have held the
+    parent's (the child's first call to a new model would wait for it forever)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forked)
 
 
 def cost_usd(

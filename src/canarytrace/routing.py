@@ -341,6 +341,23 @@ def configure(
         _router = router
 
 
+def _forked() -> None:
+    """In a forked child: new locks, since a thread the child lacks may have held the
+    parent's; the child's next routing change or failed canary call would wait forever.
+    The routes, rollbacks and breakers' counts carry over, as the rest of memory does."""
+    global _router_lock
+    _router_lock = threading.Lock()
+    router = _router
+    if router is not None:
+        router.lock = threading.Lock()
+        for breaker in router.breakers.values():
+            breaker.forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forked)
+
+
 def reset() -> None:
     """Forget the configuration, rollbacks and breakers; the next call starts afresh."""
     global _router

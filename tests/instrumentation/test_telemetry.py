@@ -6,10 +6,8 @@ import json
 import logging
 import os
 import re
-import signal
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from canarytrace import telemetry
 from canarytrace.instrumentation import instrument, uninstrument
 from canarytrace.telemetry import DeliveryCountingProcessor, OtlpJsonLinesExporter
+from tests.forking import in_forked_child
 from tests.instrumentation.conftest import openai_client
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -132,7 +131,8 @@ def test_embedded_default_writes_files_when_nothing_is_configured(tmp_path: Path
         import canarytrace
         from canarytrace import telemetry
         canarytrace.instrument(service_name="demo")
-        from tests.instrumentation.conftest import openai_client
+        from tests.forking import in_forked_child
+from tests.instrumentation.conftest import openai_client
         openai_client().chat.completions.create(model="gpt-4o-2024-08-06", messages=[])
         canarytrace.feedback(canarytrace.current_call(), 4)
         assert telemetry.flush()
@@ -228,30 +228,6 @@ def test_delivered_spans_log_nothing(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert len(_lines(tmp_path)) >= 1
 
 
-def _in_forked_child(work: Callable[[], None]) -> tuple[int, int]:
-    """Run `work` in a forked child: (its pid, its exit code, 1 if `work` raised).
-
-    A child that has not ended after 20 s is killed and the test fails: it hung.
-    """
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 0
-        try:
-            work()
-        except BaseException:
-            code = 1
-        os._exit(code)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ended, status = os.waitpid(pid, os.WNOHANG)
-        if ended:
-            return pid, os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung, waiting for a lock it inherited held")
-
-
 def _span_names_by_pid(folder: Path) -> dict[int, list[str]]:
     names: dict[int, list[str]] = {}
     for path in folder.glob("traces-*.jsonl"):
@@ -285,7 +261,7 @@ def test_a_fork_waits_for_the_export_in_progress_and_the_child_writes_its_own_fi
         tracer.start_span("in the child").end()
         provider.shutdown()
 
-    child_pid, code = _in_forked_child(child)
+    child_pid, code = in_forked_child(child)
     writer.join()
     tracer.start_span("after the fork").end()
     provider.shutdown()
@@ -319,7 +295,7 @@ def test_a_fork_while_a_span_is_counted_leaves_the_child_counting_its_own(tmp_pa
         provider.shutdown()
         assert (processor.handed, processor.delivered) == (1, 1)
 
-    _, code = _in_forked_child(child)
+    _, code = in_forked_child(child)
     release.set()
     other.join()
     provider.shutdown()
