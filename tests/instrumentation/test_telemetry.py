@@ -131,8 +131,7 @@ def test_embedded_default_writes_files_when_nothing_is_configured(tmp_path: Path
         import canarytrace
         from canarytrace import telemetry
         canarytrace.instrument(service_name="demo")
-        from tests.forking import in_forked_child
-from tests.instrumentation.conftest import openai_client
+        from tests.instrumentation.conftest import openai_client
         openai_client().chat.completions.create(model="gpt-4o-2024-08-06", messages=[])
         canarytrace.feedback(canarytrace.current_call(), 4)
         assert telemetry.flush()
