@@ -283,6 +283,12 @@ class _Router:
             except Exception:
                 _log.exception("canarytrace: the on_rollback callback failed for route %r", route)
 
+    def forked(self) -> None:
+        """In a forked child: new locks, its own and its breakers' (see `_forked`)."""
+        self.lock = threading.Lock()
+        for breaker in self.breakers.values():
+            breaker.forked()
+
     def breaker(self, route: str) -> Breaker | None:
         breaker = self.breakers.get(route)
         if breaker is None:
@@ -347,11 +353,8 @@ def _forked() -> None:
     The routes, rollbacks and breakers' counts carry over, as the rest of memory does."""
     global _router_lock
     _router_lock = threading.Lock()
-    router = _router
-    if router is not None:
-        router.lock = threading.Lock()
-        for breaker in router.breakers.values():
-            breaker.forked()
+    if _router is not None:
+        _router.forked()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

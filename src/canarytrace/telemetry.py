@@ -200,7 +200,7 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
                 self.failed,
             )
 
-    def _start_afresh_in_child(self) -> None:
+    def _forked(self) -> None:
         """In a forked child: a new lock (a thread the child lacks may have held the
         parent's, and every span's end would wait for it) and counts of its own."""
         self._count_lock = threading.Lock()
@@ -305,7 +305,7 @@ class OtlpJsonLinesExporter(SpanExporter):
         """The file being written, None before the first export."""
         return Path(self._file.name) if self._file is not None else None
 
-    def _start_afresh_in_child(self) -> None:
+    def _forked(self) -> None:
         """In a forked child: leave the parent's file to the parent (the child's copy holds
         nothing unwritten, the fork having waited for the lock) and open one named with
         the child's pid at the next export."""
@@ -349,10 +349,10 @@ def _fork_safely() -> None:
 
     def in_child() -> None:
         for exporter in _held_for_fork:
-            exporter._start_afresh_in_child()
+            exporter._forked()
         _held_for_fork.clear()
         for processor in list(_live_processors):
-            processor._start_afresh_in_child()
+            processor._forked()
 
     os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
 
