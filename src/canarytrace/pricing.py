@@ -9,6 +9,10 @@ once: for the usual flat per-token prices, the four per-token rates are read off
 with tiered prices keep `genai-prices`' exact calculation. Prices are resolved at first
 use and kept for the life of the process.
 
+`provider` is the span's `gen_ai.provider.name`; where `genai-prices` files that
+provider's prices under another id (Azure OpenAI under `azure`, Bedrock under `aws`),
+the id is translated when the model is first resolved.
+
 Token counts follow `genai-prices`' convention: `input_tokens` includes the cached
 ones (`cache_read_tokens`, `cache_write_tokens`), as OpenAI reports them. An unknown
 model has no cost: `cost_usd` returns None and logs one warning per model id.
@@ -30,6 +34,16 @@ _log = logging.getLogger(__name__)
 
 # (input, output, cache_read, cache_write) tokens -> USD
 Pricer = Callable[[int, int, int, int], float]
+
+#: `gen_ai.provider.name` -> genai-prices' provider id, where the two differ.
+_PRICES_PROVIDER = {
+    "azure.ai.openai": "azure",
+    "aws.bedrock": "aws",
+    "gcp.vertex_ai": "google",
+    "gcp.gemini": "google",
+    "x_ai": "x-ai",
+    "mistral_ai": "mistral",
+}
 
 _PROBE = 1000  # tokens: small enough to stay below any price tier
 _pricers: dict[tuple[str, str], Pricer | None] = {}
@@ -101,7 +115,8 @@ def _resolve(provider: str, model: str) -> Pricer | None:
 def _exact_model_price(provider: str, model: str) -> ModelPrice:
     from genai_prices import Usage, calc_price
 
-    return calc_price(Usage(input_tokens=1), model, provider_id=provider).model_price
+    provider_id = _PRICES_PROVIDER.get(provider, provider)
+    return calc_price(Usage(input_tokens=1), model, provider_id=provider_id).model_price
 
 
 def _build_pricer(provider: str, model: str) -> Pricer:

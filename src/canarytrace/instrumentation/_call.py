@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from canarytrace import attributes as A
 from canarytrace import pricing, routing
 from canarytrace.instrumentation._extract import Usage
+from canarytrace.instrumentation.providers import same_model
 from canarytrace.registry import is_pinned as _registry_is_pinned
 
 _log = logging.getLogger("canarytrace.instrumentation")
@@ -197,7 +198,9 @@ def end_call(
         if attributes is not None:
             response_model = attributes.get(A.GEN_AI_RESPONSE_MODEL)
             if target.pinned and response_model:
-                attributes[A.ALIAS_DRIFT] = response_model != target.model
+                attributes[A.ALIAS_DRIFT] = response_model != target.model and not same_model(
+                    target.model, response_model
+                )
             if usage is not None:
                 tokens_in, tokens_out, cache_read, cache_write = usage
                 attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = tokens_in

@@ -36,6 +36,7 @@ from canarytrace.instrumentation._extract import (
     request_user_id,
     server_attributes,
 )
+from canarytrace.instrumentation.providers import provider_name
 from canarytrace.instrumentation.streams import Accumulator, AsyncStream, SyncStream
 
 #: True while canarytrace traces an Anthropic call, so the SDK's own span stays off.
@@ -48,7 +49,7 @@ _RAW_HEADER = "X-Stainless-Raw-Response"
 class Spec:
     """One wrapped SDK method."""
 
-    provider: str
+    provider: str  # the SDK's maker; a client may reach another (`providers.provider_name`)
     operation: str
     params: Mapping[str, str]  # kwarg -> attribute (`_extract.PARAMS`)
     extract: Callable[[Any], tuple[dict[str, Any], Usage | None]]
@@ -63,8 +64,6 @@ class Spec:
     def __post_init__(self) -> None:
         static = {
             A.GEN_AI_OPERATION_NAME: self.operation,
-            A.GEN_AI_PROVIDER_NAME: self.provider,
-            A.GEN_AI_SYSTEM: self.provider,
             # Always written, so a loader never has to guess what a missing value means.
             A.GEN_AI_REQUEST_STREAM: self.stream,
         }
@@ -88,10 +87,14 @@ _targets: dict[tuple[str, int, str], Target] = {}
 
 def _target(spec: Spec, client: Any, base_url: Any, model: str) -> Target:
     pinned = is_pinned(model)
-    attributes = {**spec.static, **server_attributes(base_url)}
+    server = server_attributes(base_url)
+    provider = provider_name(spec.provider, client, server.get(A.SERVER_ADDRESS))
+    attributes = {**spec.static, **server}
+    # `gen_ai.system` too, for back-ends that still read it: its values are the same.
+    attributes[A.GEN_AI_PROVIDER_NAME] = attributes[A.GEN_AI_SYSTEM] = provider
     attributes[A.GEN_AI_REQUEST_MODEL] = model
     attributes[A.PINNED] = pinned
-    target = Target(spec.provider, spec.operation, model, pinned, base_url, attributes)
+    target = Target(provider, spec.operation, model, pinned, base_url, attributes)
     if len(_targets) >= 1024:  # an application that makes a client per request
         _targets.clear()
     _targets[(spec.site, id(client), model)] = target
