@@ -39,8 +39,21 @@ def stream_final_message(c: Any) -> Any:
         return stream.get_final_message()
 
 
+def parse(c: Any) -> Any:
+    return c.messages.parse(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
 def beta_create(c: Any) -> Any:
     return c.beta.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+def beta_parse(c: Any) -> Any:
+    return c.beta.messages.parse(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+def beta_stream_final_message(c: Any) -> Any:
+    with c.beta.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return stream.get_final_message()
 
 
 async def acreate(c: Any) -> Any:
@@ -62,8 +75,21 @@ async def astream_final_message(c: Any) -> Any:
         return await stream.get_final_message()
 
 
+async def aparse(c: Any) -> Any:
+    return await c.messages.parse(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
 async def abeta_create(c: Any) -> Any:
     return await c.beta.messages.create(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+async def abeta_parse(c: Any) -> Any:
+    return await c.beta.messages.parse(model=MODEL, messages=MESSAGES, **PARAMS)
+
+
+async def abeta_stream_text(c: Any) -> Any:
+    async with c.beta.messages.stream(model=MODEL, messages=MESSAGES, **PARAMS) as stream:
+        return "".join([text async for text in stream.text_stream])
 
 
 METHODS = [
@@ -71,12 +97,18 @@ METHODS = [
     create_stream,
     stream_text,
     stream_final_message,
+    parse,
     beta_create,
+    beta_parse,
+    beta_stream_final_message,
     acreate,
     acreate_stream,
     astream_text,
     astream_final_message,
+    aparse,
     abeta_create,
+    abeta_parse,
+    abeta_stream_text,
 ]
 
 

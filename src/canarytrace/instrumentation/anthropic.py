@@ -1,5 +1,6 @@
-"""The Anthropic SDK patches: `messages.create` (streaming or not), `messages.stream(...)`
-and `beta.messages.create`, sync and async.
+"""The Anthropic SDK patches: `messages.create` (streaming or not), `messages.parse`
+(structured outputs) and `messages.stream(...)`, and the same three of `beta.messages`,
+sync and async.
 
 Anthropic 2.x traces each API call itself (a CLIENT span, scope `com.anthropic.sdk.python`)
 as soon as a TracerProvider exists. canarytrace *replaces* that span for the calls it
@@ -180,17 +181,20 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
 
 def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
     """(module, Class.method, wrapper) for `wrapt.wrap_function_wrapper`."""
-    messages = _spec("anthropic.messages")
-    beta = _spec("anthropic.beta.messages")
-    stream = _spec("anthropic.messages.stream", stream=True)
-    return [
-        (_MESSAGES, "Messages.create", sync_wrapper(ins, messages, options)),
-        (_MESSAGES, "AsyncMessages.create", async_wrapper(ins, messages, options)),
-        (_MESSAGES, "Messages.stream", _stream_wrapper(ins, stream, is_async=False)),
-        (_MESSAGES, "AsyncMessages.stream", _stream_wrapper(ins, stream, is_async=True)),
-        (_BETA, "Messages.create", sync_wrapper(ins, beta, options)),
-        (_BETA, "AsyncMessages.create", async_wrapper(ins, beta, options)),
-    ]
+    out = []
+    for module, site in ((_MESSAGES, "anthropic.messages"), (_BETA, "anthropic.beta.messages")):
+        calls = _spec(site)
+        stream = _spec(site + ".stream", stream=True)
+        out += [
+            (module, "Messages.create", sync_wrapper(ins, calls, options)),
+            (module, "AsyncMessages.create", async_wrapper(ins, calls, options)),
+            # Structured outputs: `parse` posts the request itself, not through `create`.
+            (module, "Messages.parse", sync_wrapper(ins, calls, options)),
+            (module, "AsyncMessages.parse", async_wrapper(ins, calls, options)),
+            (module, "Messages.stream", _stream_wrapper(ins, stream, is_async=False)),
+            (module, "AsyncMessages.stream", _stream_wrapper(ins, stream, is_async=True)),
+        ]
+    return out
 
 
 class NativeSpanSwitch:
