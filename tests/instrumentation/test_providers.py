@@ -343,3 +343,45 @@ def test_async_platform_clients_are_named_too(instrumented: Telemetry) -> None:
 
     providers = [span.attributes["gen_ai.provider.name"] for span in instrumented.llm_spans()]
     assert providers == ["azure.ai.openai", "gcp.vertex_ai"]
+
+
+@pytest.mark.parametrize(
+    ("make", "model", "provider"),
+    [
+        (
+            lambda **kw: anthropic.AnthropicVertex(
+                region="us-east5", project_id="p", access_token="t", **kw
+            ),
+            "claude-3-5-sonnet-v2@20241022",
+            "gcp.vertex_ai",
+        ),
+        (
+            lambda **kw: anthropic.AnthropicBedrock(api_key="k", aws_region="us-east-1", **kw),
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "aws.bedrock",
+        ),
+    ],
+    ids=["vertex", "bedrock"],
+)
+def test_the_platform_clients_beta_messages_are_traced(
+    telemetry: Telemetry, make: Any, model: str, provider: str
+) -> None:
+    """Their `beta.messages` classes copy the first-party methods at `import anthropic`,
+    before `instrument()` can patch them: without wrapping them too, only anthropic's
+    own span (no tier, no cost) would be there."""
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    instrument(tracer_provider=telemetry.provider)
+    try:
+        client = make(
+            http_client=_answering("claude-3-5-sonnet-20241022"),
+            open_telemetry={"tracer_provider": telemetry.provider},
+        )
+        client.beta.messages.create(model=model, max_tokens=64, messages=PROMPT)
+    finally:
+        uninstrument()
+
+    span = telemetry.one_span()
+    assert span.instrumentation_scope.name == "canarytrace"
+    assert span.attributes["gen_ai.provider.name"] == provider
+    assert span.attributes["canarytrace.cost_usd"] > 0

@@ -43,6 +43,9 @@ SUPPORTED = "anthropic >= 2.10, < 3"
 
 _MESSAGES = "anthropic.resources.messages.messages"
 _BETA = "anthropic.resources.beta.messages.messages"
+#: The Vertex and Bedrock clients' `beta.messages` classes copy the first-party beta
+#: methods when `import anthropic` runs, before any patch, so they are wrapped themselves.
+_PLATFORM_BETAS = ("anthropic.lib.vertex._beta_messages", "anthropic.lib.bedrock._beta_messages")
 
 
 class AnthropicAccumulator(Accumulator):
@@ -182,7 +185,9 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
 def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
     """(module, Class.method, wrapper) for `wrapt.wrap_function_wrapper`."""
     out = []
-    for module, site in ((_MESSAGES, "anthropic.messages"), (_BETA, "anthropic.beta.messages")):
+    sites = [(_MESSAGES, "anthropic.messages"), (_BETA, "anthropic.beta.messages")]
+    sites += [(module, "anthropic.beta.messages") for module in _PLATFORM_BETAS]
+    for module, site in sites:
         calls = _spec(site)
         stream = _spec(site + ".stream", stream=True)
         out += [
