@@ -3,7 +3,9 @@
 Every variant makes the same SDK calls (openai chat, openai chat streamed with 20
 chunks, anthropic messages, anthropic messages streamed with 20 events; `--stream-chunks`
 sets another length: per event, canarytrace's anthropic reader adds no more Python
-instructions than the by-hand loop, its openai reader adds more) through an in-process
+instructions than the by-hand loop, its openai reader adds more; and, through the async
+clients, the openai stream and the anthropic call, one per async path of canarytrace,
+each run to completion on the process's event loop) through an in-process
 `httpx2.MockTransport` that answers at once, with one `SimpleSpanProcessor` to a
 counting no-op exporter, in a fresh interpreter per variant:
 
@@ -18,16 +20,17 @@ counting no-op exporter, in a fresh interpreter per variant:
                 the chunks, no error handling beyond a try/finally that ends the span; what
                 is known when such code is written (server, route, tier, pin, prices) is
                 set once;
-- `bare (wrapt)`  the by-hand span's code moved behind the mechanism issue 5 asks for: a
-                `wrapt` wrapper on the SDKs' `create` methods and, for a stream, a
+- `bare (wrapt)`  (synchronous calls only) the by-hand span's code moved behind the
+                mechanism issue 5 asks for: a `wrapt` wrapper on the SDKs' `create`
+                methods and, for a stream, a
                 `wrapt.ObjectProxy` whose generator reads the chunks and ends the span;
                 nothing of what an instrumentation must do besides (routing, errors kept
                 from the application, one end however a stream ends): what any
                 instrumentation built that way costs at least;
-- `bare (constants)` the same span with hard-coded constant attributes, never made
-                current: cheaper than any instrumentation can be, since an instrumentation
-                has to read the values it records and must make its span current (the
-                floor of earlier runs, shown beside for comparison);
+- `bare (constants)` (synchronous calls only) the same span with hard-coded constant
+                attributes, never made current: cheaper than any instrumentation can be,
+                since an instrumentation has to read the values it records and must make
+                its span current (the floor of earlier runs, shown beside for comparison);
 - `nothing (drift)` switches nothing on, so both halves time the same uninstrumented
                 calls: its "overhead" is how much a process drifts between the halves,
                 which every variant's difference holds too;
@@ -102,6 +105,7 @@ of the work done that a busy machine does not disturb, though not of its time.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -117,7 +121,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("openai", "openai stream", "anthropic", "anthropic stream")
+SYNC_SCENARIOS = ("openai", "openai stream", "anthropic", "anthropic stream")
+# One per async path of canarytrace: the async stream proxy, and the async wrapper.
+ASYNC_SCENARIOS = ("async openai stream", "async anthropic")
+SCENARIOS = (*SYNC_SCENARIOS, *ASYNC_SCENARIOS)
 # Untimed calls of each scenario after switching on (see the module docstring).
 SETTLE = 40
 OPENAI_MODEL = "gpt-4o-2024-11-20"
@@ -155,6 +162,9 @@ OURS = (BY_HAND, WRAPT, CONSTANTS, DRIFT, "canarytrace")
 VARIANTS = (*OURS, "openllmetry", "openai-v2", "anthropic-native")
 SKIP = {("openai-v2", "anthropic"), ("openai-v2", "anthropic stream")}
 SKIP |= {("anthropic-native", "openai"), ("anthropic-native", "openai stream")}
+SKIP |= {("openai-v2", "async anthropic"), ("anthropic-native", "async openai stream")}
+# The wrapt floor and the constants span are built for the synchronous calls only.
+SKIP |= {(variant, s) for variant in (WRAPT, CONSTANTS) for s in ASYNC_SCENARIOS}
 # Issue 5's goal: canarytrace's overhead at most this multiple of the by-hand span's.
 GOAL = 1.5
 # Bootstrap resamples of the processes behind each ratio's 95% interval.
@@ -237,10 +247,9 @@ def _bodies() -> dict[str, bytes]:
     }
 
 
-def _clients(native: bool) -> tuple[Any, Any]:
-    import anthropic
+def _handler() -> Callable[[Any], Any]:
+    """The in-process API: each request answered at once with its canned reply."""
     import httpx2
-    import openai
 
     bodies = _bodies()
     sse = {"content-type": "text/event-stream"}
@@ -252,7 +261,15 @@ def _clients(native: bool) -> tuple[Any, Any]:
         key = f"{kind} stream" if stream else kind
         return httpx2.Response(200, headers=sse if stream else plain, content=bodies[key])
 
-    transport = httpx2.MockTransport(handler)
+    return handler
+
+
+def _clients(native: bool) -> tuple[Any, Any]:
+    import anthropic
+    import httpx2
+    import openai
+
+    transport = httpx2.MockTransport(_handler())
     oa = openai.OpenAI(
         api_key="k", base_url="http://bench/v1", http_client=httpx2.Client(transport=transport)
     )
@@ -263,6 +280,52 @@ def _clients(native: bool) -> tuple[Any, Any]:
         open_telemetry=None if native else False,
     )
     return oa, an
+
+
+def _async_clients(native: bool) -> tuple[Any, Any]:
+    """`_clients`, async: `AsyncOpenAI` and `AsyncAnthropic` on the same in-process API."""
+    import anthropic
+    import httpx2
+    import openai
+
+    handler = _handler()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        await request.aread()
+        return handler(request)
+
+    transport = httpx2.MockTransport(answer)
+    oa = openai.AsyncOpenAI(
+        api_key="k", base_url="http://bench/v1", http_client=httpx2.AsyncClient(transport=transport)
+    )
+    an = anthropic.AsyncAnthropic(
+        api_key="k",
+        base_url="http://bench",
+        http_client=httpx2.AsyncClient(transport=transport),
+        open_telemetry=None if native else False,
+    )
+    return oa, an
+
+
+def _async_calls(oa: Any, an: Any, run: Callable[[Any], Any]) -> dict[str, Any]:
+    """The async scenarios, each a coroutine `run` to completion on the process's loop
+    (the loop's own cost is in the uninstrumented call too)."""
+    messages = [{"role": "user", "content": "Say hi"}]
+
+    async def openai_stream() -> Any:
+        stream = await oa.chat.completions.create(
+            model=OPENAI_MODEL, messages=messages, temperature=0.2, max_tokens=64, stream=True
+        )
+        async for _ in stream:
+            pass
+
+    async def anthropic_call() -> Any:
+        return await an.messages.create(model=CLAUDE_MODEL, max_tokens=64, messages=messages)
+
+    return {
+        "async openai stream": lambda: run(openai_stream()),
+        "async anthropic": lambda: run(anthropic_call()),
+    }
 
 
 def _calls(oa: Any, an: Any) -> dict[str, Any]:
@@ -544,6 +607,93 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
     }
 
 
+def _by_hand_async(tracer: Any, oa: Any, an: Any, run: Callable[[Any], Any]) -> dict[str, Any]:
+    """The by-hand span of `_by_hand` around the async scenarios: the same code, awaited."""
+    from opentelemetry import context
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    client = SpanKind.CLIENT
+    messages = [{"role": "user", "content": "Say hi"}]
+
+    openai_site = _site(oa, "openai", "summarize", "canary")
+    anthropic_site = _site(an, "anthropic", "chat", "production")
+    claude_in, claude_out = PRICES[CLAUDE_MODEL]
+
+    async def openai_stream() -> Any:
+        kwargs = {"model": OPENAI_MODEL, "messages": messages, "temperature": 0.2}
+        kwargs["max_tokens"], kwargs["stream"] = 64, True
+        model = kwargs["model"]
+        attributes = {
+            **openai_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.temperature": kwargs["temperature"],
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": True,
+        }
+        start = time.perf_counter()
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            first = response_id = response_model = None
+            reasons = []
+            async for chunk in await oa.chat.completions.create(**kwargs):
+                if first is None:
+                    first = time.perf_counter() - start
+                    response_id, response_model = chunk.id, chunk.model
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        reasons.append(choice.finish_reason)
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response_id,
+                    "gen_ai.response.model": response_model,
+                    "gen_ai.response.finish_reasons": reasons,
+                    "gen_ai.response.time_to_first_chunk": first,
+                    "canarytrace.time_to_first_token_ms": first * 1000.0,
+                    "canarytrace.alias_drift": response_model != model,
+                }
+            )
+        finally:
+            context.detach(token)
+            span.end()
+
+    async def anthropic_call() -> Any:
+        kwargs = {"model": CLAUDE_MODEL, "max_tokens": 64, "messages": messages}
+        model = kwargs["model"]
+        attributes = {
+            **anthropic_site,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": kwargs["max_tokens"],
+            "gen_ai.request.stream": False,
+        }
+        span = tracer.start_span(f"chat {model}", kind=client, attributes=attributes)
+        token = context.attach(set_span_in_context(span))
+        try:
+            response = await an.messages.create(**kwargs)
+            usage = response.usage
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response.id,
+                    "gen_ai.response.model": response.model,
+                    "gen_ai.response.finish_reasons": [response.stop_reason],
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                    "canarytrace.alias_drift": response.model != model,
+                    "canarytrace.cost_usd": usage.input_tokens * claude_in
+                    + usage.output_tokens * claude_out,
+                }
+            )
+            return response
+        finally:
+            context.detach(token)
+            span.end()
+
+    return {
+        "async openai stream": lambda: run(openai_stream()),
+        "async anthropic": lambda: run(anthropic_call()),
+    }
+
+
 def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
     """What switches on the by-hand span's code moved behind the mechanism issue 5 asks
     for: a `wrapt` wrapper on the SDK's `create` methods, and for a stream a
@@ -796,18 +946,23 @@ def _variant_calls(variant: str, provider: Any) -> tuple[dict[str, Any], dict[st
     get it: with anthropic's own tracing left on (canarytrace turns it off per call;
     anthropic-native is that tracing alone).
     """
-    clients = _clients(native=False)
-    plain = _calls(*clients)
+    clients, async_clients = _clients(native=False), _async_clients(native=False)
+    run = asyncio.new_event_loop().run_until_complete
+    plain = {**_calls(*clients), **_async_calls(*async_clients, run)}
     tracer = provider.get_tracer("bench")
     traced = plain  # an instrumentor patches the classes of the same clients
     if variant == WRAPT:
         return plain, plain, _wrapt_floor(tracer, *clients)
     if variant == BY_HAND:
-        traced = _by_hand(tracer, *clients)
+        traced = {**_by_hand(tracer, *clients), **_by_hand_async(tracer, *async_clients, run)}
     elif variant == CONSTANTS:
         traced = _constants(tracer, plain)
     elif variant in ("canarytrace", "anthropic-native"):
-        traced = _calls(clients[0], _clients(native=True)[1])
+        natives = _clients(native=True)[1], _async_clients(native=True)[1]
+        traced = {
+            **_calls(clients[0], natives[0]),
+            **_async_calls(async_clients[0], natives[1], run),
+        }
     return plain, traced, _switch_on(variant, provider)
 
 
@@ -990,12 +1145,13 @@ def main() -> None:
         return
 
     if args.side_by_side:
+        paired_scenarios = args.only or list(SYNC_SCENARIOS)
+        if set(paired_scenarios) & set(ASYNC_SCENARIOS):
+            sys.exit("--side-by-side measures the synchronous scenarios only")
         paired: list[dict[str, Any]] = []
         for number in range(args.processes):
             print(f"process {number + 1}/{args.processes}: side by side", file=sys.stderr)
-            result = _run(
-                sys.executable, SIDE_BY_SIDE, args.only or list(SCENARIOS), args.calls, args.rounds
-            )
+            result = _run(sys.executable, SIDE_BY_SIDE, paired_scenarios, args.calls, args.rounds)
             if result is not None:
                 paired.append(result)
                 _save(args.save, paired)
@@ -1125,7 +1281,7 @@ def print_side_by_side(runs: list[dict[str, Any]]) -> None:
             continue
         shown, interval = _ratio_and_interval(ours, floors, [], paired=True)
         print(
-            f"  {scenario:17} by hand {statistics.median(floors):5.1f} "
+            f"  {scenario:19} by hand {statistics.median(floors):5.1f} "
             f"({min(floors):.0f}-{max(floors):.0f})  canarytrace {statistics.median(ours):5.1f} "
             f"({min(ours):.0f}-{max(ours):.0f})  {shown}  {goal_verdict(interval)}"
         )
@@ -1229,7 +1385,7 @@ def count_instructions(variants: list[str], scenarios: list[str]) -> None:
                 strict=True,
             )
         )
-    base = {s: counts.get((UNINSTRUMENTED, s)) for s in SCENARIOS}
+    base = {s: counts.get((UNINSTRUMENTED, s)) for s in scenarios}
     print("\nmachine instructions per call, C included (callgrind; deterministic, not time)")
     print("uninstrumented: " + ", ".join(f"{s} {base[s] or 0:,.0f}" for s in scenarios))
     print("added by each variant (x the by-hand span's)\n")
@@ -1242,7 +1398,7 @@ def count_instructions(variants: list[str], scenarios: list[str]) -> None:
         extra, by_hand = added(variant, scenario), added(BY_HAND, scenario)
         return None if extra is None else f"{extra:>9,.0f} ({_ratio(extra, by_hand)})"
 
-    _print_rows(cell, 23)
+    _print_rows(cell, 23, scenarios)
 
 
 def _values(runs: list[dict[str, Any]], scenario: str, field: str) -> list[float]:
@@ -1333,7 +1489,7 @@ def _ratio_lines(
             continue
         shown, interval = _ratio_and_interval(overheads, floors, drifts)
         reading = f"  {goal_verdict(interval)}" if verdict else ""
-        lines.append(f"  {scenario:17} {shown}{reading}")
+        lines.append(f"  {scenario:19} {shown}{reading}")
     return lines
 
 
@@ -1374,18 +1530,20 @@ def _print_goal(runs: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
-    base = {s: _median(runs.get(BY_HAND, []), s, "base") for s in SCENARIOS}
-    by_hand = {s: _median(runs.get(BY_HAND, []), s, "overhead") for s in SCENARIOS}
-    constants = {s: _median(runs.get(CONSTANTS, []), s, "overhead") for s in SCENARIOS}
+    # The scenarios some process measured (`--only` runs print only theirs).
+    scenarios = [s for s in SCENARIOS if any(_values(r, s, "overhead") for r in runs.values())]
+    base = {s: _median(runs.get(BY_HAND, []), s, "base") for s in scenarios}
+    by_hand = {s: _median(runs.get(BY_HAND, []), s, "overhead") for s in scenarios}
+    constants = {s: _median(runs.get(CONSTANTS, []), s, "overhead") for s in scenarios}
     print(
-        "\nuninstrumented call, CPU µs: " + ", ".join(f"{s} {base[s] or 0:.0f}" for s in SCENARIOS)
+        "\nuninstrumented call, CPU µs: " + ", ".join(f"{s} {base[s] or 0:.0f}" for s in scenarios)
     )
     print(
         "\noverhead per call above uninstrumented, CPU µs "
         "(x the by-hand span's overhead | x the constants span's)\n"
     )
     width = 23  # "  609 (11.89x | 11.52x)"
-    header = f"| {'variant':<17}|" + "".join(f" {s:<{width}}|" for s in SCENARIOS)
+    header = f"| {'variant':<17}|" + "".join(f" {s:<{width}}|" for s in scenarios)
     header += " spans/call |"
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
@@ -1393,7 +1551,7 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
         if variant not in runs:
             continue
         cells = []
-        for s in SCENARIOS:
+        for s in scenarios:
             overhead = _median(runs[variant], s, "overhead")
             if overhead is None:
                 cells.append(f" {'–':<{width}}")
@@ -1406,27 +1564,27 @@ def _print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
         "\nPython instructions per call above uninstrumented (x the by-hand span's): "
         "deterministic, but blind to work done in C\n"
     )
-    instructions = {s: _median(runs.get(BY_HAND, []), s, "opcodes") for s in SCENARIOS}
+    instructions = {s: _median(runs.get(BY_HAND, []), s, "opcodes") for s in scenarios}
 
     def instruction_cell(variant: str, scenario: str) -> str | None:
         count = _median(runs.get(variant, []), scenario, "opcodes")
         return None if count is None else f"{count:>6.0f} ({_ratio(count, instructions[scenario])})"
 
-    _print_rows(instruction_cell, width)
+    _print_rows(instruction_cell, width, scenarios)
     print("\nspread: lowest-highest overhead over the processes, CPU µs\n")
 
     def spread_cell(variant: str, scenario: str) -> str | None:
         values = _values(runs.get(variant, []), scenario, "overhead")
         return f"{min(values):>5.0f}-{max(values):.0f}" if values else None
 
-    _print_rows(spread_cell, width)
+    _print_rows(spread_cell, width, scenarios)
     _print_goal(runs)
 
 
-def _print_rows(cell: Callable[[str, str], str | None], width: int) -> None:
+def _print_rows(cell: Callable[[str, str], str | None], width: int, scenarios: list[str]) -> None:
     """A row per variant that has a value in some scenario: `cell(variant, scenario)`."""
     for variant in VARIANTS:
-        cells = [cell(variant, s) or "–" for s in SCENARIOS]
+        cells = [cell(variant, s) or "–" for s in scenarios]
         if any(c != "–" for c in cells):
             print(f"| {variant:<17}|" + "|".join(f" {c:<{width}}" for c in cells) + "|")
 
