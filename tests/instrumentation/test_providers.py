@@ -118,6 +118,14 @@ PLATFORMS = [
         "aws",
     ),
     (
+        "BedrockOpenAI",
+        lambda http: openai.BedrockOpenAI(api_key="k", aws_region="us-east-1", http_client=http),
+        "openai.gpt-oss-120b-1:0",
+        "openai.gpt-oss-120b-1:0",
+        "aws.bedrock",
+        "aws",
+    ),
+    (
         "OpenAI(provider=vertex)",
         lambda http: openai.OpenAI(
             provider=vertex(project="p", location="us-central1", token_provider=lambda: "t"),
@@ -385,3 +393,10 @@ def test_the_platform_clients_beta_messages_are_traced(
     assert span.instrumentation_scope.name == "canarytrace"
     assert span.attributes["gen_ai.provider.name"] == provider
     assert span.attributes["canarytrace.cost_usd"] > 0
+
+
+def test_an_azure_client_on_a_private_domain_is_still_azure() -> None:
+    client = openai.AzureOpenAI(
+        api_key="k", azure_endpoint="https://llm.contoso.internal", api_version="2024-10-21"
+    )
+    assert provider_name("openai", client, "llm.contoso.internal") == "azure.ai.openai"

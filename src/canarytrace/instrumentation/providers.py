@@ -57,15 +57,13 @@ def _declared(sdk: str, client: Any) -> str | None:
         # replaces would have said the same.
         name = getattr(client, "_gen_ai_provider_name", None)
         return name if isinstance(name, str) and name else None
-    runtime = getattr(client, "_provider_runtime", None)  # OpenAI(provider=bedrock(...))
+    # OpenAI(provider=bedrock(...) or vertex(...)), and BedrockOpenAI, which makes one
+    runtime = getattr(client, "_provider_runtime", None)
     platform = _OPENAI_PLATFORMS.get(getattr(runtime, "name", None) or "")
     if platform is not None:
         return platform
-    classes = {cls.__name__ for cls in type(client).__mro__}
-    if "BaseAzureClient" in classes:
-        return "azure.ai.openai"
-    if classes & {"BedrockOpenAI", "AsyncBedrockOpenAI"}:
-        return "aws.bedrock"
+    if any(cls.__name__ == "BaseAzureClient" for cls in type(client).__mro__):
+        return "azure.ai.openai"  # AzureOpenAI, whose endpoint may be a custom domain
     return None
 
 
