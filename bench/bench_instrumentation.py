@@ -1145,13 +1145,12 @@ def main() -> None:
         return
 
     if args.side_by_side:
-        paired_scenarios = args.only or list(SYNC_SCENARIOS)
-        if set(paired_scenarios) & set(ASYNC_SCENARIOS):
-            sys.exit("--side-by-side measures the synchronous scenarios only")
         paired: list[dict[str, Any]] = []
         for number in range(args.processes):
             print(f"process {number + 1}/{args.processes}: side by side", file=sys.stderr)
-            result = _run(sys.executable, SIDE_BY_SIDE, paired_scenarios, args.calls, args.rounds)
+            result = _run(
+                sys.executable, SIDE_BY_SIDE, args.only or list(SCENARIOS), args.calls, args.rounds
+            )
             if result is not None:
                 paired.append(result)
                 _save(args.save, paired)
@@ -1223,24 +1222,35 @@ def side_by_side(scenarios: list[str], calls: int, rounds: int) -> dict[str, Any
 
     provider, _ = _provider()
     canarytrace.instrument(tracer_provider=provider)
-    oa, an = _clients(native=False)
-    completions, messages = oa.chat.completions, an.messages
-    own_oa = SimpleNamespace(
-        base_url=oa.base_url,
-        chat=SimpleNamespace(
-            completions=SimpleNamespace(
-                create=type(completions).create.__wrapped__.__get__(completions)
-            )
-        ),
-    )
-    own_an = SimpleNamespace(
-        base_url=an.base_url,
-        messages=SimpleNamespace(create=type(messages).create.__wrapped__.__get__(messages)),
-    )
+    tracer = provider.get_tracer("bench")
+
+    def own_methods(oa: Any, an: Any) -> tuple[Any, Any]:
+        """Stand-ins for the clients whose `create` is the SDK's own method."""
+        completions, messages = oa.chat.completions, an.messages
+        own_oa = SimpleNamespace(
+            base_url=oa.base_url,
+            chat=SimpleNamespace(
+                completions=SimpleNamespace(
+                    create=type(completions).create.__wrapped__.__get__(completions)
+                )
+            ),
+        )
+        own_an = SimpleNamespace(
+            base_url=an.base_url,
+            messages=SimpleNamespace(create=type(messages).create.__wrapped__.__get__(messages)),
+        )
+        return own_oa, own_an
+
+    own = own_methods(*_clients(native=False))
+    own_async = own_methods(*_async_clients(native=False))
+    run = asyncio.new_event_loop().run_until_complete
     variants = {
-        UNINSTRUMENTED: _calls(own_oa, own_an),
-        BY_HAND: _by_hand(provider.get_tracer("bench"), own_oa, own_an),
-        "canarytrace": _calls(*_clients(native=True)),
+        UNINSTRUMENTED: {**_calls(*own), **_async_calls(*own_async, run)},
+        BY_HAND: {**_by_hand(tracer, *own), **_by_hand_async(tracer, *own_async, run)},
+        "canarytrace": {
+            **_calls(*_clients(native=True)),
+            **_async_calls(*_async_clients(native=True), run),
+        },
     }
     results: dict[str, Any] = {"heap_seed": heap_seed, "heap_objects_kept": len(kept)}
     for name in scenarios:
