@@ -260,6 +260,14 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
     return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(events))
 
 
+def reply_as(model: str, path: str) -> httpx2.Response:
+    """The fake API's non-streamed reply to a request for `path`, answered by `model`:
+    an OpenAI chat completion for `/chat/completions`, else an Anthropic message (the
+    platforms' Anthropic paths, Bedrock's `/invoke` and Vertex's `:rawPredict`, too)."""
+    answer = _chat if path.endswith("/chat/completions") else _messages
+    return answer({"model": model})
+
+
 def fake_api(request: httpx2.Request) -> httpx2.Response:
     """The in-process OpenAI + Anthropic API."""
     body = json.loads(request.content)

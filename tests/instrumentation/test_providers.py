@@ -21,53 +21,14 @@ from genai_prices import Usage, calc_price
 from openai.providers import bedrock, vertex
 
 from canarytrace.instrumentation.providers import provider_name, same_model
-from tests.instrumentation.conftest import Telemetry
+from tests.instrumentation.conftest import Telemetry, reply_as
 
 PROMPT = [{"role": "user", "content": "Say hi"}]
 
 
 def _answer(served: str) -> Callable[[httpx2.Request], httpx2.Response]:
-    """A handler that answers every request as model `served` (either API's shape, by the
-    request's path: Bedrock's `/invoke` and Vertex's `:rawPredict` are Anthropic's)."""
-
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        if request.url.path.endswith("/chat/completions"):
-            return httpx2.Response(
-                200,
-                json={
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion",
-                    "created": 1,
-                    "model": served,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "Hi"},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": 1000,
-                        "completion_tokens": 200,
-                        "total_tokens": 1200,
-                    },
-                },
-            )
-        return httpx2.Response(
-            200,
-            json={
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "model": served,
-                "content": [{"type": "text", "text": "Hi"}],
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": 1000, "output_tokens": 200},
-            },
-        )
-
-    return answer
+    """A handler that answers every request as model `served`."""
+    return lambda request: reply_as(served, request.url.path)
 
 
 def _answering(served: str) -> httpx2.Client:
@@ -207,9 +168,12 @@ def test_span_names_the_platform_and_prices_from_its_catalogue(
     assert attrs["gen_ai.system"] == provider
     assert attrs["gen_ai.request.model"] == requested
     assert attrs["gen_ai.response.model"] == served
-    expected = calc_price(
-        Usage(input_tokens=1000, output_tokens=200), served, provider_id=prices_id
-    ).total_price
+    usage = Usage(
+        input_tokens=attrs["gen_ai.usage.input_tokens"],
+        output_tokens=attrs["gen_ai.usage.output_tokens"],
+        cache_read_tokens=attrs.get("gen_ai.usage.cache_read.input_tokens", 0),
+    )
+    expected = calc_price(usage, served, provider_id=prices_id).total_price
     assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected))
     if attrs["canarytrace.pinned"]:
         # Bedrock's and Vertex's own spellings of the pinned id are not drift.
