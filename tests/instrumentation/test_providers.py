@@ -116,6 +116,16 @@ PLATFORMS = [
         "x-ai",
     ),
     (
+        "openrouter through OpenAI()",  # no conventions' name: genai-prices' id
+        lambda http: openai.OpenAI(
+            api_key="k", base_url="https://openrouter.ai/api/v1", http_client=http
+        ),
+        "anthropic/claude-3.5-sonnet",
+        "anthropic/claude-3.5-sonnet",
+        "openrouter",
+        "openrouter",
+    ),
+    (
         "anthropic bedrock client",
         lambda http: anthropic.AnthropicBedrock(
             api_key="k", aws_region="us-east-1", http_client=http
@@ -257,9 +267,14 @@ def test_same_model_reads_platform_spellings(requested: str, served: str, same: 
         ("api.mistral.ai", "mistral_ai"),
         ("api.perplexity.ai", "perplexity"),
         ("API.DEEPSEEK.COM", "deepseek"),
+        # no name in the conventions: genai-prices' id for the API at that host
+        ("openrouter.ai", "openrouter"),
+        ("api.together.xyz", "together"),
+        ("api.fireworks.ai", "fireworks"),
         # lookalikes keep the SDK's provider
         ("openai.azure.com.example.org", "openai"),
         ("bedrock-runtime.us-east-1.amazonaws.com.example.org", "openai"),
+        ("openrouter.ai.example.org", "openai"),
         ("localhost", "openai"),
     ],
 )

@@ -8,7 +8,9 @@ a Bedrock model id priced from Anthropic's own catalogue has no price at all.
 
 The provider is worked out once per client (the wrappers cache it with the client's
 `Target`), from what the client itself says first, then from its host. Values are the
-OpenTelemetry GenAI conventions' well-known names; `gen_ai.system` gets the same.
+OpenTelemetry GenAI conventions' well-known names; `gen_ai.system` gets the same. A host
+the conventions name no provider for (OpenRouter, Together, Fireworks, ...) gets the id
+genai-prices gives the API at that host, so its calls are priced from that catalogue.
 """
 
 from __future__ import annotations
@@ -69,12 +71,30 @@ def _declared(sdk: str, client: Any) -> str | None:
 
 @lru_cache(maxsize=256)
 def _by_host(host: str | None) -> str | None:
-    if host:
-        host = host.lower()
-        for pattern, name in _HOSTS:
-            if pattern.search(host):
-                return name
-    return None
+    if not host:
+        return None
+    host = host.lower()
+    for pattern, name in _HOSTS:
+        if pattern.search(host):
+            return name
+    return _genai_prices_provider(host)
+
+
+def _genai_prices_provider(host: str) -> str | None:
+    """The id of the provider whose API genai-prices knows at `host`, if any.
+
+    Its patterns are not anchored at the host's end, so the match must cover the whole
+    host: `openai.azure.com.example.org` is not Azure.
+    """
+    from genai_prices.data_snapshot import get_snapshot
+
+    origin = f"https://{host}"
+    try:
+        provider = get_snapshot().find_provider(None, None, origin + "/")
+    except Exception:  # unknown host (LookupError), or a catalogue that cannot load:
+        return None  # a label is not worth the call's span
+    match = re.search(provider.api_pattern or "", origin + "/")
+    return provider.id if match is not None and match.end() >= len(origin) else None
 
 
 _ID_PARTS = re.compile(r"[-.@:/_]")
