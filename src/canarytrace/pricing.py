@@ -36,11 +36,12 @@ _log = logging.getLogger(__name__)
 Pricer = Callable[[int, int, int, int], float]
 
 #: `gen_ai.provider.name` -> genai-prices' provider id, where the two differ.
-_PRICES_PROVIDER = {
+PRICES_PROVIDER = {
     "azure.ai.openai": "azure",
     "aws.bedrock": "aws",
     "gcp.vertex_ai": "google",
     "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
     "x_ai": "x-ai",
     "mistral_ai": "mistral",
 }
@@ -115,7 +116,7 @@ def _resolve(provider: str, model: str) -> Pricer | None:
 def _exact_model_price(provider: str, model: str) -> ModelPrice:
     from genai_prices import Usage, calc_price
 
-    provider_id = _PRICES_PROVIDER.get(provider, provider)
+    provider_id = PRICES_PROVIDER.get(provider, provider)
     return calc_price(Usage(input_tokens=1), model, provider_id=provider_id).model_price
 
 

@@ -267,7 +267,10 @@ def test_same_model_reads_platform_spellings(requested: str, served: str, same: 
         ("api.mistral.ai", "mistral_ai"),
         ("api.perplexity.ai", "perplexity"),
         ("API.DEEPSEEK.COM", "deepseek"),
-        # no name in the conventions: genai-prices' id for the API at that host
+        # hosts only genai-prices knows: the conventions' name where there is one
+        ("contoso.azure-api.net", "azure.ai.openai"),
+        ("europe-west4-genai.googleapis.com", "gcp.gen_ai"),
+        # else genai-prices' id for the API at that host
         ("openrouter.ai", "openrouter"),
         ("api.together.xyz", "together"),
         ("api.fireworks.ai", "fireworks"),

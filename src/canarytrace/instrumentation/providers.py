@@ -9,8 +9,9 @@ a Bedrock model id priced from Anthropic's own catalogue has no price at all.
 The provider is worked out once per client (the wrappers cache it with the client's
 `Target`), from what the client itself says first, then from its host. Values are the
 OpenTelemetry GenAI conventions' well-known names; `gen_ai.system` gets the same. A host
-the conventions name no provider for (OpenRouter, Together, Fireworks, ...) gets the id
-genai-prices gives the API at that host, so its calls are priced from that catalogue.
+the rules below do not know is looked up in genai-prices, which knows where each API it
+prices lives: a provider the conventions name gets that name, others (OpenRouter,
+Together, Fireworks, ...) genai-prices' id, so their calls are priced from its catalogue.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Any
+
+from canarytrace.pricing import PRICES_PROVIDER
+
+#: genai-prices' provider id -> the conventions' name, for a host only genai-prices
+#: knows (an Azure API gateway, a Google endpoint that is neither Vertex's nor Gemini's).
+_CONVENTIONS_NAME = {prices_id: name for name, prices_id in PRICES_PROVIDER.items()}
+_CONVENTIONS_NAME["google"] = "gcp.gen_ai"  # any Google generative AI endpoint
 
 #: What the SDK's platform clients say (openai: the `provider=` factory's name).
 _OPENAI_PLATFORMS = {"bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
@@ -81,7 +89,8 @@ def _by_host(host: str | None) -> str | None:
 
 
 def _genai_prices_provider(host: str) -> str | None:
-    """The id of the provider whose API genai-prices knows at `host`, if any.
+    """The provider whose API genai-prices knows at `host`, if any: the conventions' name
+    where there is one, else genai-prices' id.
 
     Its patterns are not anchored at the host's end, so the match must cover the whole
     host: `openai.azure.com.example.org` is not Azure.
@@ -94,7 +103,9 @@ def _genai_prices_provider(host: str) -> str | None:
     except Exception:  # unknown host (LookupError), or a catalogue that cannot load:
         return None  # a label is not worth the call's span
     match = re.search(provider.api_pattern or "", origin + "/")
-    return provider.id if match is not None and match.end() >= len(origin) else None
+    if match is None or match.end() < len(origin):
+        return None
+    return _CONVENTIONS_NAME.get(provider.id, provider.id)
 
 
 _ID_PARTS = re.compile(r"[-.@:/_]")
