@@ -35,6 +35,16 @@ def _answering(served: str) -> httpx2.Client:
     return httpx2.Client(transport=httpx2.MockTransport(_answer(served)))
 
 
+def _azure(http: httpx2.Client) -> openai.AzureOpenAI:
+    """An Azure OpenAI client on its usual endpoint, answered by `http`."""
+    return openai.AzureOpenAI(
+        api_key="k",
+        azure_endpoint="https://contoso.openai.azure.com",
+        api_version="2024-10-21",
+        http_client=http,
+    )
+
+
 def _openai_call(client: Any, model: str) -> None:
     client.chat.completions.create(model=model, messages=PROMPT)
 
@@ -47,12 +57,7 @@ def _anthropic_call(client: Any, model: str) -> None:
 PLATFORMS = [
     (
         "azure openai client",
-        lambda http: openai.AzureOpenAI(
-            api_key="k",
-            azure_endpoint="https://contoso.openai.azure.com",
-            api_version="2024-10-21",
-            http_client=http,
-        ),
+        _azure,
         "prod-gpt4o",  # a deployment name
         "gpt-4o-2024-11-20",
         "azure.ai.openai",
@@ -208,12 +213,7 @@ def _metric_points(telemetry: Telemetry, name: str) -> list[Any]:
 def test_a_pinned_deployment_served_by_another_snapshot_is_drift(instrumented: Telemetry) -> None:
     """Azure upgrades a deployment's model version on its own schedule: a deployment
     named for the 08-06 snapshot answering from 11-20 is what alias drift is for."""
-    client = openai.AzureOpenAI(
-        api_key="k",
-        azure_endpoint="https://contoso.openai.azure.com",
-        api_version="2024-10-21",
-        http_client=_answering("gpt-4o-2024-11-20"),
-    )
+    client = _azure(_answering("gpt-4o-2024-11-20"))
     _openai_call(client, "gpt-4o-2024-08-06")
 
     attrs = instrumented.one_span().attributes
@@ -291,12 +291,7 @@ def test_an_openai_client_pointed_at_a_host_gets_that_hosts_provider(
 def test_an_unknown_platform_model_gets_no_cost_and_no_exception(
     instrumented: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = openai.AzureOpenAI(
-        api_key="k",
-        azure_endpoint="https://contoso.openai.azure.com",
-        api_version="2024-10-21",
-        http_client=_answering("house-model-7"),
-    )
+    client = _azure(_answering("house-model-7"))
     _openai_call(client, "house-model-7")
 
     attrs = instrumented.one_span().attributes
