@@ -351,6 +351,20 @@ class Telemetry:
         assert len(spans) == 1, [s.name for s in spans]
         return spans[0]
 
+    def metric_points(self, name: str) -> list[Any]:
+        """The data points recorded so far of the metric called `name`."""
+        data = self.metrics.get_metrics_data()
+        if data is None:
+            return []
+        return [
+            point
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
 
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:

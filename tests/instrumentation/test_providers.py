@@ -194,20 +194,8 @@ def test_span_names_the_platform_and_prices_from_its_catalogue(
         # Bedrock's and Vertex's own spellings of the pinned id are not drift.
         assert attrs["canarytrace.alias_drift"] is False
 
-    duration = _metric_points(instrumented, "gen_ai.client.operation.duration")
+    duration = instrumented.metric_points("gen_ai.client.operation.duration")
     assert [point.attributes["gen_ai.provider.name"] for point in duration] == [provider]
-
-
-def _metric_points(telemetry: Telemetry, name: str) -> list[Any]:
-    data = telemetry.metrics.get_metrics_data()
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
 
 
 def test_a_pinned_deployment_served_by_another_snapshot_is_drift(instrumented: Telemetry) -> None:

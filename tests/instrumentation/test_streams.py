@@ -32,15 +32,7 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 def ended_calls(telemetry: Telemetry) -> int:
     """How many times a call was finished: one duration measurement per end."""
-    data = telemetry.metrics.get_metrics_data()
-    return sum(
-        point.count
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "gen_ai.client.operation.duration"
-        for point in metric.data.data_points
-    )
+    return sum(point.count for point in telemetry.metric_points("gen_ai.client.operation.duration"))
 
 
 def test_exhausted_stream_ends_span_once(instrumented: Telemetry) -> None:
