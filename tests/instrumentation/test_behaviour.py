@@ -13,8 +13,10 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 from canarytrace import current_call
 from canarytrace.instrumentation import _extract, _wrappers, instrument, uninstrument
@@ -251,6 +253,46 @@ def test_unsampled_calls_skip_response_work(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         uninstrument()
     assert result.id == "chatcmpl-1"
+
+
+def _metric_totals(reader: InMemoryMetricReader) -> dict[tuple[Any, ...], Any]:
+    """Each metric's points by their labels: how many values, and their sum where it is
+    not a time."""
+    data = reader.get_metrics_data()
+    totals: dict[tuple[Any, ...], Any] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = (metric.name, tuple(sorted(point.attributes.items())))
+                    if metric.name == "canarytrace.cost":
+                        totals[key] = pytest.approx(point.value)
+                    elif metric.unit == "s":
+                        totals[key] = point.count
+                    else:
+                        totals[key] = (point.count, point.sum)
+    return totals
+
+
+@pytest.mark.parametrize("call", [call for _, call in _calls()], ids=[n for n, _ in _calls()])
+def test_metrics_count_the_calls_whose_spans_are_sampled_out(call: Any) -> None:
+    """Dashboards read the metrics because traces are sampled: a call whose span is
+    dropped still counts its duration, tokens, cost and response model."""
+    totals = []
+    for sampler in (ALWAYS_ON, ALWAYS_OFF):
+        reader = InMemoryMetricReader()
+        instrument(
+            tracer_provider=TracerProvider(sampler=sampler),
+            meter_provider=MeterProvider(metric_readers=[reader]),
+        )
+        try:
+            call()
+        finally:
+            uninstrument()
+        totals.append(_metric_totals(reader))
+    sampled, unsampled = totals
+    assert any(name == "gen_ai.client.operation.duration" for name, _ in sampled)
+    assert unsampled == sampled
 
 
 def test_current_call_names_the_last_llm_span(instrumented: Telemetry) -> None:

@@ -177,6 +177,13 @@ def start_call(
     return call
 
 
+def reads_response(call: Call) -> bool:
+    """Whether the response of `call` is read: for its span, or for the metrics. The
+    metrics count the calls whose spans a sampler drops too (their tokens, cost and
+    response model), since dashboards read them because traces are sampled."""
+    return call.ins.duration is not None or call.span.is_recording()
+
+
 def end_call(
     call: Call,
     attributes: dict[str, Any] | None,
@@ -186,7 +193,7 @@ def end_call(
     """Finish `call`: response attributes, usage, cost, drift, metrics, breaker, span end.
 
     `attributes` and `usage` are None when the response was not looked at (an error,
-    a raw streaming response, or a span that is not recorded).
+    a raw streaming response, or neither span nor metrics recorded: `reads_response`).
     """
     span = call.span
     target = call.target

@@ -25,6 +25,7 @@ from canarytrace.instrumentation._call import (
     Target,
     end_call,
     is_pinned,
+    reads_response,
     report,
     start_call,
 )
@@ -130,11 +131,11 @@ def _raw_mode(kwargs: dict[str, Any]) -> str | None:
 
 
 def _finish_parsed(ins: Instruments, spec: Spec, call: Call, parsed: Any) -> None:
-    if not call.span.is_recording():
+    if not reads_response(call):
         end_call(call, None, None)
         return
     attributes, usage = spec.extract(parsed)
-    if ins.capture_content:
+    if ins.capture_content and call.span.is_recording():
         reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
         attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
             spec.texts(parsed), reasons[0] if reasons else None

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 import wrapt
 
 from canarytrace import attributes as A
-from canarytrace.instrumentation._call import Call, end_call, report
+from canarytrace.instrumentation._call import Call, end_call, reads_response, report
 from canarytrace.instrumentation._extract import Usage, output_messages
 
 
@@ -263,7 +263,7 @@ class _Finisher:
         try:
             call = self.call
             attributes = usage = None
-            if call.span.is_recording():
+            if reads_response(call):
                 acc = self.acc
                 attributes, usage = acc.result()
                 if self.first_chunk is not None:
@@ -272,7 +272,7 @@ class _Finisher:
                 if acc.first_token is not None:
                     ttft_ms = (acc.first_token - call.start) * 1000.0
                     attributes[A.TIME_TO_FIRST_TOKEN_MS] = ttft_ms
-                if call.ins.capture_content:
+                if call.ins.capture_content and call.span.is_recording():
                     reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
                     attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
                         acc.texts(), reasons[0] if reasons else None
