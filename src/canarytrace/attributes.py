@@ -36,6 +36,7 @@ ERROR_TYPE: Final = "error.type"
 
 # GenAI client metrics (semantic conventions) and the project's cost counter.
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_TOKEN_TYPE: Final = "gen_ai.token.type"
 METRIC_COST: Final = "canarytrace.cost"

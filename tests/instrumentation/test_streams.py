@@ -94,6 +94,51 @@ def test_async_stream_broken_off_ends_span(instrumented: Telemetry) -> None:
     assert ended_calls(instrumented) == 1
 
 
+def _stream_openai() -> None:
+    list(openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+
+
+def _stream_anthropic() -> None:
+    with anthropic_client().messages.stream(
+        model="claude-sonnet-4-6", max_tokens=16, messages=MESSAGES
+    ) as stream:
+        stream.until_done()
+
+
+def _stream_openai_async() -> None:
+    async def main() -> None:
+        client = openai_client(is_async=True)
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        async for _chunk in stream:
+            pass
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("read", [_stream_openai, _stream_anthropic, _stream_openai_async])
+def test_a_stream_records_its_time_to_first_chunk_metric(
+    instrumented: Telemetry, read: Any
+) -> None:
+    read()
+    span = instrumented.one_span()
+    (point,) = instrumented.metric_points("gen_ai.client.operation.time_to_first_chunk")
+    assert point.count == 1
+    assert point.sum == pytest.approx(span.attributes["gen_ai.response.time_to_first_chunk"])
+    assert point.attributes["gen_ai.request.model"] == span.attributes["gen_ai.request.model"]
+    assert point.attributes["gen_ai.response.model"] == span.attributes["gen_ai.response.model"]
+    (duration,) = instrumented.metric_points("gen_ai.client.operation.duration")
+    assert point.attributes == duration.attributes
+    assert 0 < point.sum <= duration.sum
+
+
+def test_a_call_that_does_not_stream_records_no_time_to_first_chunk(
+    instrumented: Telemetry,
+) -> None:
+    openai_client().chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert instrumented.metric_points("gen_ai.client.operation.duration")
+    assert instrumented.metric_points("gen_ai.client.operation.time_to_first_chunk") == []
+
+
 class _BrokenStream(httpx2.SyncByteStream):
     """The first event, then the connection drops."""
 

@@ -58,7 +58,7 @@ class Instruments:
     Without a meter provider the metric instruments are None and no metric is recorded.
     """
 
-    __slots__ = ("capture_content", "cost", "duration", "tokens", "tracer")
+    __slots__ = ("capture_content", "cost", "duration", "first_chunk", "tokens", "tracer")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class Instruments:
     ) -> None:
         self.tracer = trace.get_tracer(A.INSTRUMENTATION_SCOPE, version, tracer_provider)
         self.duration: Histogram | None = None
+        self.first_chunk: Histogram | None = None
         self.tokens: Histogram | None = None
         self.cost: Counter | None = None
         if meter_provider is not None:
@@ -77,6 +78,15 @@ class Instruments:
                 A.METRIC_OPERATION_DURATION,
                 unit="s",
                 description="GenAI operation duration",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            )
+            # Streams only, as the conventions ask. Their other streaming metric, time per
+            # output chunk, would record once per chunk: the span's duration, first chunk
+            # and output tokens give a call's rate without that cost on every chunk.
+            self.first_chunk = meter.create_histogram(
+                A.METRIC_TIME_TO_FIRST_CHUNK,
+                unit="s",
+                description="Time to receive the first chunk of a streamed response",
                 explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
             )
             self.tokens = meter.create_histogram(
@@ -199,11 +209,12 @@ def end_call(
     target = call.target
     duration = time.perf_counter() - call.start
     error_type = type(error).__qualname__ if error is not None else None
-    response_model = None
+    response_model = first_chunk = None
     cost = None
     try:
         if attributes is not None:
             response_model = attributes.get(A.GEN_AI_RESPONSE_MODEL)
+            first_chunk = attributes.get(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
             if target.pinned and response_model:
                 attributes[A.ALIAS_DRIFT] = response_model != target.model and not same_model(
                     target.model, response_model
@@ -234,7 +245,7 @@ def end_call(
     span.end()
     try:
         if call.ins.duration is not None:
-            _record_metrics(call, duration, response_model, usage, cost, error_type)
+            _record_metrics(call, duration, first_chunk, response_model, usage, cost, error_type)
         if call.tier == "canary" and call.route is not None:  # only canary calls count
             routing.record_result(call.route, call.tier, error is None)
     except Exception:
@@ -247,14 +258,15 @@ _labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, A
 def _record_metrics(
     call: Call,
     duration: float,
+    first_chunk: float | None,
     response_model: str | None,
     usage: Usage | None,
     cost: float | None,
     error_type: str | None,
 ) -> None:
     ins = call.ins
-    if ins.duration is None or ins.tokens is None or ins.cost is None:  # all or none
-        return
+    if ins.duration is None or ins.first_chunk is None or ins.tokens is None or ins.cost is None:
+        return  # all or none
     target = call.target
     key = (
         target.operation,
@@ -273,6 +285,8 @@ def _record_metrics(
         _labels[key] = labels
     common, input_labels, output_labels = labels
     ins.duration.record(duration, common)
+    if first_chunk is not None:
+        ins.first_chunk.record(first_chunk, common)
     if usage is not None:
         ins.tokens.record(usage.input, input_labels)
         ins.tokens.record(usage.output, output_labels)
