@@ -9,6 +9,11 @@ once: for the usual flat per-token prices, the four per-token rates are read off
 with tiered prices keep `genai-prices`' exact calculation. Prices are resolved at first
 use and kept for the life of the process.
 
+A call served at another price than the standard one names its `price_variant`, a key
+and value of genai-prices' price context: OpenAI's `("service_tier", "flex")` (half
+price) or `"priority"`, Anthropic's `("speed", "fast")`. Each variant of a model is
+resolved once, like the model itself.
+
 `provider` is the span's `gen_ai.provider.name`; where `genai-prices` files that
 provider's prices under another id (Azure OpenAI under `azure`, Bedrock under `aws`),
 the id is translated when the model is first resolved.
@@ -47,7 +52,9 @@ PRICES_PROVIDER = {
 }
 
 _PROBE = 1000  # tokens: small enough to stay below any price tier
-_pricers: dict[tuple[str, str], Pricer | None] = {}
+#: genai-prices' price context of a call served at a price other than the standard one.
+PriceVariant = tuple[str, str]
+_pricers: dict[tuple[str, str, PriceVariant | None], Pricer | None] = {}
 _lock = threading.Lock()
 
 
@@ -69,12 +76,13 @@ def cost_usd(
     output_tokens: int,
     cache_read_tokens: int = 0,
     cache_write_tokens: int = 0,
+    price_variant: PriceVariant | None = None,
 ) -> float | None:
     """The price of one call in USD, or None when `genai-prices` does not know `model`."""
     try:
-        pricer = _pricers[(provider, model)]
+        pricer = _pricers[(provider, model, price_variant)]
     except KeyError:
-        pricer = _resolve(provider, model)
+        pricer = _resolve(provider, model, price_variant)
     if pricer is None:
         return None
     return pricer(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
@@ -87,17 +95,18 @@ def warm() -> None:
 
 def _load_catalogue() -> None:
     try:
-        _exact_model_price("openai", "gpt-4o")
+        _exact_model_price("openai", "gpt-4o", None)
     except Exception:  # a broken catalogue shows up, once per model, at first use
         _log.debug("could not preload the genai-prices catalogue", exc_info=True)
 
 
-def _resolve(provider: str, model: str) -> Pricer | None:
+def _resolve(provider: str, model: str, variant: PriceVariant | None) -> Pricer | None:
+    key = (provider, model, variant)
     with _lock:
-        if (provider, model) in _pricers:
-            return _pricers[(provider, model)]
+        if key in _pricers:
+            return _pricers[key]
         try:
-            pricer: Pricer | None = _build_pricer(provider, model)
+            pricer: Pricer | None = _build_pricer(provider, model, variant)
         except LookupError:
             _log.warning(
                 "canarytrace: genai-prices has no price for %s model %r; its calls get no "
@@ -109,21 +118,23 @@ def _resolve(provider: str, model: str) -> Pricer | None:
         except Exception:
             _log.warning("canarytrace: pricing %s model %r failed", provider, model, exc_info=True)
             pricer = None
-        _pricers[(provider, model)] = pricer
+        _pricers[key] = pricer
         return pricer
 
 
-def _exact_model_price(provider: str, model: str) -> ModelPrice:
+def _exact_model_price(provider: str, model: str, variant: PriceVariant | None) -> ModelPrice:
     from genai_prices import Usage, calc_price
 
     provider_id = PRICES_PROVIDER.get(provider, provider)
-    return calc_price(Usage(input_tokens=1), model, provider_id=provider_id).model_price
+    context = dict([variant]) if variant is not None else None
+    usage = Usage(input_tokens=1)
+    return calc_price(usage, model, provider_id=provider_id, price_context=context).model_price
 
 
-def _build_pricer(provider: str, model: str) -> Pricer:
+def _build_pricer(provider: str, model: str, variant: PriceVariant | None) -> Pricer:
     from genai_prices.types import TieredPrices
 
-    model_price = _exact_model_price(provider, model)
+    model_price = _exact_model_price(provider, model, variant)
     if any(isinstance(value, TieredPrices) for value in vars(model_price).values()):
         return _exact_pricer(model_price)
 

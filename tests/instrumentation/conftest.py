@@ -57,9 +57,25 @@ def _sse(events: list[tuple[str | None, dict[str, Any] | str]]) -> bytes:
     return "".join(out).encode()
 
 
+FINGERPRINT = "fp_test1"
+REQUEST_ID = "req_test1"
+
+
+def _served_tier(body: dict[str, Any]) -> str:
+    """The service tier OpenAI answers with: the one asked for, `default` for `auto`."""
+    tier = body.get("service_tier") or "auto"
+    return "default" if tier == "auto" else tier
+
+
 def _chat(body: dict[str, Any]) -> httpx2.Response:
     model = body["model"]
-    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "total_tokens": 15,
+        "completion_tokens_details": {"reasoning_tokens": 2 if body.get("reasoning_effort") else 0},
+    }
+    served = {"service_tier": _served_tier(body), "system_fingerprint": FINGERPRINT}
     if not body.get("stream"):
         return httpx2.Response(
             200,
@@ -68,6 +84,7 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
                 "object": "chat.completion",
                 "created": 1,
                 "model": model,
+                **served,
                 "choices": [
                     {
                         "index": 0,
@@ -79,6 +96,7 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
             },
         )
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    base.update(served)
     chunks: list[tuple[str | None, dict[str, Any] | str]] = [
         (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
     ]
@@ -91,12 +109,13 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
     return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(chunks))
 
 
-def _response_object(model: str) -> dict[str, Any]:
+def _response_object(model: str, tier: str = "default") -> dict[str, Any]:
     return {
         "id": "resp_1",
         "object": "response",
         "created_at": 1,
         "model": model,
+        "service_tier": tier,
         "status": "completed",
         "output": [
             {
@@ -123,7 +142,7 @@ def _response_object(model: str) -> dict[str, Any]:
 
 
 def _responses(body: dict[str, Any]) -> httpx2.Response:
-    final = _response_object(body["model"])
+    final = _response_object(body["model"], _served_tier(body))
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
     created = {**final, "status": "in_progress", "usage": None, "output": []}
@@ -196,10 +215,19 @@ def _embeddings(body: dict[str, Any]) -> httpx2.Response:
 
 
 def _messages(body: dict[str, Any]) -> httpx2.Response:
+    """Anthropic's reply; the usage says how the call was served, the `request-id`
+    header names it."""
     model = body["model"]
+    served: dict[str, Any] = {"service_tier": "standard"}
+    if body.get("speed") == "fast":
+        served["speed"] = "fast"
+    thinking = (body.get("thinking") or {}).get("type") == "enabled"
+    details = {"output_tokens_details": {"thinking_tokens": 3}} if thinking else {}
+    headers = {"request-id": REQUEST_ID}
     if not body.get("stream"):
         return httpx2.Response(
             200,
+            headers=headers,
             json={
                 "id": "msg_1",
                 "type": "message",
@@ -213,6 +241,8 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
                     "output_tokens": 4,
                     "cache_read_input_tokens": 100,
                     "cache_creation_input_tokens": 0,
+                    **served,
+                    **details,
                 },
             },
         )
@@ -226,7 +256,12 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 100},
+            "usage": {
+                "input_tokens": 11,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 100,
+                **served,
+            },
         },
     }
     events: list[tuple[str | None, dict[str, Any] | str]] = [
@@ -252,12 +287,13 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 4},
+                "usage": {"output_tokens": 4, **details},
             },
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
-    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(events))
+    headers["content-type"] = "text/event-stream"
+    return httpx2.Response(200, headers=headers, content=_sse(events))
 
 
 def reply_as(model: str, path: str) -> httpx2.Response:

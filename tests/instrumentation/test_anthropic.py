@@ -232,3 +232,72 @@ def test_a_new_registry_changes_the_tier_of_the_next_call(
         "assist",
         "canary",
     )
+
+
+#: What anthropic's own span records about a call under another name on canarytrace's.
+_RENAMED = {
+    "anthropic.message.stop_reason": "gen_ai.response.finish_reasons",
+    # The conventions' name; a count of 0 is left out, like the cache reads'.
+    "gen_ai.usage.cache_write.input_tokens": "gen_ai.usage.cache_creation.input_tokens",
+}
+#: Times, which differ from one call to the next: only their presence is compared.
+_TIMES = {"gen_ai.response.time_to_first_chunk"}
+#: What it records that canarytrace's span leaves out: the HTTP exchange, which is an
+#: HTTP client span's to describe; the GenAI conventions' `server.*` name the server.
+_HTTP = ("http.", "url.")
+
+
+def _settings_call(client: Any, stream: bool) -> Any:
+    """A call that sets everything anthropic's own span records about a request."""
+    kwargs: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 64,
+        "messages": MESSAGES,
+        "betas": ["context-1m-2025-08-07", "fast-mode-2026-02-01"],
+        "thinking": {"type": "enabled", "budget_tokens": 32},
+        "output_config": {"effort": "high"},
+        "service_tier": "auto",
+    }
+    if stream:
+        return list(client.beta.messages.create(stream=True, **kwargs))
+    return client.beta.messages.create(**kwargs)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_the_span_keeps_what_anthropics_own_span_records(
+    telemetry: Telemetry, stream: bool
+) -> None:
+    """canarytrace replaces the SDK's span: the replacement must not lose what the SDK
+    recorded (settings of the request, how it was served, the request id)."""
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    _settings_call(anthropic_client(False, telemetry.provider), stream)
+    (native,) = telemetry.llm_spans()
+    assert native.instrumentation_scope.name == "com.anthropic.sdk.python"
+    telemetry.exporter.clear()
+    instrument(tracer_provider=telemetry.provider)
+    try:
+        _settings_call(anthropic_client(False, telemetry.provider), stream)
+    finally:
+        uninstrument()
+    ours = telemetry.one_span().attributes
+    assert telemetry.one_span().instrumentation_scope.name == "canarytrace"
+
+    missing = {}
+    for name, value in native.attributes.items():
+        if name.startswith(_HTTP):
+            continue
+        if name in _TIMES:
+            if name not in ours:
+                missing[name] = value
+        elif name in _RENAMED:
+            expected = ours.get(_RENAMED[name], (0,) if value == 0 else None)
+            if expected not in (value, (value,)):
+                missing[name] = value
+        elif ours.get(name) != value:
+            missing[name] = value
+    assert missing == {}
+    assert ours["anthropic.beta"] == ("context-1m-2025-08-07", "fast-mode-2026-02-01")
+    assert ours["gen_ai.request.reasoning.level"] == "high"
+    assert ours["anthropic.request.id"] == "req_test1"
+    assert ours["gen_ai.usage.reasoning.output_tokens"] == 3

@@ -30,6 +30,32 @@ def test_request_attributes_skip_unset_values() -> None:
     assert out == {"gen_ai.request.max_tokens": 100, "gen_ai.request.stream": True}
 
 
+def test_request_settings_take_only_values_of_their_type() -> None:
+    kwargs = {
+        "stop": ["a", "b"],
+        "n": True,  # a bool is no count
+        "reasoning_effort": openai.omit,
+        "service_tier": "",
+        "frequency_penalty": None,
+        "presence_penalty": 0,
+    }
+    out: dict[str, object] = {}
+    X.request_attributes(kwargs, X.PARAMS["openai.chat"], out)
+    assert out == {
+        "gen_ai.request.stop_sequences": ["a", "b"],
+        "gen_ai.request.presence_penalty": 0,
+    }
+    out = {}
+    anthropic_kwargs = {
+        "thinking": {"type": "disabled"},  # no budget
+        "output_config": {"format": {"type": "json_schema", "schema": {}}},  # no effort
+        "betas": ["a", 3],  # not all strings
+        "stop_sequences": anthropic.omit,
+    }
+    X.request_attributes(anthropic_kwargs, X.PARAMS["anthropic.messages"], out)
+    assert out == {"anthropic.thinking.type": "disabled"}
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

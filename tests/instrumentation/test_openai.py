@@ -262,3 +262,74 @@ def test_genai_metrics_carry_model_and_tier(instrumented: Telemetry) -> None:
     (cost,) = points["canarytrace.cost"]
     span_cost = instrumented.one_span().attributes["canarytrace.cost_usd"]
     assert cost.value == pytest.approx(span_cost)
+
+
+def _chat_with_settings(stream: bool) -> None:
+    create = openai_client().chat.completions.create
+    kwargs: dict[str, Any] = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "n": 2,
+        "stop": "END",
+        "frequency_penalty": 0.5,
+        "presence_penalty": -0.25,
+        "reasoning_effort": "low",
+        "service_tier": "flex",
+    }
+    if stream:
+        list(create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    else:
+        create(**kwargs)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_chat_settings_and_how_the_call_was_served_are_recorded(
+    instrumented: Telemetry, stream: bool
+) -> None:
+    """What tells a canary's configuration and service from production's."""
+    _chat_with_settings(stream)
+    attrs = instrumented.one_span().attributes
+    assert attrs["gen_ai.request.choice.count"] == 2
+    assert attrs["gen_ai.request.stop_sequences"] == ("END",)
+    assert attrs["gen_ai.request.frequency_penalty"] == 0.5
+    assert attrs["gen_ai.request.presence_penalty"] == -0.25
+    assert attrs["gen_ai.request.reasoning.level"] == "low"
+    assert attrs["openai.request.service_tier"] == "flex"
+    assert attrs["openai.response.service_tier"] == "flex"
+    assert attrs["openai.response.system_fingerprint"] == "fp_test1"
+    assert attrs["gen_ai.usage.reasoning.output_tokens"] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_responses_settings_and_how_the_call_was_served_are_recorded(
+    instrumented: Telemetry, stream: bool
+) -> None:
+    create = openai_client().responses.create
+    kwargs = {"model": MODEL, "input": "hi", "reasoning": {"effort": "high"}}
+    if stream:
+        list(create(stream=True, service_tier="priority", **kwargs))
+    else:
+        create(service_tier="priority", **kwargs)
+    attrs = instrumented.one_span().attributes
+    assert attrs["gen_ai.request.reasoning.level"] == "high"
+    assert attrs["openai.request.service_tier"] == "priority"
+    assert attrs["openai.response.service_tier"] == "priority"
+    assert attrs["gen_ai.usage.reasoning.output_tokens"] == 0
+
+
+def test_embeddings_settings_are_recorded(instrumented: Telemetry) -> None:
+    openai_client().embeddings.create(
+        model="text-embedding-3-small", input="hi", dimensions=256, encoding_format="float"
+    )
+    attrs = instrumented.one_span().attributes
+    assert attrs["gen_ai.embeddings.dimension.count"] == 256
+    assert attrs["gen_ai.request.encoding_formats"] == ("float",)
+
+
+def test_a_default_call_records_no_settings_it_did_not_make(instrumented: Telemetry) -> None:
+    openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, n=1)
+    attrs = instrumented.one_span().attributes
+    assert "gen_ai.request.choice.count" not in attrs  # 1 is the default (conventions)
+    assert "openai.request.service_tier" not in attrs
+    assert "gen_ai.request.reasoning.level" not in attrs
+    assert attrs["openai.response.service_tier"] == "default"

@@ -4,6 +4,7 @@ a price that fails loses the cost attribute, nothing else."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -80,7 +81,7 @@ def test_a_price_that_fails_costs_the_span_only_its_cost(
     def failing_pricer(inp: int, out: int, read: int, write: int) -> float:
         raise ArithmeticError("the price catalogue disagrees with itself")
 
-    monkeypatch.setitem(pricing._pricers, ("openai", "gpt-4o-2024-08-06"), failing_pricer)
+    monkeypatch.setitem(pricing._pricers, ("openai", "gpt-4o-2024-08-06", None), failing_pricer)
     with caplog.at_level(logging.WARNING, logger="canarytrace.instrumentation"):
         result = openai_client().chat.completions.create(
             model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": "x"}]
@@ -94,3 +95,66 @@ def test_a_price_that_fails_costs_the_span_only_its_cost(
     assert attrs["gen_ai.usage.input_tokens"] == 12
     assert attrs["canarytrace.alias_drift"] is False
     assert any("end_call.cost" in r.getMessage() for r in caplog.records)
+
+
+def _streamed(create: Any, **kwargs: Any) -> None:
+    with create(stream=True, **kwargs) as stream:
+        for _event in stream:
+            pass
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(
+    ("model", "tier"),
+    [("gpt-5", "flex"), ("gpt-4o-2024-08-06", "priority"), ("gpt-4o-2024-08-06", "default")],
+)
+def test_an_openai_call_is_priced_at_the_service_tier_that_served_it(
+    instrumented: Telemetry, model: str, tier: str, stream: bool
+) -> None:
+    """Flex is half the standard price, priority about twice: the response's tier (the
+    fake answers with the one asked for) decides the cost, as genai-prices prices it."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "x"}],
+        "service_tier": tier,
+    }
+    create = openai_client().chat.completions.create
+    if stream:
+        _streamed(create, stream_options={"include_usage": True}, **kwargs)
+    else:
+        create(**kwargs)
+    attrs = instrumented.one_span().attributes
+    assert attrs["openai.response.service_tier"] == tier
+    usage = Usage(input_tokens=12, output_tokens=3)
+    standard = calc_price(usage, model, provider_id="openai").total_price
+    expected = calc_price(
+        usage, model, provider_id="openai", price_context={"service_tier": tier}
+    ).total_price
+    assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected), rel=1e-9)
+    assert (expected == standard) is (tier == "default")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_an_anthropic_call_in_fast_mode_is_priced_as_fast(
+    instrumented: Telemetry, stream: bool
+) -> None:
+    kwargs: dict[str, Any] = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "speed": "fast",
+    }
+    create = anthropic_client().messages.create
+    if stream:
+        _streamed(create, **kwargs)
+    else:
+        create(**kwargs)
+    usage = Usage(input_tokens=111, output_tokens=4, cache_read_tokens=100)
+    standard = calc_price(usage, "claude-opus-4-8", provider_id="anthropic").total_price
+    fast = calc_price(
+        usage, "claude-opus-4-8", provider_id="anthropic", price_context={"speed": "fast"}
+    ).total_price
+    if fast == standard:  # genai-prices before 0.2.3 has no fast-mode prices
+        pytest.skip("the installed genai-prices does not price Anthropic's fast mode")
+    cost = instrumented.one_span().attributes["canarytrace.cost_usd"]
+    assert cost == pytest.approx(float(fast), rel=1e-9)

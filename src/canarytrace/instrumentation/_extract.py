@@ -13,7 +13,7 @@ or whatever an OpenAI-compatible server sent, which the SDKs pass on unvalidated
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -21,16 +21,19 @@ from canarytrace import attributes as A
 
 
 class Usage(NamedTuple):
-    """Token counts of one call; `input` includes `cache_read` and `cache_write`."""
+    """Token counts of one call; `input` includes `cache_read` and `cache_write`.
+    `price_variant` names a price other than the standard one (`pricing.PriceVariant`)."""
 
     input: int
     output: int
     cache_read: int = 0
     cache_write: int = 0
+    price_variant: tuple[str, str] | None = None
 
 
-#: `_new_usage((input, output, cache_read, cache_write))`: a `Usage` without the
-#: NamedTuple's own constructor, which is Python code (0.2 µs) on every call's path.
+#: `_new_usage((input, output, cache_read, cache_write, price_variant))`: a `Usage`
+#: without the NamedTuple's own constructor, which is Python code (0.2 µs) on every
+#: call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
 
@@ -51,44 +54,102 @@ def server_attributes(base_url: Any) -> dict[str, Any]:
 
 # --- requests ------------------------------------------------------------------------
 
-# kwarg -> attribute, for numeric request parameters. OpenAI refuses a chat request that
-# sets both `max_tokens` and `max_completion_tokens` (400, invalid_parameter_combination).
-_OPENAI_CHAT_PARAMS = {
-    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": A.GEN_AI_REQUEST_TOP_P,
-    "seed": A.GEN_AI_REQUEST_SEED,
-    "max_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
-    "max_completion_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
-}
-_OPENAI_RESPONSES_PARAMS = {
-    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": A.GEN_AI_REQUEST_TOP_P,
-    "max_output_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
-}
-_ANTHROPIC_PARAMS = {
-    "temperature": A.GEN_AI_REQUEST_TEMPERATURE,
-    "top_p": A.GEN_AI_REQUEST_TOP_P,
-    "max_tokens": A.GEN_AI_REQUEST_MAX_TOKENS,
-}
 # A tuple, not `int | float`: that expression builds a new union object on every call.
 _NUMBERS = (int, float)
-PARAMS: dict[str, dict[str, str]] = {
+
+
+def _number(value: Any) -> Any:
+    return value if isinstance(value, _NUMBERS) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> Any:
+    """A choice count worth recording: the conventions leave out the default, 1."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value != 1 else None
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, str) and value else None
+
+
+def _texts(value: Any) -> Any:
+    """A string or a list of strings (OpenAI's `stop` takes both) as a list."""
+    if isinstance(value, str):
+        return [value] if value else None
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+#: What one request argument records: (attribute, the field it is read from when the
+#: argument is a dict, such as `thinking`'s `type`, else None, and the reader that gives
+#: the value to record or None). The readers accept only values of the attribute's type,
+#: which also skips the SDKs' `NotGiven`/`Omit` sentinels.
+Setting = tuple[str, str | None, Callable[[Any], Any]]
+
+
+def _plain(attribute: str, read: Callable[[Any], Any] = _number) -> tuple[Setting, ...]:
+    return ((attribute, None, read),)
+
+
+# kwarg -> its settings. OpenAI refuses a chat request that sets both `max_tokens` and
+# `max_completion_tokens` (400, invalid_parameter_combination).
+_OPENAI_CHAT_PARAMS = {
+    "temperature": _plain(A.GEN_AI_REQUEST_TEMPERATURE),
+    "top_p": _plain(A.GEN_AI_REQUEST_TOP_P),
+    "seed": _plain(A.GEN_AI_REQUEST_SEED),
+    "max_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
+    "max_completion_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
+    "frequency_penalty": _plain(A.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    "presence_penalty": _plain(A.GEN_AI_REQUEST_PRESENCE_PENALTY),
+    "n": _plain(A.GEN_AI_REQUEST_CHOICE_COUNT, _count),
+    "stop": _plain(A.GEN_AI_REQUEST_STOP_SEQUENCES, _texts),
+    "reasoning_effort": _plain(A.GEN_AI_REQUEST_REASONING_LEVEL, _text),
+    "service_tier": _plain(A.OPENAI_REQUEST_SERVICE_TIER, _text),
+}
+_OPENAI_RESPONSES_PARAMS = {
+    "temperature": _plain(A.GEN_AI_REQUEST_TEMPERATURE),
+    "top_p": _plain(A.GEN_AI_REQUEST_TOP_P),
+    "max_output_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
+    "reasoning": ((A.GEN_AI_REQUEST_REASONING_LEVEL, "effort", _text),),
+    "service_tier": _plain(A.OPENAI_REQUEST_SERVICE_TIER, _text),
+}
+_OPENAI_EMBEDDINGS_PARAMS = {
+    "dimensions": _plain(A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
+    "encoding_format": _plain(A.GEN_AI_REQUEST_ENCODING_FORMATS, _texts),
+}
+# anthropic 2.x takes no temperature, top_p or top_k; `betas` is `beta.messages`' own.
+_ANTHROPIC_PARAMS = {
+    "max_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
+    "stop_sequences": _plain(A.GEN_AI_REQUEST_STOP_SEQUENCES, _texts),
+    "output_config": ((A.GEN_AI_REQUEST_REASONING_LEVEL, "effort", _text),),
+    "thinking": (
+        (A.ANTHROPIC_THINKING_TYPE, "type", _text),
+        (A.ANTHROPIC_THINKING_BUDGET_TOKENS, "budget_tokens", _number),
+    ),
+    "service_tier": _plain(A.ANTHROPIC_REQUEST_SERVICE_TIER, _text),
+    "betas": _plain(A.ANTHROPIC_BETA, _texts),
+}
+PARAMS: dict[str, dict[str, tuple[Setting, ...]]] = {
     "openai.chat": _OPENAI_CHAT_PARAMS,
     "openai.responses": _OPENAI_RESPONSES_PARAMS,
-    "openai.embeddings": {},
+    "openai.embeddings": _OPENAI_EMBEDDINGS_PARAMS,
     "anthropic.messages": _ANTHROPIC_PARAMS,
 }
 
 
 def request_attributes(
-    kwargs: Mapping[str, Any], params: Mapping[str, str], into: dict[str, Any]
+    kwargs: Mapping[str, Any], params: Mapping[str, tuple[Setting, ...]], into: dict[str, Any]
 ) -> None:
-    """Copy the set numeric request parameters of `kwargs` into `into`."""
+    """Copy the request settings that `kwargs` sets into `into`."""
     # One set operation finds the passed ones: most parameters are not passed.
     for name in params.keys() & kwargs.keys():
-        value = kwargs[name]
-        if isinstance(value, _NUMBERS) and not isinstance(value, bool):
-            into[params[name]] = value
+        for attribute, field, read in params[name]:
+            value = kwargs[name]
+            if field is not None:
+                value = value.get(field) if isinstance(value, dict) else None
+            value = read(value)
+            if value is not None:
+                into[attribute] = value
     if kwargs.get("stream") is True:
         into[A.GEN_AI_REQUEST_STREAM] = True
 
@@ -182,16 +243,47 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
             reasons.append(choice.finish_reason)
     if reasons:
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
-    return out, openai_chat_usage(response.usage)
+    tier = openai_served(out, response.service_tier, response.system_fingerprint)
+    return out, openai_chat_usage(response.usage, tier, out)
 
 
-def openai_chat_usage(usage: Any) -> Usage | None:
+def openai_served(out: dict[str, Any], tier: Any, fingerprint: Any = None) -> Any:
+    """Record the service tier that served an OpenAI call and the backend's fingerprint
+    (it changes when OpenAI changes what runs behind a pinned model); returns the tier."""
+    if isinstance(tier, str):
+        out[A.OPENAI_RESPONSE_SERVICE_TIER] = tier
+    if isinstance(fingerprint, str):
+        out[A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = fingerprint
+    return tier
+
+
+def _openai_variant(tier: Any) -> tuple[str, str] | None:
+    """The price variant of an OpenAI service tier (`flex`, `priority`), None for the
+    standard price."""
+    return ("service_tier", tier) if isinstance(tier, str) and tier != "default" else None
+
+
+def openai_chat_usage(
+    usage: Any, tier: Any = None, out: dict[str, Any] | None = None
+) -> Usage | None:
+    """The counts of a chat `usage`, priced at the service `tier` that served it; the
+    reasoning tokens go to `out`."""
     if usage is None:
         return None
     details = getattr(usage, "prompt_tokens_details", None)
     cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-    prompt = _int(usage.prompt_tokens)
-    return _new_usage((prompt, _int(getattr(usage, "completion_tokens", 0)), cached, 0))
+    if out is not None:
+        _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
+    prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
+    return _new_usage((prompt, completion, cached, 0, _openai_variant(tier)))
+
+
+def _reasoning(out: dict[str, Any], details: Any, field: str) -> None:
+    """The reasoning (thinking) tokens of a usage's output details, where reported."""
+    if details is not None:
+        tokens = getattr(details, field, None)
+        if isinstance(tokens, int):
+            out[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = tokens
 
 
 def openai_chat_text(response: Any) -> list[str]:
@@ -207,12 +299,15 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
         details = getattr(response, "incomplete_details", None)
         reason = getattr(details, "reason", None) if details is not None else None
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason if isinstance(reason, str) else status]
+    tier = openai_served(out, getattr(response, "service_tier", None))
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
     details = getattr(usage, "input_tokens_details", None)
     cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-    return out, _new_usage((_int(usage.input_tokens), _int(usage.output_tokens), cached, 0))
+    _reasoning(out, getattr(usage, "output_tokens_details", None), "reasoning_tokens")
+    counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0)
+    return out, _new_usage((*counts, _openai_variant(tier)))
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -227,7 +322,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, None))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -236,15 +331,26 @@ def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | N
     _set_common(out, response)
     if isinstance(response.stop_reason, str):
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [response.stop_reason]
-    return out, anthropic_usage(response.usage)
+    anthropic_request_id(out, getattr(response, "_request_id", None))
+    return out, anthropic_usage(response.usage, None, out)
 
 
-def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
-    """The counts of an Anthropic `usage`; the input count includes the cache's.
+def anthropic_request_id(out: dict[str, Any], request_id: Any) -> None:
+    """The id Anthropic's support asks for, as anthropic's own span records it."""
+    if isinstance(request_id, str) and request_id:
+        out[A.ANTHROPIC_REQUEST_ID] = request_id
+
+
+def anthropic_usage(
+    usage: Any, earlier: Any = None, out: dict[str, Any] | None = None
+) -> Usage | None:
+    """The counts of an Anthropic `usage`; the input count includes the cache's. Fast
+    mode (`speed`) is priced as such; the service tier and thinking tokens go to `out`.
 
     For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
     (None) the input and cache counts, which then come from `earlier`, the
-    `message_start`'s, as the SDK's own stream accumulator does.
+    `message_start`'s, as the SDK's own stream accumulator does; the service tier and
+    speed are only there.
     """
     if usage is None:
         usage, earlier = earlier, None
@@ -253,15 +359,23 @@ def anthropic_usage(usage: Any, earlier: Any = None) -> Usage | None:
     fresh = getattr(usage, "input_tokens", None)
     read = getattr(usage, "cache_read_input_tokens", None)
     write = getattr(usage, "cache_creation_input_tokens", None)
+    served = usage
     if earlier is not None:
+        served = earlier
         if fresh is None:
             fresh = getattr(earlier, "input_tokens", None)
         if read is None:
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
+    if out is not None:
+        tier = getattr(served, "service_tier", None)
+        if isinstance(tier, str):
+            out[A.ANTHROPIC_RESPONSE_SERVICE_TIER] = tier
+        _reasoning(out, getattr(usage, "output_tokens_details", None), "thinking_tokens")
+    variant = ("speed", "fast") if getattr(served, "speed", None) == "fast" else None
     read, write = _int(read), _int(write)
-    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write))
+    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write, variant))
 
 
 def anthropic_text(response: Any) -> list[str]:

@@ -30,6 +30,7 @@ from canarytrace.instrumentation._call import (
     start_call,
 )
 from canarytrace.instrumentation._extract import (
+    Setting,
     Usage,
     input_messages,
     output_messages,
@@ -52,10 +53,10 @@ class Spec:
 
     provider: str  # the SDK's maker; a client may reach another (`providers.provider_name`)
     operation: str
-    params: Mapping[str, str]  # kwarg -> attribute (`_extract.PARAMS`)
+    params: Mapping[str, tuple[Setting, ...]]  # kwarg -> its settings (`_extract.PARAMS`)
     extract: Callable[[Any], tuple[dict[str, Any], Usage | None]]
     texts: Callable[[Any], list[str]]
-    accumulator: Callable[[bool], Accumulator] | None
+    accumulator: Callable[[bool, Any], Accumulator] | None  # (capture, the SDK stream)
     raw_types: tuple[type, ...]
     site: str
     suppress_native: bool = False
@@ -198,7 +199,7 @@ def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: A
                 _finish_parsed(ins, spec, call, _parse(result))
             return result
         if stream and spec.accumulator is not None:
-            return SyncStream(result, call, spec.accumulator(ins.capture_content))
+            return SyncStream(result, call, spec.accumulator(ins.capture_content, result))
         _finish_parsed(ins, spec, call, result)
     except Exception:
         report(spec.site + ".finish")
@@ -240,7 +241,7 @@ def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..
                     _finish_parsed(ins, spec, call, parsed)
                 return result
             if _wants_stream(kwargs) and spec.accumulator is not None:
-                return AsyncStream(result, call, spec.accumulator(ins.capture_content))
+                return AsyncStream(result, call, spec.accumulator(ins.capture_content, result))
             _finish_parsed(ins, spec, call, result)
         except Exception:
             report(spec.site + ".finish")

@@ -50,7 +50,8 @@ _PLATFORM_BETAS = ("anthropic.lib.vertex._beta_messages", "anthropic.lib.bedrock
 
 class AnthropicAccumulator(Accumulator):
     """Reads raw Messages stream events. The last `message_delta` carries the final,
-    cumulative usage, which replaces (never adds to) what `message_start` said."""
+    cumulative usage, which replaces (never adds to) what `message_start` said. The
+    request id is the stream's HTTP response's header, read at the end."""
 
     __slots__ = (
         "capture",
@@ -60,13 +61,15 @@ class AnthropicAccumulator(Accumulator):
         "model",
         "parts",
         "reason",
+        "response",
         "start_usage",
     )
 
     late = frozenset({"message_start", "message_delta"})
 
-    def __init__(self, capture: bool) -> None:
+    def __init__(self, capture: bool, stream: Any = None) -> None:
         self.capture = capture
+        self.response = getattr(stream, "response", None)
         self.first_token: float | None = None
         self.id: str | None = None
         self.model: str | None = None
@@ -100,7 +103,9 @@ class AnthropicAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reason:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
-        return out, X.anthropic_usage(self.final_usage, self.start_usage)
+        if self.response is not None:
+            X.anthropic_request_id(out, self.response.headers.get("request-id"))
+        return out, X.anthropic_usage(self.final_usage, self.start_usage, out)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
@@ -142,7 +147,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         finally:
             SUPPRESS_NATIVE.reset(native)
             otel_context.detach(token)
-        return SyncStream(raw, call, AnthropicAccumulator(ins.capture_content))
+        return SyncStream(raw, call, AnthropicAccumulator(ins.capture_content, raw))
 
     async def open_async(instance: Any, kwargs: Any, request: Any) -> Any:
         try:
@@ -160,7 +165,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         finally:
             SUPPRESS_NATIVE.reset(native)
             otel_context.detach(token)
-        return AsyncStream(raw, call, AnthropicAccumulator(ins.capture_content))
+        return AsyncStream(raw, call, AnthropicAccumulator(ins.capture_content, raw))
 
     def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         manager = wrapped(*args, **kwargs)

@@ -29,15 +29,27 @@ _EMBEDDINGS = "openai.resources.embeddings"
 class ChatAccumulator(Accumulator):
     """Reads `ChatCompletionChunk`s. Usage arrives only with `include_usage` on."""
 
-    __slots__ = ("capture", "first_token", "id", "model", "parts", "reasons", "usage")
+    __slots__ = (
+        "capture",
+        "fingerprint",
+        "first_token",
+        "id",
+        "model",
+        "parts",
+        "reasons",
+        "tier",
+        "usage",
+    )
 
     late = None  # no type: the reader hands over the chunks that end a choice or have none
 
-    def __init__(self, capture: bool) -> None:
-        self.capture = capture
+    def __init__(self, capture: bool, stream: Any = None) -> None:
+        self.capture = capture  # the stream's events say all: `stream` is not read
         self.first_token: float | None = None
         self.id: str | None = None
         self.model: str | None = None
+        self.tier: Any = None  # the service tier and fingerprint, which every chunk repeats
+        self.fingerprint: Any = None
         self.reasons: list[str] = []
         self.usage: Any = None
         self.parts: list[str] = []
@@ -46,6 +58,8 @@ class ChatAccumulator(Accumulator):
         if self.id is None:
             self.id = chunk.id
             self.model = chunk.model
+            self.tier = chunk.service_tier
+            self.fingerprint = chunk.system_fingerprint
         for choice in chunk.choices:
             delta = choice.delta
             if delta is not None:
@@ -74,7 +88,8 @@ class ChatAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reasons:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = self.reasons
-        return out, X.openai_chat_usage(self.usage)
+        X.openai_served(out, self.tier, self.fingerprint)
+        return out, X.openai_chat_usage(self.usage, self.tier, out)
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
@@ -88,8 +103,8 @@ class ResponsesAccumulator(Accumulator):
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
     late = _FINAL | {"response.created"}
 
-    def __init__(self, capture: bool) -> None:
-        self.capture = capture
+    def __init__(self, capture: bool, stream: Any = None) -> None:
+        self.capture = capture  # the stream's events say all: `stream` is not read
         self.first_token: float | None = None
         self.response: Any = None
         self.parts: list[str] = []
