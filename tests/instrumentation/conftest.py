@@ -310,7 +310,8 @@ def fake_api(request: httpx2.Request) -> httpx2.Response:
     if body.get("model") == "error-model":
         error = {"type": "invalid_request_error", "message": "no such model"}
         if request.url.path.endswith("/messages"):
-            return httpx2.Response(400, json={"type": "error", "error": error})
+            headers = {"request-id": REQUEST_ID}
+            return httpx2.Response(400, headers=headers, json={"type": "error", "error": error})
         return httpx2.Response(400, json={"error": {**error, "code": None, "param": None}})
     for suffix, answer in (
         ("/chat/completions", _chat),

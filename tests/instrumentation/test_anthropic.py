@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 
 from tests.instrumentation.conftest import TEXT_CHUNKS, Telemetry, anthropic_client
@@ -240,11 +241,49 @@ _RENAMED = {
     # The conventions' name; a count of 0 is left out, like the cache reads'.
     "gen_ai.usage.cache_write.input_tokens": "gen_ai.usage.cache_creation.input_tokens",
 }
-#: Times, which differ from one call to the next: only their presence is compared.
-_TIMES = {"gen_ai.response.time_to_first_chunk"}
+#: Compared by presence only: times, which differ from one call to the next, and the
+#: error type, which canarytrace gives as the exception's class (the conventions'
+#: fallback, one vocabulary across providers), the SDK as the API's error type.
+_PRESENCE = {"gen_ai.response.time_to_first_chunk", "error.type"}
 #: What it records that canarytrace's span leaves out: the HTTP exchange, which is an
 #: HTTP client span's to describe; the GenAI conventions' `server.*` name the server.
 _HTTP = ("http.", "url.")
+
+
+def _lost(native: Any, ours: Any) -> dict[str, Any]:
+    """What anthropic's span `native` recorded that canarytrace's span `ours` lacks."""
+    missing = {}
+    for name, value in native.attributes.items():
+        if name.startswith(_HTTP):
+            continue
+        if name in _PRESENCE:
+            if name not in ours.attributes:
+                missing[name] = value
+        elif name in _RENAMED:
+            found = ours.attributes.get(_RENAMED[name], (0,) if value == 0 else None)
+            if found not in (value, (value,)):
+                missing[name] = value
+        elif ours.attributes.get(name) != value:
+            missing[name] = value
+    return missing
+
+
+def _native_and_ours(telemetry: Telemetry, call: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """The span anthropic writes for `call`, then the one canarytrace writes instead."""
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    call(anthropic_client(False, telemetry.provider))
+    (native,) = telemetry.llm_spans()
+    assert native.instrumentation_scope.name == "com.anthropic.sdk.python"
+    telemetry.exporter.clear()
+    instrument(tracer_provider=telemetry.provider)
+    try:
+        call(anthropic_client(False, telemetry.provider))
+    finally:
+        uninstrument()
+    ours = telemetry.one_span()
+    assert ours.instrumentation_scope.name == "canarytrace"
+    return native, ours
 
 
 def _settings_call(client: Any, stream: bool) -> Any:
@@ -269,35 +308,22 @@ def test_the_span_keeps_what_anthropics_own_span_records(
 ) -> None:
     """canarytrace replaces the SDK's span: the replacement must not lose what the SDK
     recorded (settings of the request, how it was served, the request id)."""
-    from canarytrace.instrumentation import instrument, uninstrument
+    native, ours = _native_and_ours(telemetry, lambda client: _settings_call(client, stream))
+    assert _lost(native, ours) == {}
+    assert ours.attributes["anthropic.beta"] == ("context-1m-2025-08-07", "fast-mode-2026-02-01")
+    assert ours.attributes["gen_ai.request.reasoning.level"] == "high"
+    assert ours.attributes["anthropic.request.id"] == "req_test1"
+    assert ours.attributes["gen_ai.usage.reasoning.output_tokens"] == 3
 
-    _settings_call(anthropic_client(False, telemetry.provider), stream)
-    (native,) = telemetry.llm_spans()
-    assert native.instrumentation_scope.name == "com.anthropic.sdk.python"
-    telemetry.exporter.clear()
-    instrument(tracer_provider=telemetry.provider)
-    try:
-        _settings_call(anthropic_client(False, telemetry.provider), stream)
-    finally:
-        uninstrument()
-    ours = telemetry.one_span().attributes
-    assert telemetry.one_span().instrumentation_scope.name == "canarytrace"
 
-    missing = {}
-    for name, value in native.attributes.items():
-        if name.startswith(_HTTP):
-            continue
-        if name in _TIMES:
-            if name not in ours:
-                missing[name] = value
-        elif name in _RENAMED:
-            expected = ours.get(_RENAMED[name], (0,) if value == 0 else None)
-            if expected not in (value, (value,)):
-                missing[name] = value
-        elif ours.get(name) != value:
-            missing[name] = value
-    assert missing == {}
-    assert ours["anthropic.beta"] == ("context-1m-2025-08-07", "fast-mode-2026-02-01")
-    assert ours["gen_ai.request.reasoning.level"] == "high"
-    assert ours["anthropic.request.id"] == "req_test1"
-    assert ours["gen_ai.usage.reasoning.output_tokens"] == 3
+def _failing_call(client: Any) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="error-model", max_tokens=5, messages=MESSAGES)
+
+
+def test_a_failed_call_keeps_what_anthropics_own_span_records(telemetry: Telemetry) -> None:
+    """Above all the request id, which is what support asks for about a failure."""
+    native, ours = _native_and_ours(telemetry, _failing_call)
+    assert _lost(native, ours) == {}
+    assert ours.attributes["anthropic.request.id"] == "req_test1"
+    assert ours.attributes["error.type"] == "BadRequestError"

@@ -61,6 +61,8 @@ class Spec:
     site: str
     suppress_native: bool = False
     stream: bool = False  # the method always streams (Anthropic's `messages.stream`)
+    # Where a failed call's request id goes (the SDKs' errors carry it), if anywhere.
+    request_id_attribute: str | None = None
     static: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,17 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
     return start_call(ins, target, attributes, request_user_id(kwargs))
 
 
+def failed(spec: Spec, call: Call, error: BaseException) -> None:
+    """End the span of a call that raised `error`, with the request id the error names
+    (the id a provider's support asks for) where `spec` records one."""
+    attributes = None
+    if spec.request_id_attribute is not None:
+        request_id = getattr(error, "request_id", None)
+        if isinstance(request_id, str) and request_id:
+            attributes = {spec.request_id_attribute: request_id}
+    end_call(call, attributes, None, error)
+
+
 def _raw_mode(kwargs: dict[str, Any]) -> str | None:
     headers = kwargs.get("extra_headers")
     return headers.get(_RAW_HEADER) if headers else None
@@ -177,7 +190,7 @@ def sync_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[...
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as error:
-            end_call(call, None, None, error)
+            failed(spec, call, error)
             raise
         finally:
             if native is not None:
@@ -224,7 +237,7 @@ def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as error:
-            end_call(call, None, None, error)
+            failed(spec, call, error)
             raise
         finally:
             if native is not None:

@@ -22,13 +22,14 @@ from opentelemetry.trace import set_span_in_context
 
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
-from canarytrace.instrumentation._call import Instruments, end_call, report
+from canarytrace.instrumentation._call import Instruments, report
 from canarytrace.instrumentation._wrappers import (
     SUPPRESS_NATIVE,
     Options,
     Spec,
     async_wrapper,
     begin,
+    failed,
     sync_wrapper,
 )
 from canarytrace.instrumentation.streams import (
@@ -125,6 +126,7 @@ def _spec(site: str, stream: bool = False) -> Spec:
         site,
         suppress_native=True,
         stream=stream,
+        request_id_attribute=A.ANTHROPIC_REQUEST_ID,
     )
 
 
@@ -142,7 +144,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         try:
             raw = request()
         except BaseException as error:
-            end_call(call, None, None, error)
+            failed(spec, call, error)
             raise
         finally:
             SUPPRESS_NATIVE.reset(native)
@@ -160,7 +162,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         try:
             raw = await request
         except BaseException as error:
-            end_call(call, None, None, error)
+            failed(spec, call, error)
             raise
         finally:
             SUPPRESS_NATIVE.reset(native)
