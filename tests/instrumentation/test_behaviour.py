@@ -242,6 +242,33 @@ def test_internal_errors_are_swallowed_and_the_call_goes_on(
     assert len(telemetry.llm_spans()) == (1 if hook == "openai_chat_response" else 0)
 
 
+def test_a_call_whose_response_cannot_be_read_is_still_counted_when_unsampled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The span of a sampled-out call cannot say whether it ended; the call must be
+    ended (counted in the metrics, told to the breaker) all the same."""
+
+    def broken(response: Any) -> Any:
+        raise RuntimeError("bug in canarytrace")
+
+    monkeypatch.setattr(_extract, "openai_chat_response", broken)
+    reader = InMemoryMetricReader()
+    instrument(
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    try:
+        openai_client().chat.completions.create(model=OPENAI, messages=MESSAGES)
+    finally:
+        uninstrument()
+    durations = [
+        count
+        for (name, _labels), count in _metric_totals(reader).items()
+        if name == "gen_ai.client.operation.duration"
+    ]
+    assert durations == [1]
+
+
 def test_unsampled_calls_skip_response_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def never(response: Any) -> Any:
         raise AssertionError("response read for a span that is not recorded")

@@ -270,9 +270,10 @@ def _parse(raw_response: Any) -> Any:
 
 
 def _end_quietly(call: Call) -> None:
-    """End a span whose response could not be read, unless it has ended already."""
+    """End a call whose response could not be read. Every path that fails does so
+    before `end_call` (which reports its own errors), so the call has not ended; a
+    sampled-out span could not tell, and its call must still be counted."""
     try:
-        if call.span.is_recording():
-            end_call(call, None, None)
+        end_call(call, None, None)
     except Exception:
         report("end_quietly")
