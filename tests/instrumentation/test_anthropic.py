@@ -294,7 +294,7 @@ def _settings_call(client: Any, stream: bool) -> Any:
         "messages": MESSAGES,
         "betas": ["context-1m-2025-08-07", "fast-mode-2026-02-01"],
         "thinking": {"type": "enabled", "budget_tokens": 32},
-        "output_config": {"effort": "high"},
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {}}},
         "service_tier": "auto",
     }
     if stream:
@@ -312,6 +312,7 @@ def test_the_span_keeps_what_anthropics_own_span_records(
     assert _lost(native, ours) == {}
     assert ours.attributes["anthropic.beta"] == ("context-1m-2025-08-07", "fast-mode-2026-02-01")
     assert ours.attributes["gen_ai.request.reasoning.level"] == "high"
+    assert ours.attributes["gen_ai.output.type"] == "json"
     assert ours.attributes["anthropic.request.id"] == "req_test1"
     assert ours.attributes["gen_ai.usage.reasoning.output_tokens"] == 3
 

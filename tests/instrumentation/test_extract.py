@@ -8,6 +8,7 @@ from types import SimpleNamespace as NS
 import anthropic
 import httpx2
 import openai
+import pydantic
 import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
@@ -48,12 +49,39 @@ def test_request_settings_take_only_values_of_their_type() -> None:
     out = {}
     anthropic_kwargs = {
         "thinking": {"type": "disabled"},  # no budget
-        "output_config": {"format": {"type": "json_schema", "schema": {}}},  # no effort
+        "output_config": {"effort": None},  # the SDK's "leave it to the model"
         "betas": ["a", 3],  # not all strings
         "stop_sequences": anthropic.omit,
     }
     X.request_attributes(anthropic_kwargs, X.PARAMS["anthropic.messages"], out)
     assert out == {"anthropic.thinking.type": "disabled"}
+
+
+class _Answer(pydantic.BaseModel):
+    text: str
+
+
+@pytest.mark.parametrize(
+    ("params", "kwargs", "expected"),
+    [
+        ("openai.chat", {"response_format": _Answer}, "json"),  # what `parse` takes
+        ("openai.chat", {"response_format": {"type": "json_schema"}}, "json"),
+        ("openai.chat", {"response_format": {"type": "text"}}, "text"),
+        ("openai.chat", {"response_format": {"type": ["json"]}}, None),
+        ("openai.chat", {"response_format": openai.omit}, None),
+        ("openai.responses", {"text_format": _Answer}, "json"),
+        ("openai.responses", {"text": {"format": {"type": "json_schema"}}}, "json"),
+        ("openai.responses", {"text": {"verbosity": "low"}}, None),
+        ("anthropic.messages", {"output_format": _Answer}, "json"),
+        ("anthropic.messages", {"output_config": {"format": {"type": "json_schema"}}}, "json"),
+    ],
+)
+def test_the_output_type_is_read_from_the_requested_format(
+    params: str, kwargs: dict[str, object], expected: str | None
+) -> None:
+    out: dict[str, object] = {}
+    X.request_attributes(kwargs, X.PARAMS[params], out)
+    assert out.get("gen_ai.output.type") == expected
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,7 @@ def _chat_with_settings(stream: bool) -> None:
         "presence_penalty": -0.25,
         "reasoning_effort": "low",
         "service_tier": "flex",
+        "response_format": {"type": "json_object"},
     }
     if stream:
         list(create(stream=True, stream_options={"include_usage": True}, **kwargs))
@@ -298,6 +299,7 @@ def test_chat_settings_and_how_the_call_was_served_are_recorded(
     assert attrs["openai.response.service_tier"] == "flex"
     assert attrs["openai.response.system_fingerprint"] == "fp_test1"
     assert attrs["gen_ai.usage.reasoning.output_tokens"] == 2
+    assert attrs["gen_ai.output.type"] == "json"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
@@ -305,7 +307,12 @@ def test_responses_settings_and_how_the_call_was_served_are_recorded(
     instrumented: Telemetry, stream: bool
 ) -> None:
     create = openai_client().responses.create
-    kwargs = {"model": MODEL, "input": "hi", "reasoning": {"effort": "high"}}
+    kwargs = {
+        "model": MODEL,
+        "input": "hi",
+        "reasoning": {"effort": "high"},
+        "text": {"format": {"type": "text"}},
+    }
     if stream:
         list(create(stream=True, service_tier="priority", **kwargs))
     else:
@@ -315,6 +322,7 @@ def test_responses_settings_and_how_the_call_was_served_are_recorded(
     assert attrs["openai.request.service_tier"] == "priority"
     assert attrs["openai.response.service_tier"] == "priority"
     assert attrs["gen_ai.usage.reasoning.output_tokens"] == 0
+    assert attrs["gen_ai.output.type"] == "text"
 
 
 def test_embeddings_settings_are_recorded(instrumented: Telemetry) -> None:

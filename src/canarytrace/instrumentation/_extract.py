@@ -80,6 +80,18 @@ def _texts(value: Any) -> Any:
     return None
 
 
+_FORMAT_OUTPUT = {"json_object": "json", "json_schema": "json", "text": "text"}
+
+
+def _output_type(value: Any) -> Any:
+    """The conventions' output type of a requested format: `json` for a JSON mode or
+    schema, or for the class that the SDKs' `parse` methods take; `text` for text."""
+    if isinstance(value, type):
+        return "json"
+    kind = value.get("type") if isinstance(value, dict) else None
+    return _FORMAT_OUTPUT.get(kind) if isinstance(kind, str) else None
+
+
 #: What one request argument records: (attribute, the field it is read from when the
 #: argument is a dict, such as `thinking`'s `type`, else None, and the reader that gives
 #: the value to record or None). The readers accept only values of the attribute's type,
@@ -105,6 +117,7 @@ _OPENAI_CHAT_PARAMS = {
     "stop": _plain(A.GEN_AI_REQUEST_STOP_SEQUENCES, _texts),
     "reasoning_effort": _plain(A.GEN_AI_REQUEST_REASONING_LEVEL, _text),
     "service_tier": _plain(A.OPENAI_REQUEST_SERVICE_TIER, _text),
+    "response_format": _plain(A.GEN_AI_OUTPUT_TYPE, _output_type),
 }
 _OPENAI_RESPONSES_PARAMS = {
     "temperature": _plain(A.GEN_AI_REQUEST_TEMPERATURE),
@@ -112,6 +125,8 @@ _OPENAI_RESPONSES_PARAMS = {
     "max_output_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
     "reasoning": ((A.GEN_AI_REQUEST_REASONING_LEVEL, "effort", _text),),
     "service_tier": _plain(A.OPENAI_REQUEST_SERVICE_TIER, _text),
+    "text": ((A.GEN_AI_OUTPUT_TYPE, "format", _output_type),),
+    "text_format": _plain(A.GEN_AI_OUTPUT_TYPE, _output_type),
 }
 _OPENAI_EMBEDDINGS_PARAMS = {
     "dimensions": _plain(A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
@@ -121,7 +136,11 @@ _OPENAI_EMBEDDINGS_PARAMS = {
 _ANTHROPIC_PARAMS = {
     "max_tokens": _plain(A.GEN_AI_REQUEST_MAX_TOKENS),
     "stop_sequences": _plain(A.GEN_AI_REQUEST_STOP_SEQUENCES, _texts),
-    "output_config": ((A.GEN_AI_REQUEST_REASONING_LEVEL, "effort", _text),),
+    "output_config": (
+        (A.GEN_AI_REQUEST_REASONING_LEVEL, "effort", _text),
+        (A.GEN_AI_OUTPUT_TYPE, "format", _output_type),
+    ),
+    "output_format": _plain(A.GEN_AI_OUTPUT_TYPE, _output_type),
     "thinking": (
         (A.ANTHROPIC_THINKING_TYPE, "type", _text),
         (A.ANTHROPIC_THINKING_BUDGET_TOKENS, "budget_tokens", _number),
