@@ -15,7 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from canarytrace.deprecations import load_table
-from canarytrace.lint import check, lint_paths, model_id_in
+from canarytrace.lint import anthropic_id, check, lint_paths, model_id_in
 
 LINT = Path(__file__).parent / "fixtures" / "lint"
 DAY = dt.date(2026, 11, 25)
@@ -97,6 +97,8 @@ def test_dates_decide_between_fine_deprecated_retiring_and_retired() -> None:
         ("gpt-4o", "gpt-4o"),
         ("openai/gpt-4o-2024-11-20", "gpt-4o-2024-11-20"),
         ("anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet-20241022-v2:0"),
+        ("eu.anthropic.claude-sonnet-4-6", "claude-sonnet-4-6"),
+        ("claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet-v2@20241022"),
         ("o3-mini", "o3-mini"),
         ("we moved off gpt-4", None),
         ("gpt", None),
@@ -105,6 +107,32 @@ def test_dates_decide_between_fine_deprecated_retiring_and_retired() -> None:
 )
 def test_what_counts_as_a_model_id(value: str, model_id: str | None) -> None:
     assert model_id_in(value) == model_id
+
+
+@pytest.mark.parametrize(
+    ("model_id", "upstream"),
+    [
+        ("claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet-20241022"),  # Bedrock
+        ("claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+        ("claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet-20241022"),  # Vertex AI
+        ("claude-3-opus@20240229", "claude-3-opus-20240229"),
+        ("claude-3-5-sonnet-20241022", None),  # Anthropic's own spelling
+        ("claude-v2:1", None),  # Bedrock's oldest ids name no Anthropic snapshot
+        ("gpt-4o-2024-11-20", None),
+    ],
+)
+def test_a_cloud_platforms_spelling_names_anthropics_model(
+    model_id: str, upstream: str | None
+) -> None:
+    assert anthropic_id(model_id) == upstream
+
+
+def test_a_platform_id_is_judged_by_anthropics_dates_and_says_so() -> None:
+    findings = lint_paths([LINT / "dirty"], as_of=DAY, table=load_table())
+    bedrock = next(f for f in findings if f.model == "claude-3-5-sonnet-20241022-v2:0")
+    assert (bedrock.kind, bedrock.suggestion) == ("retired", "claude-sonnet-4-6")
+    assert bedrock.why.startswith("Anthropic's claude-3-5-sonnet-20241022, retired on 2025-10-28")
+    assert "the cloud platform sets its own dates" in bedrock.why
 
 
 def test_the_pre_commit_hook_runs_lint_on_every_kind_of_file_it_reads() -> None:

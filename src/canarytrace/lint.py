@@ -17,6 +17,10 @@ Where it looks:
 What it reports: undated aliases (with the snapshot to pin), and models that are retired,
 retire within 60 days, or are deprecated (with the provider's replacement). A line that
 says `canarytrace: ignore` is skipped.
+
+Anthropic's models as Amazon Bedrock spells them (`[us.]anthropic.claude-...-v2:0`) and
+Google Vertex AI (`claude-...-v2@20241022`) are judged by Anthropic's own dates, and the
+finding says so: the platforms retire models on dates of their own, often later.
 """
 
 from __future__ import annotations
@@ -42,9 +46,13 @@ SKIP_DIRS = frozenset(
      ".ruff_cache", ".pytest_cache", "build", "dist", ".canarytrace"}
 )  # fmt: skip
 _MODEL_ID = re.compile(
-    r"^(?:(?:openai|anthropic|google|vertex_ai|gemini|bedrock|azure)[/:.])?"
+    # Bedrock's cross-region ids put a geography before `anthropic.` (`us.`, `eu.`, ...).
+    r"^(?:(?:openai|(?:[a-z]{2,6}\.)?anthropic|google|vertex_ai|gemini|bedrock|azure)[/:.])?"
     r"((?:gpt-|chatgpt-|claude-|gemini-)[\w.@:-]+|o[1-9](?:-[\w.-]+)?)$"
 )
+#: Bedrock's version suffix (`-v2:0`) and Vertex AI's `@date` (with a `-v2` before it).
+_BEDROCK_ID = re.compile(r"^(claude-[\w.-]+?)-v\d+:\d+$")
+_VERTEX_ID = re.compile(r"^(claude-[\w.-]+?)(?:-v\d+)?@(\d{8})$")
 _QUOTED = re.compile(r""""((?:[^"\\]|\\.)*)"|'([^']*)'""")
 _BARE_VALUE = re.compile(r"[:=]\s*([\w.@:/-]+)\s*$")
 
@@ -77,6 +85,15 @@ def model_id_in(value: str) -> str | None:
     """The model id that `value` is (provider prefix removed), or None if it is not one."""
     match = _MODEL_ID.match(value.strip())
     return match.group(1) if match else None
+
+
+def anthropic_id(model_id: str) -> str | None:
+    """Anthropic's own id for its model as Bedrock or Vertex AI spells it, else None."""
+    if match := _BEDROCK_ID.match(model_id):
+        return match.group(1)
+    if match := _VERTEX_ID.match(model_id):
+        return f"{match.group(1)}-{match.group(2)}"
+    return None
 
 
 def check(
@@ -120,9 +137,15 @@ def lint_paths(
             seen.add((line, model_id))
             if 0 < line <= len(lines) and IGNORE_MARK in lines[line - 1]:
                 continue
-            verdict = check(model_id, as_of, table)
+            upstream = anthropic_id(model_id)
+            verdict = check(upstream or model_id, as_of, table)
             if verdict:
                 kind, why, suggestion = verdict
+                if upstream is not None:
+                    why = (
+                        f"Anthropic's {upstream}, {why}; the cloud platform sets its own "
+                        "dates, and spells the replacement its own way"
+                    )
                 pinned = suggestion is None or is_pinned(suggestion, table)
                 findings.append(Finding(str(file), line, model_id, kind, why, suggestion, pinned))
     return findings
