@@ -105,6 +105,45 @@ def test_a_skewed_split_is_a_sample_ratio_mismatch_and_holds() -> None:
     assert sound.srm is not None and not sound.srm.mismatch
 
 
+def _served(calls: pl.DataFrame, canary: str, production: str, share: float = 1.0) -> pl.DataFrame:
+    """`calls` with production served at `production` and `share` of the canary's calls
+    at `canary` (the rest at `production`)."""
+    canary_call = (pl.col("tier") == "canary") & (pl.int_range(pl.len()) % 100 < share * 100)
+    return calls.with_columns(
+        pl.when(canary_call)
+        .then(pl.lit(canary))
+        .otherwise(pl.lit(production))
+        .alias("service_tier")
+    )
+
+
+def test_arms_served_at_different_service_tiers_hold_and_say_so() -> None:
+    """A canary on OpenAI's flex tier is slower and cheaper whatever its model: the
+    comparison is confounded, even with a regression that would roll back."""
+    regressed = synth.calls(
+        synth.with_canary(synth.Scenario(users=3000, seed=4), latency_median_ms=900 * 1.3)
+    )
+    assert judge(regressed).routes["chat"].verdict == Verdict.ROLLBACK
+    route = judge(_served(regressed, "flex", "default")).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    assert route.reasons[0].startswith(
+        "served at different service tiers (production: default 100%; canary: flex 100%)"
+    )
+    assert any(r.startswith("(would have failed) latency p95") for r in route.reasons)
+
+
+@pytest.mark.parametrize(
+    ("canary", "share", "verdict"),
+    [("default", 1.0, Verdict.PROMOTE), ("priority", 0.05, Verdict.PROMOTE)],
+    ids=["same tier", "5 points apart"],
+)
+def test_arms_served_alike_are_judged(canary: str, share: float, verdict: Verdict) -> None:
+    calls = _served(synth.calls(synth.aa(users=3000, seed=4)), canary, "default", share)
+    route = judge(calls).routes["chat"]
+    assert route.verdict == verdict
+    assert not any("service tiers" in r for r in route.reasons)
+
+
 def test_a_non_critical_regression_holds_instead_of_rolling_back() -> None:
     # A cheaper model that talks more: 60 % more output tokens at the same cost per call.
     scenario = synth.with_canary(

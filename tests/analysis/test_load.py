@@ -57,6 +57,31 @@ def test_zstd_rotated_folder_glob_and_parquet_give_the_identical_frame(
     assert_frame_equal(load(out).calls, reference)
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_the_service_tier_is_read_from_either_providers_attribute(
+    frame: pl.DataFrame, tmp_path: Path, provider: str
+) -> None:
+    served = frame.with_columns(
+        pl.lit(provider).alias("provider"),
+        pl.when(pl.col("tier") == "canary")
+        .then(pl.lit("flex"))
+        .otherwise(pl.lit("default"))
+        .alias("service_tier"),
+    )
+    loaded = load(synth.write_otlp(served, tmp_path / "traces.jsonl"))
+    _same(loaded.calls, served)
+
+
+def test_a_calls_file_written_before_the_service_tier_still_loads(
+    frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    older = tmp_path / "older.parquet"
+    frame.drop("service_tier").write_parquet(older)
+    loaded = load(older).calls
+    assert loaded.schema == pl.Schema(CALLS_SCHEMA)
+    assert loaded["service_tier"].null_count() == frame.height
+
+
 def test_a_folder_of_parquet_files_with_two_schemas_and_a_broken_file(
     frame: pl.DataFrame, tmp_path: Path
 ) -> None:

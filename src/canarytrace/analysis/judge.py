@@ -35,6 +35,10 @@ What is tested, and how (every choice here is the documented default):
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
   in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.
+* **Service tiers**: when the provider served the two tiers at different service tiers
+  (OpenAI's flex or priority, Anthropic's priority; a share that differs by
+  `SERVICE_TIER_GAP`, 10 points, or more), latency and cost compare the service tiers
+  as much as the models: HOLD, naming both mixes, until both are served alike.
 * **Sequential mode** (`sequential=True`): for a canary that is looked at again and
   again, fixed-sample tests inflate false rollbacks. Then every metric uses an
   always-valid mixture-SPRT confidence sequence on its normal approximation (Johari,
@@ -657,6 +661,31 @@ def _change(spec: MetricSpec, value: float | None) -> float | None:
     return math.expm1(value) if spec.relative else value
 
 
+#: The difference in the share of a service tier between production and canary from
+#: which the comparison is held as confounded.
+SERVICE_TIER_GAP = 0.10
+
+
+def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | None:
+    """Why production and canary, served at different service tiers, cannot be compared
+    (`metrics.service_tier_shares`), or None when they were served alike."""
+    production, canary = shares.get("production", {}), shares.get("canary", {})
+    if not production or not canary:
+        return None
+    gap = max(abs(production.get(t, 0.0) - canary.get(t, 0.0)) for t in {*production, *canary})
+    if gap < SERVICE_TIER_GAP:
+        return None
+
+    def mix(tier: Mapping[str, float]) -> str:
+        return ", ".join(f"{name} {share:.0%}" for name, share in sorted(tier.items()))
+
+    return (
+        f"served at different service tiers (production: {mix(production)}; canary: "
+        f"{mix(canary)}): latency and cost compare the tiers as much as the models; "
+        "serve both alike"
+    )
+
+
 def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     """Chi-square of the users in the canary against the stage's share.
 
@@ -888,6 +917,7 @@ def _judge_route(
         )
 
     srm = _srm(users, config.srm_alpha)
+    mismatch = _service_tier_mismatch(M.service_tier_shares(lazy, route))
     reasons: list[str] = []
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
@@ -902,6 +932,10 @@ def _judge_route(
             f"but the stage is {srm.expected_share:.0%} (chi-square p = {srm.p_value:.2g}); "
             "routing or tracing is broken, so no comparison can be trusted until it is fixed"
         )
+        reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
+    elif mismatch is not None:
+        verdict = Verdict.HOLD
+        reasons.append(mismatch)
         reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
     elif failed_critical:
         verdict = Verdict.ROLLBACK

@@ -63,7 +63,7 @@ import msgspec
 import polars as pl
 
 from canarytrace import attributes as A
-from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform
+from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform, missing_columns
 from canarytrace.errors import TraceSourceError
 
 _log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ _STR_ATTRS = {
     "request_model": A.GEN_AI_REQUEST_MODEL,
     "response_model": A.GEN_AI_RESPONSE_MODEL,
     "user_hash": A.USER_HASH,
+    "openai_service_tier": A.OPENAI_RESPONSE_SERVICE_TIER,
+    "anthropic_service_tier": A.ANTHROPIC_RESPONSE_SERVICE_TIER,
     "target_trace": A.TARGET_TRACE_ID,
     "target_span": A.TARGET_SPAN_ID,
     "kind": A.OUTCOME_KIND,
@@ -360,6 +362,7 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "rollout_percent",
         "stream",
         "ttft_ms",
+        pl.coalesce("openai_service_tier", "anthropic_service_tier").alias("service_tier"),
         _hex_id(pl.coalesce("target_trace", "link_trace"), 16).alias("target_trace_id"),
         _hex_id(pl.coalesce("target_span", "link_span"), 8).alias("target_span_id"),
         "score",
@@ -964,7 +967,7 @@ def _read_parquet(paths: list[Path], parts: _Parts) -> None:
         except (OSError, pl.exceptions.PolarsError) as exc:
             parts.problems.append(Problem(str(path), None, f"unreadable Parquet: {exc}"))
             continue
-        missing = [c for c in CALLS_SCHEMA if c not in schema]
+        missing = missing_columns(schema)
         if missing:
             raise TraceSourceError(
                 f"{path}: not a canarytrace calls file (missing columns {', '.join(missing)}); "

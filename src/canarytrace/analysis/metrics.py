@@ -203,6 +203,30 @@ def main_model(calls: Frame, route: str, tier: str) -> str | None:
     return str(counts.collect(engine="streaming")["request_model"].item())
 
 
+def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]:
+    """For each judged tier, the share of its calls that each provider service tier
+    served (`{"production": {"default": 1.0}, "canary": {"flex": 0.8, ...}}`), counting
+    the calls that name one; empty when the route's calls name at most one.
+
+    As `main_model`: a call's tier and whether a call names another are two cheap
+    queries, so only a route served at several tiers pays for the counting.
+    """
+    tier = pl.col("service_tier")
+    named = _judged(calls, route).filter(tier.is_not_null())
+    one = named.select(tier).head(1).collect(engine="streaming")
+    if one.height == 0:
+        return {}
+    others = named.filter(tier != one.item()).select(pl.len()).collect(engine="streaming")
+    if others.item() == 0:
+        return {}
+    counts = named.group_by("tier", "service_tier").agg(pl.len().alias("calls"))
+    shares = counts.with_columns(pl.col("calls") / pl.col("calls").sum().over("tier"))
+    result: dict[str, dict[str, float]] = {}
+    for judged, served, share in shares.collect(engine="streaming").iter_rows():
+        result.setdefault(judged, {})[served] = share
+    return result
+
+
 def _tier_code() -> pl.Expr:
     """A judged call's tier as `JUDGED_TIERS`' physical value: 0 production, 1 canary.
 

@@ -10,6 +10,7 @@ names the first such kind. `parent_span_id` and `service` make trace links possi
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Final
 
 import polars as pl
@@ -41,6 +42,7 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "rollout_percent": pl.Int64(),
     "stream": pl.Boolean(),
     "ttft_ms": pl.Float64(),
+    "service_tier": pl.String(),  # the provider's service tier that served the call
     "feedback_score": pl.Float64(),
     "feedback_count": pl.Int64(),
     "outcome_ok": pl.Boolean(),
@@ -48,20 +50,35 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
+#: Columns added after the first release: a calls file written before one of them gets
+#: it as nulls rather than being refused.
+LATER_COLUMNS: Final = frozenset({"service_tier"})
+
+
 def empty_calls() -> pl.DataFrame:
     """A frame of calls with no rows (what a source without LLM spans yields)."""
     return pl.DataFrame(schema=CALLS_SCHEMA)
 
 
+def missing_columns(names: Collection[str]) -> list[str]:
+    """The contract's columns that a frame or file with columns `names` lacks, but for
+    `LATER_COLUMNS`."""
+    return [c for c in CALLS_SCHEMA if c not in names and c not in LATER_COLUMNS]
+
+
 def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Select and cast the contract's columns, in order; missing columns are an error.
+    """Select and cast the contract's columns, in order; a missing column is an error,
+    but for `LATER_COLUMNS`, which are filled with nulls.
 
     Raises KeyError naming the missing columns, so a foreign Parquet file gets a clear
     message from the loader instead of a half-filled frame.
     """
     lazy = frame.lazy()
     names = lazy.collect_schema().names()
-    missing = [c for c in CALLS_SCHEMA if c not in names]
+    missing = missing_columns(names)
     if missing:
         raise KeyError(", ".join(missing))
-    return lazy.select(pl.col(c).cast(t) for c, t in CALLS_SCHEMA.items())
+    return lazy.select(
+        (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c)
+        for c, t in CALLS_SCHEMA.items()
+    )

@@ -186,6 +186,7 @@ def calls(scenario: Scenario) -> pl.DataFrame:
         pl.when(ok).then(pl.col("output_tokens")).alias("output_tokens"),
         pl.lit(s.canary_percent).alias("rollout_percent"),
         pl.col("ttft_ms").fill_nan(None),
+        pl.lit(None).alias("service_tier"),
         pl.when(pl.col("has_feedback")).then(pl.col("score")).alias("feedback_score"),
         pl.col("has_feedback").cast(pl.Int64).alias("feedback_count"),
         pl.when(pl.col("has_outcome")).then(~pl.col("wrong")).alias("outcome_ok"),
@@ -219,6 +220,11 @@ def _nanos(t: dt.datetime) -> int:
 def _call_span(row: dict[str, object]) -> dict[str, object]:
     start = _nanos(row["start"])  # type: ignore[arg-type]
     end = start + round(float(row["duration_ms"]) * 1_000_000)  # type: ignore[arg-type]
+    served = (
+        A.ANTHROPIC_RESPONSE_SERVICE_TIER
+        if row["provider"] == "anthropic"
+        else A.OPENAI_RESPONSE_SERVICE_TIER
+    )
     span: dict[str, object] = {
         "traceId": row["trace_id"],
         "spanId": row["span_id"],
@@ -246,6 +252,7 @@ def _call_span(row: dict[str, object]) -> dict[str, object]:
                 (A.COHORT_BUCKET, row["bucket"]),
                 (A.USER_HASH, row["user_hash"]),
                 (A.TIME_TO_FIRST_TOKEN_MS, row["ttft_ms"]),
+                (served, row["service_tier"]),
             ]
         ),
         "status": {"code": 2} if row["status"] == "error" else {},
