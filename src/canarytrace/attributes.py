@@ -56,6 +56,8 @@ ANTHROPIC_THINKING_TYPE: Final = "anthropic.thinking.type"
 ANTHROPIC_THINKING_BUDGET_TOKENS: Final = "anthropic.thinking.budget_tokens"
 ANTHROPIC_BETA: Final = "anthropic.beta"
 ANTHROPIC_REQUEST_ID: Final = "anthropic.request.id"
+ANTHROPIC_CACHE_WRITE_5M_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_5m_input_tokens"
+ANTHROPIC_CACHE_WRITE_1H_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
 
 # GenAI client metrics (semantic conventions) and the project's cost counter.
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-# (input, output, cache_read, cache_write) tokens -> USD
-Pricer = Callable[[int, int, int, int], float]
+# (input, output, cache_read, cache_write, cache_write_1h) tokens -> USD
+Pricer = Callable[[int, int, int, int, int], float]
 
 #: `gen_ai.provider.name` -> genai-prices' provider id, where the two differ.
 PRICES_PROVIDER = {
@@ -76,16 +76,22 @@ def cost_usd(
     output_tokens: int,
     cache_read_tokens: int = 0,
     cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
     price_variant: PriceVariant | None = None,
 ) -> float | None:
-    """The price of one call in USD, or None when `genai-prices` does not know `model`."""
+    """The price of one call in USD, or None when `genai-prices` does not know `model`.
+
+    `cache_write_1h_tokens` are the part of `cache_write_tokens` kept an hour (Anthropic
+    prices them above the five-minute writes)."""
     try:
         pricer = _pricers[(provider, model, price_variant)]
     except KeyError:
         pricer = _resolve(provider, model, price_variant)
     if pricer is None:
         return None
-    return pricer(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+    return pricer(
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens
+    )
 
 
 def warm() -> None:
@@ -148,9 +154,21 @@ def _build_pricer(provider: str, model: str, variant: PriceVariant | None) -> Pr
     # Cached tokens are part of input_tokens, so their rate is the difference they make.
     per_read = probe(input_tokens=_PROBE, cache_read_tokens=_PROBE) - per_input
     per_write = probe(input_tokens=_PROBE, cache_write_tokens=_PROBE) - per_input
+    # Hour-long writes are part of the writes: their rate is what they add to a write's.
+    per_hour = (
+        probe(input_tokens=_PROBE, cache_write_tokens=_PROBE, cache_write_1h_tokens=_PROBE)
+        - per_input
+        - per_write
+    )
 
-    def flat(inp: int, out: int, read: int, write: int) -> float:
-        return inp * per_input + out * per_output + read * per_read + write * per_write
+    def flat(inp: int, out: int, read: int, write: int, hour: int) -> float:
+        return (
+            inp * per_input
+            + out * per_output
+            + read * per_read
+            + write * per_write
+            + hour * per_hour
+        )
 
     return flat
 
@@ -158,9 +176,13 @@ def _build_pricer(provider: str, model: str, variant: PriceVariant | None) -> Pr
 def _exact_pricer(model_price: ModelPrice) -> Pricer:
     from genai_prices import Usage
 
-    def exact(inp: int, out: int, read: int, write: int) -> float:
+    def exact(inp: int, out: int, read: int, write: int, hour: int) -> float:
         usage = Usage(
-            input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=hour,
         )
         total: Decimal = model_price.calc_price(usage)["total_price"]
         return float(total)

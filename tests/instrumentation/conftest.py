@@ -223,6 +223,14 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
         served["speed"] = "fast"
     thinking = (body.get("thinking") or {}).get("type") == "enabled"
     details = {"output_tokens_details": {"thinking_tokens": 3}} if thinking else {}
+    # Cache writes, by lifetime: 300 tokens when the request asks for caching.
+    ttl = (body.get("cache_control") or {}).get("ttl", "5m")
+    writes = 300 if body.get("cache_control") else 0
+    served["cache_creation_input_tokens"] = writes
+    served["cache_creation"] = {
+        "ephemeral_5m_input_tokens": writes if ttl == "5m" else 0,
+        "ephemeral_1h_input_tokens": writes if ttl == "1h" else 0,
+    }
     headers = {"request-id": REQUEST_ID}
     if not body.get("stream"):
         return httpx2.Response(
@@ -240,7 +248,6 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
                     "input_tokens": 11,
                     "output_tokens": 4,
                     "cache_read_input_tokens": 100,
-                    "cache_creation_input_tokens": 0,
                     **served,
                     **details,
                 },

@@ -12,7 +12,14 @@ from genai_prices import Usage, calc_price
 from canarytrace import pricing
 from tests.instrumentation.conftest import Telemetry, anthropic_client, openai_client
 
-USAGES = [(1200, 300, 0, 0), (5000, 20, 4000, 0), (90_000, 4000, 1000, 2000), (300_000, 900, 0, 0)]
+# (input, output, cache read, cache write, of which kept an hour)
+USAGES = [
+    (1200, 300, 0, 0, 0),
+    (5000, 20, 4000, 0, 0),
+    (90_000, 4000, 1000, 2000, 0),
+    (90_000, 4000, 1000, 2000, 1500),
+    (300_000, 900, 0, 0, 0),
+]
 
 
 @pytest.mark.parametrize(
@@ -27,15 +34,16 @@ USAGES = [(1200, 300, 0, 0), (5000, 20, 4000, 0), (90_000, 4000, 1000, 2000), (3
 )
 @pytest.mark.parametrize("usage", USAGES)
 def test_cost_matches_genai_prices(provider: str, model: str, usage: tuple[int, ...]) -> None:
-    inp, out, read, write = usage
-    expected = calc_price(
-        Usage(
-            input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write
-        ),
-        model,
-        provider_id=provider,
-    ).total_price
-    assert pricing.cost_usd(provider, model, inp, out, read, write) == pytest.approx(
+    inp, out, read, write, hour = usage
+    tokens = Usage(
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=hour,
+    )
+    expected = calc_price(tokens, model, provider_id=provider).total_price
+    assert pricing.cost_usd(provider, model, inp, out, read, write, hour) == pytest.approx(
         float(expected), rel=1e-9
     )
 
@@ -78,7 +86,7 @@ def test_unknown_model_has_no_cost_and_warns_once(
 def test_a_price_that_fails_costs_the_span_only_its_cost(
     instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def failing_pricer(inp: int, out: int, read: int, write: int) -> float:
+    def failing_pricer(inp: int, out: int, read: int, write: int, hour: int) -> float:
         raise ArithmeticError("the price catalogue disagrees with itself")
 
     monkeypatch.setitem(pricing._pricers, ("openai", "gpt-4o-2024-08-06", None), failing_pricer)
@@ -158,3 +166,36 @@ def test_an_anthropic_call_in_fast_mode_is_priced_as_fast(
         pytest.skip("the installed genai-prices does not price Anthropic's fast mode")
     cost = instrumented.one_span().attributes["canarytrace.cost_usd"]
     assert cost == pytest.approx(float(fast), rel=1e-9)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("ttl", ["5m", "1h"])
+def test_anthropic_cache_writes_are_priced_by_their_lifetime(
+    instrumented: Telemetry, stream: bool, ttl: str
+) -> None:
+    """An hour-long cache write costs 2x the input price, a five-minute one 1.25x."""
+    kwargs: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "cache_control": {"type": "ephemeral", "ttl": ttl},
+    }
+    create = anthropic_client().messages.create
+    if stream:
+        _streamed(create, **kwargs)
+    else:
+        create(**kwargs)
+    attrs = instrumented.one_span().attributes
+    hour = 300 if ttl == "1h" else 0
+    assert attrs["anthropic.usage.cache_creation.ephemeral_1h_input_tokens"] == hour
+    assert attrs["anthropic.usage.cache_creation.ephemeral_5m_input_tokens"] == 300 - hour
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 300
+    assert attrs["gen_ai.usage.input_tokens"] == 411  # 11 fresh + 100 read + 300 written
+    tokens = {"input_tokens": 411, "output_tokens": 4, "cache_read_tokens": 100}
+    usage = Usage(**tokens, cache_write_tokens=300, cache_write_1h_tokens=hour)
+    expected = calc_price(usage, "claude-sonnet-4-6", provider_id="anthropic").total_price
+    five_minutes = calc_price(
+        Usage(**tokens, cache_write_tokens=300), "claude-sonnet-4-6", provider_id="anthropic"
+    ).total_price
+    assert (expected > five_minutes) is (ttl == "1h")
+    assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected), rel=1e-9)

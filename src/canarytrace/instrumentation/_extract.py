@@ -21,19 +21,21 @@ from canarytrace import attributes as A
 
 
 class Usage(NamedTuple):
-    """Token counts of one call; `input` includes `cache_read` and `cache_write`.
+    """Token counts of one call; `input` includes `cache_read` and `cache_write`, which
+    includes `cache_write_1h`, the writes kept an hour (Anthropic's, at a higher price).
     `price_variant` names a price other than the standard one (`pricing.PriceVariant`)."""
 
     input: int
     output: int
     cache_read: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
     price_variant: tuple[str, str] | None = None
 
 
-#: `_new_usage((input, output, cache_read, cache_write, price_variant))`: a `Usage`
-#: without the NamedTuple's own constructor, which is Python code (0.2 µs) on every
-#: call's path; so every field is given.
+#: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, price_variant))`:
+#: a `Usage` without the NamedTuple's own constructor, which is Python code (0.2 µs) on
+#: every call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
 
@@ -294,7 +296,7 @@ def openai_chat_usage(
     if out is not None:
         _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
     prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
-    return _new_usage((prompt, completion, cached, 0, _openai_variant(tier)))
+    return _new_usage((prompt, completion, cached, 0, 0, _openai_variant(tier)))
 
 
 def _reasoning(out: dict[str, Any], details: Any, field: str) -> None:
@@ -326,7 +328,7 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
     _reasoning(out, getattr(usage, "output_tokens_details", None), "reasoning_tokens")
     counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0)
-    return out, _new_usage((*counts, _openai_variant(tier)))
+    return out, _new_usage((*counts, 0, _openai_variant(tier)))
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -341,7 +343,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, None))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, None))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -363,13 +365,14 @@ def anthropic_request_id(out: dict[str, Any], request_id: Any) -> None:
 def anthropic_usage(
     usage: Any, earlier: Any = None, out: dict[str, Any] | None = None
 ) -> Usage | None:
-    """The counts of an Anthropic `usage`; the input count includes the cache's. Fast
-    mode (`speed`) is priced as such; the service tier and thinking tokens go to `out`.
+    """The counts of an Anthropic `usage`; the input count includes the cache's. Cache
+    writes kept an hour and fast mode (`speed`) are priced as such; the service tier,
+    the cache writes by lifetime and the thinking tokens go to `out`.
 
     For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
     (None) the input and cache counts, which then come from `earlier`, the
-    `message_start`'s, as the SDK's own stream accumulator does; the service tier and
-    speed are only there.
+    `message_start`'s, as the SDK's own stream accumulator does; the service tier,
+    speed and cache writes by lifetime are only there.
     """
     if usage is None:
         usage, earlier = earlier, None
@@ -387,14 +390,23 @@ def anthropic_usage(
             read = getattr(earlier, "cache_read_input_tokens", None)
         if write is None:
             write = getattr(earlier, "cache_creation_input_tokens", None)
+    lifetimes = getattr(served, "cache_creation", None)
+    hour = getattr(lifetimes, "ephemeral_1h_input_tokens", None) if lifetimes else None
     if out is not None:
         tier = getattr(served, "service_tier", None)
         if isinstance(tier, str):
             out[A.ANTHROPIC_RESPONSE_SERVICE_TIER] = tier
+        if lifetimes is not None:
+            minutes = getattr(lifetimes, "ephemeral_5m_input_tokens", None)
+            if isinstance(minutes, int):
+                out[A.ANTHROPIC_CACHE_WRITE_5M_TOKENS] = minutes
+            if isinstance(hour, int):
+                out[A.ANTHROPIC_CACHE_WRITE_1H_TOKENS] = hour
         _reasoning(out, getattr(usage, "output_tokens_details", None), "thinking_tokens")
     variant = ("speed", "fast") if getattr(served, "speed", None) == "fast" else None
     read, write = _int(read), _int(write)
-    return _new_usage((_int(fresh) + read + write, _int(usage.output_tokens), read, write, variant))
+    counts = (_int(fresh) + read + write, _int(usage.output_tokens), read, write)
+    return _new_usage((*counts, min(_int(hour), write), variant))
 
 
 def anthropic_text(response: Any) -> list[str]:
