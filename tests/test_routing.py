@@ -483,7 +483,7 @@ def test_a_fork_while_other_threads_hold_routings_locks_leaves_the_child_working
     holding.wait()
 
     def child() -> None:
-        pricing._pricers.pop(("openai", "gpt-4o-mini-2024-07-18"), None)
+        pricing._pricers.pop(("openai", "gpt-4o-mini-2024-07-18", None), None)
         pricing.cost_usd("openai", "gpt-4o-mini-2024-07-18", 10, 10)  # a model not priced yet
         for _ in range(20):  # enough failures to trip the breaker and roll back
             routing.record_result("chat", "canary", False)
