@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-# (input, output, cache_read, cache_write, cache_write_1h) tokens -> USD
-Pricer = Callable[[int, int, int, int, int], float]
+# (input, output, cache_read, cache_write, cache_write_1h) tokens, web searches -> USD
+Pricer = Callable[[int, int, int, int, int, int], float]
 
 #: `gen_ai.provider.name` -> genai-prices' provider id, where the two differ.
 PRICES_PROVIDER = {
@@ -77,12 +77,14 @@ def cost_usd(
     cache_read_tokens: int = 0,
     cache_write_tokens: int = 0,
     cache_write_1h_tokens: int = 0,
+    web_searches: int = 0,
     price_variant: PriceVariant | None = None,
 ) -> float | None:
     """The price of one call in USD, or None when `genai-prices` does not know `model`.
 
     `cache_write_1h_tokens` are the part of `cache_write_tokens` kept an hour (Anthropic
-    prices them above the five-minute writes)."""
+    prices them above the five-minute writes); `web_searches` are the calls of the
+    provider's web search tool, billed apiece."""
     try:
         pricer = _pricers[(provider, model, price_variant)]
     except KeyError:
@@ -90,7 +92,12 @@ def cost_usd(
     if pricer is None:
         return None
     return pricer(
-        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        cache_write_1h_tokens,
+        web_searches,
     )
 
 
@@ -160,14 +167,16 @@ def _build_pricer(provider: str, model: str, variant: PriceVariant | None) -> Pr
         - per_input
         - per_write
     )
+    per_search = probe(web_searches=_PROBE)
 
-    def flat(inp: int, out: int, read: int, write: int, hour: int) -> float:
+    def flat(inp: int, out: int, read: int, write: int, hour: int, searches: int) -> float:
         return (
             inp * per_input
             + out * per_output
             + read * per_read
             + write * per_write
             + hour * per_hour
+            + searches * per_search
         )
 
     return flat
@@ -176,13 +185,14 @@ def _build_pricer(provider: str, model: str, variant: PriceVariant | None) -> Pr
 def _exact_pricer(model_price: ModelPrice) -> Pricer:
     from genai_prices import Usage
 
-    def exact(inp: int, out: int, read: int, write: int, hour: int) -> float:
+    def exact(inp: int, out: int, read: int, write: int, hour: int, searches: int) -> float:
         usage = Usage(
             input_tokens=inp,
             output_tokens=out,
             cache_read_tokens=read,
             cache_write_tokens=write,
             cache_write_1h_tokens=hour,
+            web_searches=searches,
         )
         total: Decimal = model_price.calc_price(usage)["total_price"]
         return float(total)

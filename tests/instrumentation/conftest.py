@@ -109,7 +109,14 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
     return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(chunks))
 
 
-def _response_object(model: str, tier: str = "default") -> dict[str, Any]:
+def _web_searches(body: dict[str, Any]) -> int:
+    """How many searches the fake's web search tool makes: 2 when the request offers it."""
+    tools = body.get("tools") or []
+    return 2 if any(str(tool.get("type", "")).startswith("web_search") for tool in tools) else 0
+
+
+def _response_object(model: str, tier: str = "default", searches: int = 0) -> dict[str, Any]:
+    search = {"type": "search", "query": "hello"}
     return {
         "id": "resp_1",
         "object": "response",
@@ -118,6 +125,15 @@ def _response_object(model: str, tier: str = "default") -> dict[str, Any]:
         "service_tier": tier,
         "status": "completed",
         "output": [
+            *(
+                {
+                    "type": "web_search_call",
+                    "id": f"ws_{n}",
+                    "status": "completed",
+                    "action": search,
+                }
+                for n in range(searches)
+            ),
             {
                 "type": "message",
                 "id": "msg_1",
@@ -126,7 +142,7 @@ def _response_object(model: str, tier: str = "default") -> dict[str, Any]:
                 "content": [
                     {"type": "output_text", "text": "".join(TEXT_CHUNKS), "annotations": []}
                 ],
-            }
+            },
         ],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
@@ -142,7 +158,7 @@ def _response_object(model: str, tier: str = "default") -> dict[str, Any]:
 
 
 def _responses(body: dict[str, Any]) -> httpx2.Response:
-    final = _response_object(body["model"], _served_tier(body))
+    final = _response_object(body["model"], _served_tier(body), _web_searches(body))
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
     created = {**final, "status": "in_progress", "usage": None, "output": []}
@@ -222,7 +238,9 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
     if body.get("speed") == "fast":
         served["speed"] = "fast"
     thinking = (body.get("thinking") or {}).get("type") == "enabled"
-    details = {"output_tokens_details": {"thinking_tokens": 3}} if thinking else {}
+    details: dict[str, Any] = {"output_tokens_details": {"thinking_tokens": 3}} if thinking else {}
+    if searches := _web_searches(body):
+        details["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
     # Cache writes, by lifetime: 300 tokens when the request asks for caching.
     ttl = (body.get("cache_control") or {}).get("ttl", "5m")
     writes = 300 if body.get("cache_control") else 0

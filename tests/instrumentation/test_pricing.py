@@ -86,7 +86,7 @@ def test_unknown_model_has_no_cost_and_warns_once(
 def test_a_price_that_fails_costs_the_span_only_its_cost(
     instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def failing_pricer(inp: int, out: int, read: int, write: int, hour: int) -> float:
+    def failing_pricer(*counts: int) -> float:
         raise ArithmeticError("the price catalogue disagrees with itself")
 
     monkeypatch.setitem(pricing._pricers, ("openai", "gpt-4o-2024-08-06", None), failing_pricer)
@@ -199,3 +199,33 @@ def test_anthropic_cache_writes_are_priced_by_their_lifetime(
     ).total_price
     assert (expected > five_minutes) is (ttl == "1h")
     assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected), rel=1e-9)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_web_searches_are_priced_apiece(
+    instrumented: Telemetry, stream: bool, provider: str
+) -> None:
+    """The providers' web search tools bill each search ($10 per 1,000 here), which can
+    cost more than the call's tokens. The fake searches twice when offered the tool."""
+    if provider == "openai":
+        model, create = "gpt-4o-2024-08-06", openai_client().responses.create
+        kwargs: dict[str, Any] = {"input": "x", "tools": [{"type": "web_search"}]}
+        tokens = {"input_tokens": 20, "output_tokens": 4, "cache_read_tokens": 5}
+    else:
+        model, create = "claude-sonnet-4-6", anthropic_client().messages.create
+        kwargs = {
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        }
+        tokens = {"input_tokens": 111, "output_tokens": 4, "cache_read_tokens": 100}
+    if stream:
+        _streamed(create, model=model, **kwargs)
+    else:
+        create(model=model, **kwargs)
+    searched = calc_price(Usage(**tokens, web_searches=2), model, provider_id=provider)
+    only_tokens = calc_price(Usage(**tokens), model, provider_id=provider)
+    assert searched.total_price > only_tokens.total_price
+    cost = instrumented.one_span().attributes["canarytrace.cost_usd"]
+    assert cost == pytest.approx(float(searched.total_price), rel=1e-9)

@@ -220,7 +220,7 @@ def end_call(
                     target.model, response_model
                 )
             if usage is not None:
-                tokens_in, tokens_out, cache_read, cache_write, _, _ = usage
+                tokens_in, tokens_out, cache_read, cache_write = usage[:4]
                 attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = tokens_in
                 attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = tokens_out
                 if cache_read:

@@ -21,8 +21,9 @@ from canarytrace import attributes as A
 
 
 class Usage(NamedTuple):
-    """Token counts of one call; `input` includes `cache_read` and `cache_write`, which
-    includes `cache_write_1h`, the writes kept an hour (Anthropic's, at a higher price).
+    """What one call is billed for: tokens (`input` includes `cache_read` and
+    `cache_write`, which includes `cache_write_1h`, the writes kept an hour, Anthropic's
+    at a higher price) and the web searches its server-side tool made, billed apiece.
     `price_variant` names a price other than the standard one (`pricing.PriceVariant`)."""
 
     input: int
@@ -30,12 +31,13 @@ class Usage(NamedTuple):
     cache_read: int = 0
     cache_write: int = 0
     cache_write_1h: int = 0
+    web_searches: int = 0
     price_variant: tuple[str, str] | None = None
 
 
-#: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, price_variant))`:
-#: a `Usage` without the NamedTuple's own constructor, which is Python code (0.2 µs) on
-#: every call's path; so every field is given.
+#: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, web_searches,
+#: price_variant))`: a `Usage` without the NamedTuple's own constructor, which is Python
+#: code (0.2 µs) on every call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
 
@@ -296,7 +298,7 @@ def openai_chat_usage(
     if out is not None:
         _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
     prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
-    return _new_usage((prompt, completion, cached, 0, 0, _openai_variant(tier)))
+    return _new_usage((prompt, completion, cached, 0, 0, 0, _openai_variant(tier)))
 
 
 def _reasoning(out: dict[str, Any], details: Any, field: str) -> None:
@@ -327,8 +329,12 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     details = getattr(usage, "input_tokens_details", None)
     cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
     _reasoning(out, getattr(usage, "output_tokens_details", None), "reasoning_tokens")
-    counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0)
-    return out, _new_usage((*counts, 0, _openai_variant(tier)))
+    counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0, 0)
+    searches = 0  # the web search tool's calls are output items, billed apiece
+    for item in getattr(response, "output", None) or ():
+        if getattr(item, "type", None) == "web_search_call":
+            searches += 1
+    return out, _new_usage((*counts, searches, _openai_variant(tier)))
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -343,7 +349,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, None))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, 0, None))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -366,7 +372,8 @@ def anthropic_usage(
     usage: Any, earlier: Any = None, out: dict[str, Any] | None = None
 ) -> Usage | None:
     """The counts of an Anthropic `usage`; the input count includes the cache's. Cache
-    writes kept an hour and fast mode (`speed`) are priced as such; the service tier,
+    writes kept an hour, web searches and fast mode (`speed`) are priced as such; the
+    service tier,
     the cache writes by lifetime and the thinking tokens go to `out`.
 
     For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
@@ -404,9 +411,11 @@ def anthropic_usage(
                 out[A.ANTHROPIC_CACHE_WRITE_1H_TOKENS] = hour
         _reasoning(out, getattr(usage, "output_tokens_details", None), "thinking_tokens")
     variant = ("speed", "fast") if getattr(served, "speed", None) == "fast" else None
+    tools = getattr(usage, "server_tool_use", None) or getattr(earlier, "server_tool_use", None)
+    searches = _int(getattr(tools, "web_search_requests", 0)) if tools is not None else 0
     read, write = _int(read), _int(write)
     counts = (_int(fresh) + read + write, _int(usage.output_tokens), read, write)
-    return _new_usage((*counts, min(_int(hour), write), variant))
+    return _new_usage((*counts, min(_int(hour), write), searches, variant))
 
 
 def anthropic_text(response: Any) -> list[str]:
