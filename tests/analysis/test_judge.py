@@ -144,6 +144,43 @@ def test_arms_served_alike_are_judged(canary: str, share: float, verdict: Verdic
     assert not any("service tiers" in r for r in route.reasons)
 
 
+def _drifted(calls: pl.DataFrame, tier: str, share: float, served: str) -> pl.DataFrame:
+    """`calls` with `share` of `tier`'s successful calls answered by `served` (drift)."""
+    hit = (
+        (pl.col("tier") == tier)
+        & pl.col("response_model").is_not_null()
+        & (pl.int_range(pl.len()) % 100 < share * 100)
+    )
+    return calls.with_columns(
+        pl.when(hit)
+        .then(pl.lit(served))
+        .otherwise(pl.col("response_model"))
+        .alias("response_model"),
+        pl.when(hit).then(pl.lit(True)).otherwise(pl.col("alias_drift")).alias("alias_drift"),
+    )
+
+
+def test_a_tier_answered_by_another_model_than_its_pinned_one_holds() -> None:
+    """An Azure deployment upgraded under the canary: the verdict would be about a mix."""
+    calls = synth.calls(synth.aa(users=3000, seed=4))
+    canary = calls.filter(pl.col("tier") == "canary")["request_model"][0]
+    route = judge(_drifted(calls, "canary", 0.3, "gpt-4o-2099-01-01")).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    first = route.reasons[0]
+    assert first.startswith("canary: 2") or first.startswith("canary: 3")  # about 30%
+    assert first.endswith(
+        f"of its calls were answered by gpt-4o-2099-01-01, not by the pinned {canary} "
+        "(alias drift): the comparison is not of the pinned models"
+    )
+
+
+def test_a_little_drift_does_not_hold() -> None:
+    calls = _drifted(synth.calls(synth.aa(users=3000, seed=4)), "production", 0.05, "gpt-x")
+    route = judge(calls).routes["chat"]
+    assert route.verdict == Verdict.PROMOTE
+    assert not any("alias drift" in r for r in route.reasons)
+
+
 def test_a_non_critical_regression_holds_instead_of_rolling_back() -> None:
     # A cheaper model that talks more: 60 % more output tokens at the same cost per call.
     scenario = synth.with_canary(

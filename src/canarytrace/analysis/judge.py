@@ -35,10 +35,13 @@ What is tested, and how (every choice here is the documented default):
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
   in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.
-* **Service tiers**: when the provider served the two tiers at different service tiers
-  (OpenAI's flex or priority, Anthropic's priority; a share that differs by
-  `SERVICE_TIER_GAP`, 10 points, or more), latency and cost compare the service tiers
-  as much as the models: HOLD, naming both mixes, until both are served alike.
+* **Confounders**: the comparison is of two pinned models, served alike. When the
+  provider served the two tiers at different service tiers (OpenAI's flex or priority,
+  Anthropic's priority; a share that differs by `CONFOUNDED_SHARE`, 10 points, or
+  more), or answered `CONFOUNDED_SHARE` or more of a tier's calls with another model
+  than the pinned one (alias drift: a deployment upgraded under it), latency and cost
+  compare something else than the models: HOLD, naming what differs, listing what would
+  have failed.
 * **Sequential mode** (`sequential=True`): for a canary that is looked at again and
   again, fixed-sample tests inflate false rollbacks. Then every metric uses an
   always-valid mixture-SPRT confidence sequence on its normal approximation (Johari,
@@ -661,9 +664,10 @@ def _change(spec: MetricSpec, value: float | None) -> float | None:
     return math.expm1(value) if spec.relative else value
 
 
-#: The difference in the share of a service tier between production and canary from
-#: which the comparison is held as confounded.
-SERVICE_TIER_GAP = 0.10
+#: The share of calls (a difference in the share of a service tier between the tiers,
+#: or the share of a tier's calls answered by another model) from which the comparison
+#: is held as confounded.
+CONFOUNDED_SHARE = 0.10
 
 
 def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | None:
@@ -673,7 +677,7 @@ def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | N
     if not production or not canary:
         return None
     gap = max(abs(production.get(t, 0.0) - canary.get(t, 0.0)) for t in {*production, *canary})
-    if gap < SERVICE_TIER_GAP:
+    if gap < CONFOUNDED_SHARE:
         return None
 
     def mix(tier: Mapping[str, float]) -> str:
@@ -684,6 +688,17 @@ def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | N
         f"{mix(canary)}): latency and cost compare the tiers as much as the models; "
         "serve both alike"
     )
+
+
+def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:
+    """Why a tier whose calls another model answered than its pinned one (`metrics.drift`)
+    does not stand for that model, one reason per such tier."""
+    return [
+        f"{tier}: {found.share:.0%} of its calls were answered by {found.served}, not by "
+        f"the pinned {models[tier]} (alias drift): the comparison is not of the pinned models"
+        for tier, found in sorted(drift.items())
+        if tier in models and found.share >= CONFOUNDED_SHARE
+    ]
 
 
 def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
@@ -917,7 +932,14 @@ def _judge_route(
         )
 
     srm = _srm(users, config.srm_alpha)
+    models = {
+        "production": M.main_model(lazy, route, "production"),
+        "canary": M.main_model(lazy, route, "canary"),
+    }
+    confounders = _drifted(M.drift(lazy, route), models)
     mismatch = _service_tier_mismatch(M.service_tier_shares(lazy, route))
+    if mismatch is not None:
+        confounders.append(mismatch)
     reasons: list[str] = []
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
@@ -933,9 +955,9 @@ def _judge_route(
             "routing or tracing is broken, so no comparison can be trusted until it is fixed"
         )
         reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
-    elif mismatch is not None:
+    elif confounders:
         verdict = Verdict.HOLD
-        reasons.append(mismatch)
+        reasons += confounders
         reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
     elif failed_critical:
         verdict = Verdict.ROLLBACK
@@ -989,8 +1011,8 @@ def _judge_route(
         metrics=results,
         mode=config.mode,
         confidence=config.confidence,
-        production_model=M.main_model(lazy, route, "production"),
-        canary_model=M.main_model(lazy, route, "canary"),
+        production_model=models["production"],
+        canary_model=models["canary"],
         production_calls=calls_p,
         canary_calls=calls_c,
         production_users=n_prod,

@@ -227,6 +227,37 @@ def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]
     return result
 
 
+class Drift(NamedTuple):
+    """A judged tier's calls that another model answered than the pinned one asked for."""
+
+    share: float  # of the tier's calls whose drift is known
+    served: str  # the model that answered most of them
+
+
+def drift(calls: Frame, route: str) -> dict[str, Drift]:
+    """For each judged tier with drifted calls (`alias_drift`), their share and the
+    model that answered most of them; empty when no call drifted (one cheap query,
+    which stops at the first drifted call).
+    """
+    drifted = pl.col("alias_drift")
+    judged = _judged(calls, route)
+    if judged.filter(drifted).select("tier").head(1).collect(engine="streaming").height == 0:
+        return {}
+    shares = (
+        judged.filter(drifted.is_not_null())
+        .group_by("tier")
+        .agg(
+            drifted.mean().alias("share"),
+            pl.col("response_model").filter(drifted).mode().sort().first(),
+        )
+        .filter(pl.col("share") > 0)
+    )
+    return {
+        tier: Drift(share, served)
+        for tier, share, served in shares.collect(engine="streaming").iter_rows()
+    }
+
+
 def _tier_code() -> pl.Expr:
     """A judged call's tier as `JUDGED_TIERS`' physical value: 0 production, 1 canary.
 
