@@ -194,6 +194,12 @@ def reads_response(call: Call) -> bool:
     return call.ins.duration is not None or call.span.is_recording()
 
 
+def captures_output(call: Call) -> bool:
+    """Whether the completion's text goes on `call`'s span: content capture is on, and
+    the span records (a sampled-out span would only drop it)."""
+    return call.ins.capture_content and call.span.is_recording()
+
+
 def end_call(
     call: Call,
     attributes: dict[str, Any] | None,

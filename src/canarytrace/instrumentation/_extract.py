@@ -236,12 +236,14 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "content": str(content)}]
 
 
-def output_messages(texts: list[str], finish_reason: str | None) -> str:
-    """The completion as the JSON of `gen_ai.output.messages`."""
+def add_output_messages(attributes: dict[str, Any], texts: list[str]) -> None:
+    """The completion as the JSON of `gen_ai.output.messages`, with the first finish
+    reason that `attributes` already holds."""
     message: dict[str, Any] = {"role": "assistant", "parts": _parts(texts)}
-    if finish_reason:
-        message["finish_reason"] = finish_reason
-    return json.dumps([message], ensure_ascii=False)
+    reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
+    if reasons:
+        message["finish_reason"] = reasons[0]
+    attributes[A.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
 
 
 # --- responses -----------------------------------------------------------------------

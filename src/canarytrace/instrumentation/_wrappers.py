@@ -23,6 +23,7 @@ from canarytrace.instrumentation._call import (
     Call,
     Instruments,
     Target,
+    captures_output,
     end_call,
     is_pinned,
     reads_response,
@@ -32,8 +33,8 @@ from canarytrace.instrumentation._call import (
 from canarytrace.instrumentation._extract import (
     Setting,
     Usage,
+    add_output_messages,
     input_messages,
-    output_messages,
     request_attributes,
     request_user_id,
     server_attributes,
@@ -144,16 +145,13 @@ def _raw_mode(kwargs: dict[str, Any]) -> str | None:
     return headers.get(_RAW_HEADER) if headers else None
 
 
-def _finish_parsed(ins: Instruments, spec: Spec, call: Call, parsed: Any) -> None:
+def _finish_parsed(spec: Spec, call: Call, parsed: Any) -> None:
     if not reads_response(call):
         end_call(call, None, None)
         return
     attributes, usage = spec.extract(parsed)
-    if ins.capture_content and call.span.is_recording():
-        reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
-        attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
-            spec.texts(parsed), reasons[0] if reasons else None
-        )
+    if captures_output(call):
+        add_output_messages(attributes, spec.texts(parsed))
     end_call(call, attributes, usage)
 
 
@@ -209,11 +207,11 @@ def finish_sync(ins: Instruments, spec: Spec, call: Call, kwargs: Any, result: A
             if stream or _raw_mode(kwargs) == "stream":
                 end_call(call, None, None)  # the body is the application's to read
             else:
-                _finish_parsed(ins, spec, call, _parse(result))
+                _finish_parsed(spec, call, _parse(result))
             return result
         if stream and spec.accumulator is not None:
             return SyncStream(result, call, spec.accumulator(ins.capture_content, result))
-        _finish_parsed(ins, spec, call, result)
+        _finish_parsed(spec, call, result)
     except Exception:
         report(spec.site + ".finish")
         _end_quietly(call)
@@ -251,11 +249,11 @@ def async_wrapper(ins: Instruments, spec: Spec, options: Options) -> Callable[..
                     parsed = _parse(result)
                     if inspect.isawaitable(parsed):
                         parsed = await parsed
-                    _finish_parsed(ins, spec, call, parsed)
+                    _finish_parsed(spec, call, parsed)
                 return result
             if _wants_stream(kwargs) and spec.accumulator is not None:
                 return AsyncStream(result, call, spec.accumulator(ins.capture_content, result))
-            _finish_parsed(ins, spec, call, result)
+            _finish_parsed(spec, call, result)
         except Exception:
             report(spec.site + ".finish")
             _end_quietly(call)

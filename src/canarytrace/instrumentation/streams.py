@@ -25,8 +25,14 @@ from typing import Any, ClassVar, Protocol
 import wrapt
 
 from canarytrace import attributes as A
-from canarytrace.instrumentation._call import Call, end_call, reads_response, report
-from canarytrace.instrumentation._extract import Usage, output_messages
+from canarytrace.instrumentation._call import (
+    Call,
+    captures_output,
+    end_call,
+    reads_response,
+    report,
+)
+from canarytrace.instrumentation._extract import Usage, add_output_messages
 
 
 class Accumulator(Protocol):
@@ -272,11 +278,8 @@ class _Finisher:
                 if acc.first_token is not None:
                     ttft_ms = (acc.first_token - call.start) * 1000.0
                     attributes[A.TIME_TO_FIRST_TOKEN_MS] = ttft_ms
-                if call.ins.capture_content and call.span.is_recording():
-                    reasons = attributes.get(A.GEN_AI_RESPONSE_FINISH_REASONS)
-                    attributes[A.GEN_AI_OUTPUT_MESSAGES] = output_messages(
-                        acc.texts(), reasons[0] if reasons else None
-                    )
+                if captures_output(call):
+                    add_output_messages(attributes, acc.texts())
             end_call(call, attributes, usage, error)
         except Exception:
             report("stream.end")
