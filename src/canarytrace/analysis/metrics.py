@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -179,23 +179,34 @@ def judged_routes(calls: Frame) -> list[str]:
     return []
 
 
-def main_model(calls: Frame, route: str, tier: str) -> str | None:
-    """The request model of most of the tier's calls (ties: the first by name).
+def _sole_value(rows: pl.LazyFrame, column: str) -> tuple[Any, bool]:
+    """The first non-null value of `column` in `rows` (None when there is none), and
+    whether another value is there too.
 
-    Usually a tier has one model in the window, which two cheap queries show: any call's
-    model, then whether a call has another (a filter on a literal, again before reading).
-    Only when it has several are the models counted.
+    Usually a column holds one value in the window, which two cheap queries show: any
+    row's value, then whether a row has another (a filter on a literal, which skips
+    Parquet's dictionary-encoded pages before reading). Only then need values be counted.
     """
-    model = pl.col("request_model")
-    in_tier = tier_calls(calls, route, tier).filter(model.is_not_null())
-    one = in_tier.select(model).head(1).collect(engine="streaming")
+    value = pl.col(column)
+    one = rows.filter(value.is_not_null()).select(value).head(1).collect(engine="streaming")
     if one.height == 0:
+        return None, False
+    others = rows.filter(value != one.item()).select(pl.len()).collect(engine="streaming")
+    return one.item(), others.item() > 0
+
+
+def main_model(calls: Frame, route: str, tier: str) -> str | None:
+    """The request model of most of the tier's calls (ties: the first by name); counted
+    only when the tier has several (`_sole_value`)."""
+    in_tier = tier_calls(calls, route, tier)
+    model, several = _sole_value(in_tier, "request_model")
+    if model is None:
         return None
-    others = in_tier.filter(model != one.item()).select(pl.len()).collect(engine="streaming")
-    if others.item() == 0:
-        return str(one.item())
+    if not several:
+        return str(model)
     counts = (
-        in_tier.group_by(model)
+        in_tier.filter(pl.col("request_model").is_not_null())
+        .group_by("request_model")
         .agg(pl.len().alias("calls"))
         .sort("calls", "request_model", descending=[True, False])
         .head(1)
@@ -206,24 +217,22 @@ def main_model(calls: Frame, route: str, tier: str) -> str | None:
 def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]:
     """For each judged tier, the share of its calls that each provider service tier
     served (`{"production": {"default": 1.0}, "canary": {"flex": 0.8, ...}}`), counting
-    the calls that name one; empty when the route's calls name at most one.
-
-    As `main_model`: a call's tier and whether a call names another are two cheap
-    queries, so only a route served at several tiers pays for the counting.
+    the calls that name one; empty when the route's calls name at most one, which costs
+    only `_sole_value`'s two cheap queries.
     """
-    tier = pl.col("service_tier")
-    named = _judged(calls, route).filter(tier.is_not_null())
-    one = named.select(tier).head(1).collect(engine="streaming")
-    if one.height == 0:
+    judged = _judged(calls, route)
+    _, several = _sole_value(judged, "service_tier")
+    if not several:
         return {}
-    others = named.filter(tier != one.item()).select(pl.len()).collect(engine="streaming")
-    if others.item() == 0:
-        return {}
-    counts = named.group_by("tier", "service_tier").agg(pl.len().alias("calls"))
+    counts = (
+        judged.filter(pl.col("service_tier").is_not_null())
+        .group_by("tier", "service_tier")
+        .agg(pl.len().alias("calls"))
+    )
     shares = counts.with_columns(pl.col("calls") / pl.col("calls").sum().over("tier"))
     result: dict[str, dict[str, float]] = {}
-    for judged, served, share in shares.collect(engine="streaming").iter_rows():
-        result.setdefault(judged, {})[served] = share
+    for judged_tier, served, share in shares.collect(engine="streaming").iter_rows():
+        result.setdefault(judged_tier, {})[served] = share
     return result
 
 
