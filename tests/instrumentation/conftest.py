@@ -394,6 +394,16 @@ def anthropic_client(is_async: bool = False, tracer_provider: Any = None) -> Any
     )
 
 
+def recorded_points(reader: InMemoryMetricReader) -> Iterator[tuple[Any, Any]]:
+    """(metric, data point) for every point `reader` has recorded so far."""
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    yield metric, point
+
+
 @dataclass
 class Telemetry:
     provider: TracerProvider
@@ -415,17 +425,7 @@ class Telemetry:
 
     def metric_points(self, name: str) -> list[Any]:
         """The data points recorded so far of the metric called `name`."""
-        data = self.metrics.get_metrics_data()
-        if data is None:
-            return []
-        return [
-            point
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
+        return [point for metric, point in recorded_points(self.metrics) if metric.name == name]
 
 
 @pytest.fixture

@@ -20,7 +20,12 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 from canarytrace import current_call
 from canarytrace.instrumentation import _extract, _wrappers, instrument, uninstrument
-from tests.instrumentation.conftest import Telemetry, anthropic_client, openai_client
+from tests.instrumentation.conftest import (
+    Telemetry,
+    anthropic_client,
+    openai_client,
+    recorded_points,
+)
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 OPENAI = "gpt-4o-2024-08-06"
@@ -285,19 +290,15 @@ def test_unsampled_calls_skip_response_work(monkeypatch: pytest.MonkeyPatch) -> 
 def _metric_totals(reader: InMemoryMetricReader) -> dict[tuple[Any, ...], Any]:
     """Each metric's points by their labels: how many values, and their sum where it is
     not a time."""
-    data = reader.get_metrics_data()
     totals: dict[tuple[Any, ...], Any] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    key = (metric.name, tuple(sorted(point.attributes.items())))
-                    if metric.name == "canarytrace.cost":
-                        totals[key] = pytest.approx(point.value)
-                    elif metric.unit == "s":
-                        totals[key] = point.count
-                    else:
-                        totals[key] = (point.count, point.sum)
+    for metric, point in recorded_points(reader):
+        key = (metric.name, tuple(sorted(point.attributes.items())))
+        if metric.name == "canarytrace.cost":
+            totals[key] = pytest.approx(point.value)
+        elif metric.unit == "s":
+            totals[key] = point.count
+        else:
+            totals[key] = (point.count, point.sum)
     return totals
 
 
