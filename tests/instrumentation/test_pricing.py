@@ -105,9 +105,13 @@ def test_a_price_that_fails_costs_the_span_only_its_cost(
     assert any("end_call.cost" in r.getMessage() for r in caplog.records)
 
 
-def _streamed(create: Any, **kwargs: Any) -> None:
-    with create(stream=True, **kwargs) as stream:
-        for _event in stream:
+def _call(create: Any, stream: bool, **kwargs: Any) -> None:
+    """`create(**kwargs)`, or the same call streamed and read to its end."""
+    if not stream:
+        create(**kwargs)
+        return
+    with create(stream=True, **kwargs) as events:
+        for _event in events:
             pass
 
 
@@ -128,9 +132,8 @@ def test_an_openai_call_is_priced_at_the_service_tier_that_served_it(
     }
     create = openai_client().chat.completions.create
     if stream:
-        _streamed(create, stream_options={"include_usage": True}, **kwargs)
-    else:
-        create(**kwargs)
+        kwargs["stream_options"] = {"include_usage": True}
+    _call(create, stream, **kwargs)
     attrs = instrumented.one_span().attributes
     assert attrs["openai.response.service_tier"] == tier
     usage = Usage(input_tokens=12, output_tokens=3)
@@ -153,10 +156,7 @@ def test_an_anthropic_call_in_fast_mode_is_priced_as_fast(
         "speed": "fast",
     }
     create = anthropic_client().messages.create
-    if stream:
-        _streamed(create, **kwargs)
-    else:
-        create(**kwargs)
+    _call(create, stream, **kwargs)
     usage = Usage(input_tokens=111, output_tokens=4, cache_read_tokens=100)
     standard = calc_price(usage, "claude-opus-4-8", provider_id="anthropic").total_price
     fast = calc_price(
@@ -181,10 +181,7 @@ def test_anthropic_cache_writes_are_priced_by_their_lifetime(
         "cache_control": {"type": "ephemeral", "ttl": ttl},
     }
     create = anthropic_client().messages.create
-    if stream:
-        _streamed(create, **kwargs)
-    else:
-        create(**kwargs)
+    _call(create, stream, **kwargs)
     attrs = instrumented.one_span().attributes
     hour = 300 if ttl == "1h" else 0
     assert attrs["anthropic.usage.cache_creation.ephemeral_1h_input_tokens"] == hour
@@ -220,10 +217,7 @@ def test_web_searches_are_priced_apiece(
             "tools": [{"type": "web_search_20250305", "name": "web_search"}],
         }
         tokens = {"input_tokens": 111, "output_tokens": 4, "cache_read_tokens": 100}
-    if stream:
-        _streamed(create, model=model, **kwargs)
-    else:
-        create(model=model, **kwargs)
+    _call(create, stream, model=model, **kwargs)
     searched = calc_price(Usage(**tokens, web_searches=2), model, provider_id=provider)
     only_tokens = calc_price(Usage(**tokens), model, provider_id=provider)
     assert searched.total_price > only_tokens.total_price
