@@ -375,8 +375,7 @@ def anthropic_usage(
 ) -> Usage | None:
     """The counts of an Anthropic `usage`; the input count includes the cache's. Cache
     writes kept an hour, web searches and fast mode (`speed`) are priced as such; the
-    service tier,
-    the cache writes by lifetime and the thinking tokens go to `out`.
+    service tier, the cache writes by lifetime and the thinking tokens go to `out`.
 
     For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
     (None) the input and cache counts, which then come from `earlier`, the
