@@ -108,6 +108,8 @@ def test_allow_alias_accepts_an_alias_on_purpose() -> None:
         "gemini-1.5-pro-001",
         "anthropic.claude-3-5-sonnet-20241022-v2:0",
         "claude-sonnet-4-6",  # a dateless snapshot, per the deprecation table
+        "claude-fable-5",  # Anthropic's Fable ids carry no date either
+        "claude-fable-5-1",
     ],
 )
 def test_pinned_ids(model_id: str) -> None:
