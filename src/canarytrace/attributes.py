@@ -58,6 +58,10 @@ ANTHROPIC_BETA: Final = "anthropic.beta"
 ANTHROPIC_REQUEST_ID: Final = "anthropic.request.id"
 ANTHROPIC_CACHE_WRITE_5M_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_5m_input_tokens"
 ANTHROPIC_CACHE_WRITE_1H_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
+# Tokens of server-side context compactions, which Anthropic bills but leaves out of the
+# usage's top-level counts (anthropic's own span's names).
+ANTHROPIC_COMPACTION_INPUT_TOKENS: Final = "anthropic.usage.compaction.input_tokens"
+ANTHROPIC_COMPACTION_OUTPUT_TOKENS: Final = "anthropic.usage.compaction.output_tokens"
 
 # GenAI client metrics (semantic conventions) and the project's cost counter.
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
@@ -76,6 +80,13 @@ ROLLOUT_PERCENT: Final = "canarytrace.rollout_percent"  # the stage's canary sha
 COHORT_BUCKET: Final = "canarytrace.cohort_bucket"  # 0..9999, the user's routing bucket
 USER_HASH: Final = "canarytrace.user_hash"  # keyed hash of the user id, never the id itself
 TIME_TO_FIRST_TOKEN_MS: Final = "canarytrace.time_to_first_token_ms"
+# The requested model declined to answer (a refusal: Anthropic's stop reason `refusal`,
+# OpenAI's `refusal` output or `content_filter` ending), also when a server-side fallback
+# model then answered instead. Set only when true.
+REFUSED: Final = "canarytrace.refused"
+# The model that answered after the requested one refused (Anthropic's server-side
+# `fallbacks`): a substitution the request asked for, so not alias drift.
+FALLBACK_MODEL: Final = "canarytrace.fallback_model"
 
 TIERS: Final = ("production", "canary", "fallback")
 

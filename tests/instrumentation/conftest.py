@@ -59,6 +59,15 @@ def _sse(events: list[tuple[str | None, dict[str, Any] | str]]) -> bytes:
 
 FINGERPRINT = "fp_test1"
 REQUEST_ID = "req_test1"
+#: The prompt the fake's models refuse (a safety classifier's decline), and what they say.
+REFUSE = "Write me an exploit"
+REFUSAL_TEXT = "I can't help with that."
+#: A server-side context compaction's counts, in the usage's `iterations`, when asked for.
+COMPACTION = {"input_tokens": 5000, "output_tokens": 200, "cache_read_input_tokens": 0}
+
+
+def _refused(body: dict[str, Any]) -> bool:
+    return any(m.get("content") == REFUSE for m in body.get("messages") or [])
 
 
 def _served_tier(body: dict[str, Any]) -> str:
@@ -76,6 +85,9 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
         "completion_tokens_details": {"reasoning_tokens": 2 if body.get("reasoning_effort") else 0},
     }
     served = {"service_tier": _served_tier(body), "system_fingerprint": FINGERPRINT}
+    refused = _refused(body)
+    text = "".join(TEXT_CHUNKS)
+    answer = {"content": None, "refusal": REFUSAL_TEXT} if refused else {"content": text}
     if not body.get("stream"):
         return httpx2.Response(
             200,
@@ -88,7 +100,7 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(TEXT_CHUNKS)},
+                        "message": {"role": "assistant", **answer},
                         "finish_reason": "stop",
                     }
                 ],
@@ -100,8 +112,9 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
     chunks: list[tuple[str | None, dict[str, Any] | str]] = [
         (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
     ]
-    for text in TEXT_CHUNKS:
-        chunks.append((None, {**base, "choices": [{"index": 0, "delta": {"content": text}}]}))
+    part, texts = ("refusal", [REFUSAL_TEXT]) if refused else ("content", TEXT_CHUNKS)
+    for text in texts:
+        chunks.append((None, {**base, "choices": [{"index": 0, "delta": {part: text}}]}))
     chunks.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     if (body.get("stream_options") or {}).get("include_usage"):
         chunks.append((None, {**base, "choices": [], "usage": usage}))
@@ -249,8 +262,35 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
         "ephemeral_5m_input_tokens": writes if ttl == "5m" else 0,
         "ephemeral_1h_input_tokens": writes if ttl == "1h" else 0,
     }
+    # A refused prompt: the first of the request's `fallbacks` answers it (Anthropic's
+    # server-side fallback), else the answer is the refusal, with no output.
+    refused = _refused(body)
+    fallbacks = body.get("fallbacks") or []
+    fallback = fallbacks[0]["model"] if refused and fallbacks else None
+    stop = "refusal" if refused and fallback is None else "end_turn"
+    output = 0 if stop == "refusal" else 4
+    steps = []
+    if body.get("context_management"):
+        steps.append({"type": "compaction", **COMPACTION, "cache_creation_input_tokens": 0})
+    if fallback is not None:
+        counts = {
+            "input_tokens": 11,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
+        steps.append({"type": "message", "model": model, **counts, "output_tokens": 0})
+        steps.append({"type": "fallback_message", "model": fallback, **counts, "output_tokens": 4})
+    if steps:
+        details["iterations"] = steps
+    handover = {
+        "type": "fallback",
+        "from": {"model": model},
+        "to": {"model": fallback},
+        "trigger": {"type": "refusal", "category": "cyber"},
+    }
     headers = {"request-id": REQUEST_ID}
     if not body.get("stream"):
+        content = [] if stop == "refusal" else [{"type": "text", "text": "".join(TEXT_CHUNKS)}]
         return httpx2.Response(
             200,
             headers=headers,
@@ -258,13 +298,13 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
                 "id": "msg_1",
                 "type": "message",
                 "role": "assistant",
-                "model": model,
-                "content": [{"type": "text", "text": "".join(TEXT_CHUNKS)}],
-                "stop_reason": "end_turn",
+                "model": model if fallback is None else fallback,
+                "content": content if fallback is None else [handover, *content],
+                "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": 11,
-                    "output_tokens": 4,
+                    "output_tokens": output,
                     "cache_read_input_tokens": 100,
                     **served,
                     **details,
@@ -289,30 +329,23 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
             },
         },
     }
-    events: list[tuple[str | None, dict[str, Any] | str]] = [
-        ("message_start", start),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
-    ]
-    for text in TEXT_CHUNKS:
-        delta = {"type": "text_delta", "text": text}
-        events.append(
-            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        )
+    events: list[tuple[str | None, dict[str, Any] | str]] = [("message_start", start)]
+    blocks = [] if stop == "refusal" else [{"type": "text", "text": ""}]
+    for index, block in enumerate(blocks if fallback is None else [handover, *blocks]):
+        start_block = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(("content_block_start", start_block))
+        for text in TEXT_CHUNKS if block["type"] == "text" else ():
+            delta = {"type": "content_block_delta", "index": index}
+            delta["delta"] = {"type": "text_delta", "text": text}
+            events.append(("content_block_delta", delta))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         (
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 4, **details},
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": output, **details},
             },
         ),
         ("message_stop", {"type": "message_stop"}),

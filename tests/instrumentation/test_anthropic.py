@@ -296,6 +296,8 @@ def _settings_call(client: Any, stream: bool) -> Any:
         "thinking": {"type": "enabled", "budget_tokens": 32},
         "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {}}},
         "service_tier": "auto",
+        # A compaction's tokens are billed apart; anthropic's span records them.
+        "context_management": {"edits": [{"type": "compact_20260112"}]},
     }
     if stream:
         return list(client.beta.messages.create(stream=True, **kwargs))
@@ -315,6 +317,7 @@ def test_the_span_keeps_what_anthropics_own_span_records(
     assert ours.attributes["gen_ai.output.type"] == "json"
     assert ours.attributes["anthropic.request.id"] == "req_test1"
     assert ours.attributes["gen_ai.usage.reasoning.output_tokens"] == 3
+    assert ours.attributes["anthropic.usage.compaction.output_tokens"] == 200
 
 
 def _failing_call(client: Any) -> None:

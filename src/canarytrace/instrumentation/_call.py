@@ -222,8 +222,12 @@ def end_call(
             response_model = attributes.get(A.GEN_AI_RESPONSE_MODEL)
             first_chunk = attributes.get(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
             if target.pinned and response_model:
-                attributes[A.ALIAS_DRIFT] = response_model != target.model and not same_model(
-                    target.model, response_model
+                # A fallback model that answered a refusal is a substitution the request
+                # asked for, not the pin moving.
+                attributes[A.ALIAS_DRIFT] = (
+                    response_model != target.model
+                    and not same_model(target.model, response_model)
+                    and A.FALLBACK_MODEL not in attributes
                 )
             if usage is not None:
                 tokens_in, tokens_out, cache_read, cache_write = usage[:4]
@@ -236,7 +240,10 @@ def end_call(
                 # Its own guard: a price that cannot be worked out costs the span its
                 # cost, not the response attributes read above.
                 try:
-                    cost = pricing.cost_usd(target.provider, response_model or target.model, *usage)
+                    model = response_model or target.model
+                    cost = pricing.cost_usd(target.provider, model, *usage[:7])
+                    if usage.compaction is not None and cost is not None:
+                        cost = _with_compaction(cost, target.provider, model, usage.compaction)
                 except Exception:
                     report("end_call.cost")
                 if cost is not None:
@@ -256,6 +263,13 @@ def end_call(
             routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")
+
+
+def _with_compaction(cost: float, provider: str, model: str, compaction: Usage) -> float | None:
+    """`cost` with the price of the call's server-side context compactions added (the
+    summary is written by the requested model; Anthropic bills it apart)."""
+    extra = pricing.cost_usd(provider, model, *compaction[:7])
+    return None if extra is None else cost + extra
 
 
 _labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}

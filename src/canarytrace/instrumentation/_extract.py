@@ -24,7 +24,9 @@ class Usage(NamedTuple):
     """What one call is billed for: tokens (`input` includes `cache_read` and
     `cache_write`, which includes `cache_write_1h`, the writes kept an hour, Anthropic's
     at a higher price) and the web searches its server-side tool made, billed apiece.
-    `price_variant` names a price other than the standard one (`pricing.PriceVariant`)."""
+    `price_variant` names a price other than the standard one (`pricing.PriceVariant`).
+    `compaction` counts what the call's server-side context compactions read and wrote,
+    which Anthropic bills at the same model's price but leaves out of the counts above."""
 
     input: int
     output: int
@@ -33,11 +35,12 @@ class Usage(NamedTuple):
     cache_write_1h: int = 0
     web_searches: int = 0
     price_variant: tuple[str, str] | None = None
+    compaction: Usage | None = None
 
 
 #: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, web_searches,
-#: price_variant))`: a `Usage` without the NamedTuple's own constructor, which is Python
-#: code (0.2 µs) on every call's path; so every field is given.
+#: price_variant, compaction))`: a `Usage` without the NamedTuple's own constructor,
+#: which is Python code (0.2 µs) on every call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
 
@@ -266,10 +269,20 @@ def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     for choice in response.choices or ():
         if choice.finish_reason:
             reasons.append(choice.finish_reason)
+        message = choice.message
+        if message is not None and message.refusal:
+            out[A.REFUSED] = True
     if reasons:
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        refused_by_filter(out, reasons)
     tier = openai_served(out, response.service_tier, response.system_fingerprint)
     return out, openai_chat_usage(response.usage, tier, out)
+
+
+def refused_by_filter(out: dict[str, Any], reasons: list[str]) -> None:
+    """OpenAI's (and Azure's) `content_filter` ending: the answer was withheld, a refusal."""
+    if "content_filter" in reasons:
+        out[A.REFUSED] = True
 
 
 def openai_served(out: dict[str, Any], tier: Any, fingerprint: Any = None) -> Any:
@@ -300,7 +313,7 @@ def openai_chat_usage(
     if out is not None:
         _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
     prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
-    return _new_usage((prompt, completion, cached, 0, 0, 0, _openai_variant(tier)))
+    return _new_usage((prompt, completion, cached, 0, 0, 0, _openai_variant(tier), None))
 
 
 def _reasoning(out: dict[str, Any], details: Any, field: str) -> None:
@@ -323,7 +336,9 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     if isinstance(status, str):
         details = getattr(response, "incomplete_details", None)
         reason = getattr(details, "reason", None) if details is not None else None
-        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason if isinstance(reason, str) else status]
+        reasons = [reason if isinstance(reason, str) else status]
+        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        refused_by_filter(out, reasons)
     tier = openai_served(out, getattr(response, "service_tier", None))
     usage = getattr(response, "usage", None)
     if usage is None:
@@ -334,9 +349,17 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0, 0)
     searches = 0  # the web search tool's calls are output items, billed apiece
     for item in getattr(response, "output", None) or ():
-        if getattr(item, "type", None) == "web_search_call":
+        kind = getattr(item, "type", None)
+        if kind == "web_search_call":
             searches += 1
-    return out, _new_usage((*counts, searches, _openai_variant(tier)))
+        elif kind == "message" and _refuses(item):
+            out[A.REFUSED] = True
+    return out, _new_usage((*counts, searches, _openai_variant(tier), None))
+
+
+def _refuses(message: Any) -> bool:
+    """Whether a Responses output message holds a `refusal` part instead of text."""
+    return any(getattr(part, "type", None) == "refusal" for part in message.content or ())
 
 
 def openai_responses_text(response: Any) -> list[str]:
@@ -351,17 +374,68 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, 0, None))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, 0, None, None))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
     out: dict[str, Any] = {}
     _set_common(out, response)
-    if isinstance(response.stop_reason, str):
-        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [response.stop_reason]
+    anthropic_stop_reason(out, response.stop_reason)
     anthropic_request_id(out, getattr(response, "_request_id", None))
     return out, anthropic_usage(response.usage, None, out)
+
+
+def anthropic_beta_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
+    """`anthropic_message_response` of a beta `BetaMessage`, with what only the beta usage
+    reports: its `iterations` (`anthropic_iterations`)."""
+    out, usage = anthropic_message_response(response)
+    return out, anthropic_iterations(out, getattr(response.usage, "iterations", None), usage)
+
+
+def anthropic_stop_reason(out: dict[str, Any], reason: Any) -> None:
+    """The stop reason as the finish reason; `refusal` is a refusal (a safety classifier
+    declined the request)."""
+    if isinstance(reason, str):
+        out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
+        if reason == "refusal":
+            out[A.REFUSED] = True
+
+
+def anthropic_fallback(out: dict[str, Any], model: Any) -> None:
+    """A server-side fallback answered: the requested model refused, `model` served."""
+    out[A.REFUSED] = True
+    if isinstance(model, str):
+        out[A.FALLBACK_MODEL] = model
+
+
+def anthropic_iterations(out: dict[str, Any], iterations: Any, usage: Usage | None) -> Usage | None:
+    """Read a beta usage's sampling steps. A `fallback_message` step means a fallback model
+    answered after the requested one refused (`anthropic_fallback`). `compaction` steps are
+    billed but left out of the usage's counts: their tokens go to `out` under anthropic's
+    own span's names and to the returned usage's `compaction`, so they are priced."""
+    if not iterations:
+        return usage
+    fresh = output = read = write = 0
+    compacted = False
+    for step in iterations:
+        kind = getattr(step, "type", None)
+        if kind == "fallback_message":
+            anthropic_fallback(out, getattr(step, "model", None))
+        elif kind == "compaction":
+            compacted = True
+            fresh += _int(getattr(step, "input_tokens", 0))
+            output += _int(getattr(step, "output_tokens", 0))
+            read += _int(getattr(step, "cache_read_input_tokens", 0))
+            write += _int(getattr(step, "cache_creation_input_tokens", 0))
+    if not compacted:
+        return usage
+    out[A.ANTHROPIC_COMPACTION_INPUT_TOKENS] = fresh + read + write
+    out[A.ANTHROPIC_COMPACTION_OUTPUT_TOKENS] = output
+    if usage is None:
+        return None
+    counts = (fresh + read + write, output, read, write, 0, 0, usage.price_variant, None)
+    return usage._replace(compaction=_new_usage(counts))
 
 
 def anthropic_request_id(out: dict[str, Any], request_id: Any) -> None:
@@ -416,7 +490,7 @@ def anthropic_usage(
     searches = _int(getattr(tools, "web_search_requests", 0)) if tools is not None else 0
     read, write = _int(read), _int(write)
     counts = (_int(fresh) + read + write, _int(usage.output_tokens), read, write)
-    return _new_usage((*counts, min(_int(hour), write), searches, variant))
+    return _new_usage((*counts, min(_int(hour), write), searches, variant, None))
 
 
 def anthropic_text(response: Any) -> list[str]:

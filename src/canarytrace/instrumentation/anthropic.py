@@ -52,10 +52,13 @@ _PLATFORM_BETAS = ("anthropic.lib.vertex._beta_messages", "anthropic.lib.bedrock
 class AnthropicAccumulator(Accumulator):
     """Reads raw Messages stream events. The last `message_delta` carries the final,
     cumulative usage, which replaces (never adds to) what `message_start` said. The
-    request id is the stream's HTTP response's header, read at the end."""
+    request id is the stream's HTTP response's header, read at the end. A `fallback`
+    content block names the model that answers from there on, after the one before it
+    refused (Anthropic's server-side fallback), as the SDK's own accumulator reads it."""
 
     __slots__ = (
         "capture",
+        "fallback",
         "final_usage",
         "first_token",
         "id",
@@ -75,6 +78,7 @@ class AnthropicAccumulator(Accumulator):
         self.id: str | None = None
         self.model: str | None = None
         self.reason: str | None = None
+        self.fallback = False
         self.start_usage: Any = None  # the events' usage objects, read once at the end
         self.final_usage: Any = None
         self.parts: list[str] = []
@@ -95,6 +99,11 @@ class AnthropicAccumulator(Accumulator):
                 self.reason = event.delta.stop_reason
             if event.usage is not None:
                 self.final_usage = event.usage
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "fallback":
+                self.fallback = True
+                self.model = block.to.model
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
         out: dict[str, Any] = {}
@@ -102,8 +111,9 @@ class AnthropicAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_ID] = self.id
         if self.model:
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
-        if self.reason:
-            out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [self.reason]
+        if self.fallback:
+            X.anthropic_fallback(out, self.model)
+        X.anthropic_stop_reason(out, self.reason)
         if self.response is not None:
             X.anthropic_request_id(out, self.response.headers.get("request-id"))
         return out, X.anthropic_usage(self.final_usage, self.start_usage, out)
@@ -112,16 +122,31 @@ class AnthropicAccumulator(Accumulator):
         return ["".join(self.parts)] if self.parts else []
 
 
-def _spec(site: str, stream: bool = False) -> Spec:
+class AnthropicBetaAccumulator(AnthropicAccumulator):
+    """`AnthropicAccumulator` for the beta API's streams, whose final usage also lists
+    the sampling steps (`X.anthropic_iterations`), and where a refused answer can hand
+    over to a fallback model mid-stream: block starts are read after the first token too."""
+
+    __slots__ = ()
+
+    late = AnthropicAccumulator.late | {"content_block_start"}
+
+    def result(self) -> tuple[dict[str, Any], X.Usage | None]:
+        out, usage = super().result()
+        iterations = getattr(self.final_usage, "iterations", None)
+        return out, X.anthropic_iterations(out, iterations, usage)
+
+
+def _spec(site: str, stream: bool = False, beta: bool = False) -> Spec:
     from anthropic._response import BaseAPIResponse
 
     return Spec(
         "anthropic",
         "chat",
         X.PARAMS["anthropic.messages"],
-        X.anthropic_message_response,
+        X.anthropic_beta_message_response if beta else X.anthropic_message_response,
         X.anthropic_text,
-        AnthropicAccumulator,
+        AnthropicBetaAccumulator if beta else AnthropicAccumulator,
         (BaseAPIResponse,),
         site,
         suppress_native=True,
@@ -132,6 +157,7 @@ def _spec(site: str, stream: bool = False) -> Spec:
 
 def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
     """`messages.stream(...)`: the manager's request, made on `__enter__`, gets the span."""
+    reader = spec.accumulator or AnthropicAccumulator  # the beta API's reader for its streams
 
     def open_sync(instance: Any, kwargs: Any, request: Any) -> Any:
         try:
@@ -149,7 +175,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         finally:
             SUPPRESS_NATIVE.reset(native)
             otel_context.detach(token)
-        return SyncStream(raw, call, AnthropicAccumulator(ins.capture_content, raw))
+        return SyncStream(raw, call, reader(ins.capture_content, raw))
 
     async def open_async(instance: Any, kwargs: Any, request: Any) -> Any:
         try:
@@ -167,7 +193,7 @@ def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
         finally:
             SUPPRESS_NATIVE.reset(native)
             otel_context.detach(token)
-        return AsyncStream(raw, call, AnthropicAccumulator(ins.capture_content, raw))
+        return AsyncStream(raw, call, reader(ins.capture_content, raw))
 
     def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         manager = wrapped(*args, **kwargs)
@@ -195,8 +221,9 @@ def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
     sites = [(_MESSAGES, "anthropic.messages"), (_BETA, "anthropic.beta.messages")]
     sites += [(module, "anthropic.beta.messages") for module in _PLATFORM_BETAS]
     for module, site in sites:
-        calls = _spec(site)
-        stream = _spec(site + ".stream", stream=True)
+        beta = module != _MESSAGES
+        calls = _spec(site, beta=beta)
+        stream = _spec(site + ".stream", stream=True, beta=beta)
         out += [
             (module, "Messages.create", sync_wrapper(ins, calls, options)),
             (module, "AsyncMessages.create", async_wrapper(ins, calls, options)),

@@ -37,6 +37,7 @@ class ChatAccumulator(Accumulator):
         "model",
         "parts",
         "reasons",
+        "refused",
         "tier",
         "usage",
     )
@@ -51,6 +52,7 @@ class ChatAccumulator(Accumulator):
         self.tier: Any = None  # the service tier and fingerprint, which every chunk repeats
         self.fingerprint: Any = None
         self.reasons: list[str] = []
+        self.refused = False  # a refusal's text comes instead of content: no first token
         self.usage: Any = None
         self.parts: list[str] = []
 
@@ -67,6 +69,8 @@ class ChatAccumulator(Accumulator):
                     self.first_token = time.perf_counter()
                 if self.capture and delta.content:
                     self.parts.append(delta.content)
+                if delta.refusal:
+                    self.refused = True
             if choice.finish_reason:
                 self.reasons.append(choice.finish_reason)
         if chunk.usage is not None:
@@ -88,6 +92,9 @@ class ChatAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
         if self.reasons:
             out[A.GEN_AI_RESPONSE_FINISH_REASONS] = self.reasons
+            X.refused_by_filter(out, self.reasons)
+        if self.refused:
+            out[A.REFUSED] = True
         X.openai_served(out, self.tier, self.fingerprint)
         return out, X.openai_chat_usage(self.usage, self.tier, out)
 
