@@ -54,6 +54,14 @@ def _write(tmp_path: Path, text: str) -> Path:
             "    prompt: Q?\n    facts: [yes]\n    correct: [No.]\n    wrong: [Maybe.]\n",
             ":4: prompts.0: Value error, correct answer 'No.' lacks one of the facts",
         ),
+        (
+            "models:\n  m:\n    provider: anthropic\n    refusal_rate: 1.5\n",
+            ":4: models.m.refusal_rate: Input should be less than or equal to 1",
+        ),
+        (
+            "models:\n  m: {provider: anthropic, refusal_rate: -0.1}\n",
+            ":2: models.m.refusal_rate: Input should be greater than or equal to 0",
+        ),
         ("models:\n  m: {provider: openai, colour: red}\n", ":2: models.m.colour: Extra inputs"),
         ("models: [\n", ": not valid YAML"),
         ("- a list\n", ": expected a mapping with a 'models' key"),

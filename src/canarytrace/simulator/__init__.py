@@ -8,8 +8,8 @@ The real, unmodified SDK clients talk to it through `base_url`::
         client = anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="test-key")
 
 Models behave as their profiles say (`profiles.yaml`, or your own file): latency,
-error rates, answer length, hidden tokens, wrong answers to known prompts. The same
-seed gives the same answers.
+error rates, answer length, hidden tokens, wrong answers to known prompts, refusals
+(with Anthropic's server-side `fallbacks`). The same seed gives the same answers.
 """
 
 from __future__ import annotations

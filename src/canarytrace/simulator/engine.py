@@ -28,10 +28,11 @@ from canarytrace.simulator.profiles import (
     ModelProfile,
     Profiles,
     Provider,
+    RefusalCategory,
     Regression,
 )
 
-Finish = Literal["stop", "length", "stop_sequence"]
+Finish = Literal["stop", "length", "stop_sequence", "refusal"]
 _TOKEN = re.compile(r"\s*[\w']+|\s*[^\w\s]")
 _FILLER_TEXT = (
     "the answer depends on context and a few details matter here so it helps to check the "
@@ -74,6 +75,7 @@ class Completion:
     per_token_s: float
     uid: str  # random hex from the seeded draw, for response ids
     stop_sequence: str | None = None  # the caller's stop sequence that ended the answer
+    refusal: RefusalCategory | None = None  # why the classifiers declined (no pieces then)
 
     @property
     def text(self) -> str:
@@ -184,6 +186,8 @@ class Engine:
 
         The answer ends early at the first of the `stop` sequences it contains (which is
         not part of the answer) or after `max_tokens` tokens, whichever comes first.
+        A request the profile's `refusal_rate` declines has no pieces, finish "refusal"
+        and the policy category; it still took its time to first token.
         Raises `SimulatedError` for an unknown or retired model and for the transient
         errors the profile draws.
         """
@@ -195,6 +199,9 @@ class Engine:
         known = self.profiles.prompt(prompt)
         text = self._answer(rng, snapshot, profile, known)
         uid = f"{rng.getrandbits(128):032x}"
+        refusal = profile.draw_refusal(rng)  # drawn last: other draws stay as they were
+        if refusal is not None:
+            return Completion(snapshot, profile, (), "refusal", ttft, per_token, uid, None, refusal)
         hits = sorted((text.find(s), s) for s in stop if s and s in text)
         stop_sequence = hits[0][1] if hits else None
         pieces = tokenize(text[: hits[0][0]] if hits else text)
@@ -204,6 +211,24 @@ class Engine:
         return Completion(
             snapshot, profile, tuple(pieces), finish, ttft, per_token, uid, stop_sequence
         )
+
+    def predecessor(self, snapshot: str) -> str | None:
+        """The model a "default" fallback of `snapshot` goes to, if it has one.
+
+        The newest live model of the same provider and kind released before `snapshot`
+        (by `created`): the previous generation, which answers what the new one's
+        classifiers decline. The oldest model has none, so its refusals stay refusals.
+        """
+        own = self.profiles.models[snapshot]
+        older = [
+            (p.created, model_id)
+            for model_id, p in self.profiles.models.items()
+            if p.provider == own.provider
+            and p.kind == own.kind
+            and not p.retired
+            and p.created < own.created
+        ]
+        return max(older)[1] if older else None
 
     def prompt_cache_hit(self, snapshot: str, prefix: str) -> bool:
         """Whether `prefix` was cached for `snapshot` already; caches it if not."""

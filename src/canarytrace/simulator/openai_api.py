@@ -4,11 +4,18 @@ Each function takes the engine and the decoded JSON body and returns a `Reply` w
 bodies carry every field the openai SDK's typed objects parse: ids, `model` = the
 snapshot that actually served (not the alias asked for), usage with its details,
 finish reasons, and for streams the exact event sequence the SDK's helpers expect.
+
+A request the model's classifiers decline (its profile's `refusal_rate`) answers as
+OpenAI does: Chat Completions with `content: null`, the text in `message.refusal` and
+`finish_reason: "stop"` (streamed as `delta.refusal` chunks); Responses with a
+`refusal` content part (streamed as `response.refusal.delta` events). The refusal
+text is the output, so usage counts its tokens.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from canarytrace.simulator.engine import Completion, Engine, count_tokens, stable_int
+from canarytrace.simulator.engine import Completion, Engine, count_tokens, stable_int, tokenize
 from canarytrace.simulator.errors import SimulatedError
 from canarytrace.simulator.wire import (
     JsonReply,
@@ -31,6 +38,7 @@ from canarytrace.simulator.wire import (
 # Without max_tokens a model still stops somewhere; the real limit is the context window.
 _NO_LIMIT = 16_384
 _PER_MESSAGE_TOKENS = 3  # OpenAI's chat format adds about this much per message
+REFUSAL_TEXT = "I'm sorry, I can't help with that."
 
 
 def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
@@ -57,6 +65,8 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
     stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
     done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit, stops)
+    done = _refusal_as_text(done)
+    refused = done.refusal is not None
     usage = _chat_usage(done, texts)
     cid, created = f"chatcmpl-{done.uid}", int(time.time())
     fingerprint = f"fp_{stable_int(done.snapshot) % 16**10:010x}"
@@ -64,8 +74,8 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
     if not stream:
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": done.text,
-            "refusal": None,
+            "content": None if refused else done.text,
+            "refusal": done.text if refused else None,
             "annotations": [],
         }
         return JsonReply(
@@ -102,10 +112,13 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
             out["usage"] = None
         return out
 
+    field = "refusal" if refused else "content"
+    other = "content" if refused else "refusal"
+
     def events() -> Iterator[tuple[float, bytes]]:
-        yield done.ttft_s, sse(chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        yield done.ttft_s, sse(chunk({"role": "assistant", field: "", other: None}, None))
         for i, piece in enumerate(done.pieces):
-            yield done.ttft_s + i * done.per_token_s, sse(chunk({"content": piece}, None))
+            yield done.ttft_s + i * done.per_token_s, sse(chunk({field: piece}, None))
         end = _last_token_at(done)
         yield end, sse(chunk({}, finish))
         if include_usage:
@@ -130,12 +143,15 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
     done = engine.complete(
         body.get("model"), "openai", prompt, json.dumps(texts), limit or _NO_LIMIT
     )
+    done = _refusal_as_text(done)
+    part = _refusal_part if done.refusal is not None else _output_text
+    kind = "refusal" if done.refusal is not None else "output_text"
     input_tokens = _input_tokens(done, texts)
     rid, mid, created = f"resp_{done.uid}", f"msg_{done.uid}", int(time.time())
-    complete = done.finish == "stop"
+    complete = done.finish in ("stop", "refusal")
 
     def item(status: str, text: str | None) -> dict[str, Any]:
-        content = [] if text is None else [_output_text(text)]
+        content = [] if text is None else [part(text)]
         return {
             "id": mid,
             "type": "message",
@@ -199,12 +215,14 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
         yield event(
             "response.output_item.added", start, output_index=0, item=item("in_progress", None)
         )
-        yield event("response.content_part.added", start, part=_output_text(""), **where)
+        logprobs: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
+        yield event("response.content_part.added", start, part=part(""), **where)
         for i, piece in enumerate(done.pieces):
             at = start + i * done.per_token_s
-            yield event("response.output_text.delta", at, delta=piece, logprobs=[], **where)
-        yield event("response.output_text.done", end, text=done.text, logprobs=[], **where)
-        yield event("response.content_part.done", end, part=_output_text(done.text), **where)
+            yield event(f"response.{kind}.delta", at, delta=piece, **logprobs, **where)
+        done_text = {"text" if kind == "output_text" else "refusal": done.text}
+        yield event(f"response.{kind}.done", end, **done_text, **logprobs, **where)
+        yield event("response.content_part.done", end, part=part(done.text), **where)
         yield event("response.output_item.done", end, output_index=0, item=final_item)
         yield event(
             f"response.{final_status}", end, response=response(final_status, [final_item], usage)
@@ -318,6 +336,17 @@ def _last_token_at(done: Completion) -> float:
 
 def _output_text(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _refusal_part(text: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": text}
+
+
+def _refusal_as_text(done: Completion) -> Completion:
+    """A declined completion as OpenAI answers it: the refusal text is its (billed) output."""
+    if done.refusal is None:
+        return done
+    return dataclasses.replace(done, pieces=tuple(tokenize(REFUSAL_TEXT)))
 
 
 def _role(message: object, index: int) -> str:

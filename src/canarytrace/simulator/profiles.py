@@ -2,10 +2,11 @@
 
 A profile says, per model id, how long the first token takes and each further one, how
 often each kind of provider error happens, how long answers are, how many hidden input
-tokens the provider adds (what the bill sees), and how often the model answers a known
-prompt wrongly (its regression rate). Known prompts carry correct and wrong answer
-variants plus the facts that tell them apart, so a caller can score an answer. An alias
-table maps undated names (``gpt-4o``) to the snapshot they currently serve.
+tokens the provider adds (what the bill sees), how often the model answers a known
+prompt wrongly (its regression rate) and how often its safety classifiers decline a
+request (its refusal rate). Known prompts carry correct and wrong answer variants plus
+the facts that tell them apart, so a caller can score an answer. An alias table maps
+undated names (``gpt-4o``) to the snapshot they currently serve.
 
 Every draw takes a `random.Random` that the engine derives from the seed, so profiles
 hold no state of their own.
@@ -40,6 +41,8 @@ Provider = Literal["openai", "anthropic"]
 Kind = Literal["chat", "embedding"]
 Regression = Literal["latency", "errors", "quality", "cost"]
 RandomError = Literal["rate_limit", "server_error", "overloaded"]
+RefusalCategory = Literal["cyber", "bio", "general_harms"]
+REFUSAL_CATEGORIES: tuple[RefusalCategory, ...] = ("cyber", "bio", "general_harms")
 REGRESSIONS: tuple[Regression, ...] = ("latency", "errors", "quality", "cost")
 
 
@@ -136,6 +139,7 @@ class ModelProfile(_Strict):
     output: OutputLength = OutputLength()
     billing: Billing = Billing()
     wrong_rate: float = Field(default=0.0, ge=0, le=1)
+    refusal_rate: float = Field(default=0.0, ge=0, le=1)
     variation: float = Field(default=0.2, ge=0, le=1)
     dimensions: int = Field(default=1536, ge=1, le=8192)
 
@@ -169,6 +173,15 @@ class ModelProfile(_Strict):
             )
             return self.model_copy(update={"billing": billing})
         raise ValueError(f"unknown regression {kind!r}; use one of {', '.join(REGRESSIONS)}")
+
+    def draw_refusal(self, rng: random.Random) -> RefusalCategory | None:
+        """The policy category this request is declined for, or None if it is answered.
+
+        Always consumes two numbers, so later draws do not depend on the refusal rate.
+        """
+        declined = rng.random() < self.refusal_rate
+        category = REFUSAL_CATEGORIES[rng.randrange(len(REFUSAL_CATEGORIES))]
+        return category if declined else None
 
 
 class KnownPrompt(_Strict):
