@@ -193,6 +193,40 @@ def test_a_non_critical_regression_holds_instead_of_rolling_back() -> None:
     assert any("not critical" in r for r in route.reasons)
 
 
+def test_a_canary_that_refuses_more_is_rolled_back() -> None:
+    """Its safety classifiers decline 4 % of requests: every call succeeds, and users
+    are refused (production's model refuses none)."""
+    scenario = synth.with_canary(synth.Scenario(users=2000, seed=11), refusal_rate=0.04)
+    route = judge(synth.calls(scenario)).routes["chat"]
+    refusals = next(m for m in route.metrics if m.name == "refusal_rate")
+    assert refusals.status == "fail" and refusals.critical
+    assert refusals.production == 0 and refusals.canary == pytest.approx(0.04, abs=0.01)
+    assert route.verdict == Verdict.ROLLBACK
+    assert route.reasons[0].startswith("refusal rate")
+    assert "fallback_rate" not in {m.name for m in route.metrics}  # none was answered
+
+
+def test_refusals_a_fallback_answered_hold_for_a_look() -> None:
+    """The user got an answer, from another model than the one rolled out."""
+    scenario = synth.with_canary(
+        synth.Scenario(users=2000, seed=11), refusal_rate=0.04, fallback_model="claude-x"
+    )
+    route = judge(synth.calls(scenario)).routes["chat"]
+    fallbacks = next(m for m in route.metrics if m.name == "fallback_rate")
+    assert fallbacks.status == "fail" and not fallbacks.critical
+    assert "refusal_rate" not in {m.name for m in route.metrics}
+    assert route.verdict == Verdict.HOLD
+    assert any(r.startswith("fallback rate") and "not critical" in r for r in route.reasons)
+
+
+def test_a_route_without_refusals_is_not_judged_on_them() -> None:
+    """Nor made stricter elsewhere: Holm's correction counts only the judged metrics."""
+    route = judge(synth.calls(synth.aa(users=800, seed=3))).routes["chat"]
+    names = [m.name for m in route.metrics]
+    assert "refusal_rate" not in names and "fallback_rate" not in names
+    assert "error_rate" in names
+
+
 def test_holm_matches_statsmodels() -> None:
     p = [0.01, 0.04, 0.03, 0.2, 0.001]
     assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))

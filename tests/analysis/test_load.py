@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -72,14 +73,30 @@ def test_the_service_tier_is_read_from_either_providers_attribute(
     _same(loaded.calls, served)
 
 
-def test_a_calls_file_written_before_the_service_tier_still_loads(
-    frame: pl.DataFrame, tmp_path: Path
+def test_refusals_and_fallback_answers_are_read(tmp_path: Path) -> None:
+    """`canarytrace.refused` is recorded only when true: absent reads False."""
+    base = synth.Scenario(users=300, seed=3)
+    scenario = replace(base, production=replace(base.production, refusal_rate=0.1))
+    refusing = synth.calls(synth.with_canary(scenario, refusal_rate=0.1, fallback_model="claude-x"))
+    counts = refusing.group_by("tier").agg(
+        pl.col("refused").sum(), pl.col("fallback_model").is_not_null().sum()
+    )
+    by_tier = {tier: (refused, answered) for tier, refused, answered in counts.iter_rows()}
+    assert by_tier["production"][0] > 0 and by_tier["production"][1] == 0  # none answered
+    assert by_tier["canary"][0] > 0 and by_tier["canary"][1] == by_tier["canary"][0]
+    loaded = load(synth.write_otlp(refusing, tmp_path / "traces.jsonl"))
+    _same(loaded.calls, refusing)
+
+
+@pytest.mark.parametrize("column", ["service_tier", "refused", "fallback_model"])
+def test_a_calls_file_written_before_a_later_column_still_loads(
+    frame: pl.DataFrame, tmp_path: Path, column: str
 ) -> None:
     older = tmp_path / "older.parquet"
-    frame.drop("service_tier").write_parquet(older)
+    frame.drop(column).write_parquet(older)
     loaded = load(older).calls
     assert loaded.schema == pl.Schema(CALLS_SCHEMA)
-    assert loaded["service_tier"].null_count() == frame.height
+    assert loaded[column].null_count() == frame.height
 
 
 def test_a_folder_of_parquet_files_with_two_schemas_and_a_broken_file(

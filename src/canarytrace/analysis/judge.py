@@ -100,6 +100,9 @@ class MetricSpec:
     numerator: str = ""
     denominator: str = ""
     quantile: float = 0.95
+    # Judged only when some call of the route has the event: a route of models that never
+    # refuse is not judged on refusals, nor made stricter on the rest by Holm's correction.
+    only_if_seen: bool = False
 
 
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
@@ -116,6 +119,33 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
         True,
         "wrong",
         "outcomes",
+    ),
+    # Refusals the user saw: the requested model declined and no fallback model answered.
+    MetricSpec(
+        "refusal_rate",
+        "refusal rate",
+        "proportion",
+        True,
+        0.01,
+        False,
+        True,
+        "refusals",
+        "calls",
+        only_if_seen=True,
+    ),
+    # Refusals a server-side fallback model answered: the user got an answer, but not
+    # from the model being rolled out.
+    MetricSpec(
+        "fallback_rate",
+        "fallback rate",
+        "proportion",
+        True,
+        0.02,
+        False,
+        False,
+        "fallbacks",
+        "calls",
+        only_if_seen=True,
     ),
     MetricSpec("latency_p95", "latency p95", "quantile", True, 0.10, True, True, quantile=0.95),
     MetricSpec("latency_typical", "latency (typical)", "shift", True, 0.10, True, False),
@@ -385,6 +415,14 @@ def _sums_read(config: JudgeConfig) -> set[str]:
     for spec in config.metrics:
         names.update(n for n in (spec.numerator, spec.denominator) if n and n != "calls")
     return names
+
+
+def _seen(spec: MetricSpec, prod: Tier, can: Tier) -> bool:
+    """Whether `spec` is judged: always, unless it is `only_if_seen` and neither tier
+    has a call with its event."""
+    if not spec.only_if_seen:
+        return True
+    return bool(np.nansum(prod[spec.numerator]) + np.nansum(can[spec.numerator]) > 0)
 
 
 def _measured(tier: Tier, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray] | None:
@@ -833,8 +871,9 @@ def _judge_route(
         hours = (window_end - window_start).total_seconds() / 3600
     canary_rate = calls_c / hours if hours > 0 else None
 
+    judged = [spec for spec in config.metrics if _seen(spec, prod, can)]
     estimates: dict[str, _Estimate | None] = {}
-    for spec in config.metrics:
+    for spec in judged:
         if spec.kind == "proportion":
             estimates[spec.name] = _proportion_estimate(spec, prod, can, alpha)
         elif spec.kind == "ratio":
@@ -846,7 +885,7 @@ def _judge_route(
         else:
             estimates[spec.name] = _shift_estimate(spec, prod, can, alpha, rng)
 
-    measured = [s for s in config.metrics if estimates[s.name] is not None]
+    measured = [s for s in judged if estimates[s.name] is not None]
     m = max(1, len(measured))
     z_a = stats.norm.ppf(1 - alpha)
     p_harm: dict[str, float] = {}
@@ -885,7 +924,7 @@ def _judge_route(
     results: list[MetricResult] = []
     thin = n_prod < config.min_users or n_can < config.min_users
     needed: list[tuple[float, str]] = []
-    for spec in config.metrics:
+    for spec in judged:
         est = estimates[spec.name]
         base = MetricResult(
             spec.name,

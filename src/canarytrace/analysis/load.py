@@ -98,6 +98,7 @@ _STR_ATTRS = {
     "user_hash": A.USER_HASH,
     "openai_service_tier": A.OPENAI_RESPONSE_SERVICE_TIER,
     "anthropic_service_tier": A.ANTHROPIC_RESPONSE_SERVICE_TIER,
+    "fallback_model": A.FALLBACK_MODEL,
     "target_trace": A.TARGET_TRACE_ID,
     "target_span": A.TARGET_SPAN_ID,
     "kind": A.OUTCOME_KIND,
@@ -105,6 +106,7 @@ _STR_ATTRS = {
 _BOOL_ATTRS = {
     "pinned": A.PINNED,
     "alias_drift": A.ALIAS_DRIFT,
+    "refused": A.REFUSED,
     "stream": A.GEN_AI_REQUEST_STREAM,
     "ok": A.OUTCOME_OK,
 }
@@ -363,6 +365,8 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "stream",
         "ttft_ms",
         pl.coalesce("openai_service_tier", "anthropic_service_tier").alias("service_tier"),
+        pl.col("refused").fill_null(False),  # recorded only when true
+        "fallback_model",
         _hex_id(pl.coalesce("target_trace", "link_trace"), 16).alias("target_trace_id"),
         _hex_id(pl.coalesce("target_span", "link_span"), 8).alias("target_span_id"),
         "score",

@@ -288,6 +288,8 @@ def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
     outcome_ok = pl.col("outcome_ok")
     return {
         "errors": pl.col("status") == "error",
+        "refusals": pl.col("refused") & pl.col("fallback_model").is_null(),
+        "fallbacks": pl.col("fallback_model").is_not_null(),
         "cost": pl.col("cost_usd"),
         "output_tokens": pl.col("output_tokens"),
         "input_tokens": pl.col("input_tokens"),

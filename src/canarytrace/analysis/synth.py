@@ -40,7 +40,10 @@ class TierTruth:
 
     `satisfaction_mean` is the exact expected feedback score on a 1-5 scale (scores are
     1 + Binomial(4, p)); `cost_multiplier` scales the price per token, so cost per call
-    moves by exactly that factor while token counts stay the same.
+    moves by exactly that factor while token counts stay the same. A share
+    `refusal_rate` of the successful calls is refused; `fallback_model`, when set,
+    answers each of them instead (a server-side fallback). Their tokens and cost are
+    drawn as any call's.
     """
 
     model: str
@@ -52,6 +55,8 @@ class TierTruth:
     cost_multiplier: float = 1.0
     satisfaction_mean: float = 4.0
     regression_rate: float = 0.05
+    refusal_rate: float = 0.0
+    fallback_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def aa(users: int = 2000, seed: int = 0, **kwargs: object) -> Scenario:
     return replace(base, canary=replace(base.production, model=base.canary.model))
 
 
-def with_canary(scenario: Scenario, **truth: float) -> Scenario:
+def with_canary(scenario: Scenario, **truth: float | str) -> Scenario:
     """`scenario` with the canary's truth changed (e.g. error_rate=0.03)."""
     return replace(scenario, canary=replace(scenario.canary, **truth))  # type: ignore[arg-type]
 
@@ -169,6 +174,17 @@ def calls(scenario: Scenario) -> pl.DataFrame:
             "wrong": wrong,
         }
     )
+    # Drawn last, so that the draws above stay those of scenarios without refusals.
+    refusing = np.where(tier_value("refusal_rate") > 0, user_prob("refusal_rate"), 0.0)
+    refused = ~error & (rng.random(n) < refusing)
+    fallbacks = np.where(
+        is_canary, s.canary.fallback_model or "", s.production.fallback_model or ""
+    )
+    answered_by = np.where(refused, fallbacks, "")
+    frame = frame.with_columns(
+        pl.Series("refused", refused),
+        pl.Series("fallback_model", answered_by).replace("", None),
+    )
     ok = ~pl.col("error")
     return frame.with_columns(
         pl.lit(None).alias("parent_span_id"),
@@ -180,7 +196,7 @@ def calls(scenario: Scenario) -> pl.DataFrame:
         pl.lit("chat").alias("operation"),
         pl.lit(s.route).alias("route"),
         pl.col("model").alias("request_model"),
-        pl.when(ok).then(pl.col("model")).alias("response_model"),
+        pl.when(ok).then(pl.coalesce("fallback_model", "model")).alias("response_model"),
         pl.lit(True).alias("pinned"),
         pl.lit(False).alias("alias_drift"),
         pl.when(ok).then(pl.col("output_tokens")).alias("output_tokens"),
@@ -253,6 +269,8 @@ def _call_span(row: dict[str, object]) -> dict[str, object]:
                 (A.USER_HASH, row["user_hash"]),
                 (A.TIME_TO_FIRST_TOKEN_MS, row["ttft_ms"]),
                 (served, row["service_tier"]),
+                (A.REFUSED, row["refused"] or None),  # recorded only when true
+                (A.FALLBACK_MODEL, row["fallback_model"]),
             ]
         ),
         "status": {"code": 2} if row["status"] == "error" else {},
