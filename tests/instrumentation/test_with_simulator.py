@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import openai
 
@@ -50,3 +52,34 @@ def test_streams_over_http_end_with_usage_and_first_token_time(
     for span in (claude_span, gpt_span):
         assert span.attributes["canarytrace.time_to_first_token_ms"] > 0
         assert span.attributes["gen_ai.request.stream"] is True
+
+
+def test_a_refused_request_answered_by_a_fallback_over_http(instrumented: Telemetry) -> None:
+    """The simulator's Claude Fable 5 declines everything; its fallback answers, streamed."""
+    from canarytrace.simulator.profiles import load_profiles
+
+    shipped = load_profiles()
+    fable = shipped.models["claude-fable-5"].model_copy(update={"refusal_rate": 1.0})
+    profiles = shipped.model_copy(update={"models": {**shipped.models, "claude-fable-5": fable}})
+    fallback = "claude-3-7-sonnet-20250219"
+    with Simulator(profiles, time_scale=0) as simulator:
+        client = anthropic.Anthropic(
+            base_url=simulator.anthropic_base_url, api_key="test-key", max_retries=0
+        )
+        request: dict[str, Any] = {"model": "claude-fable-5", "max_tokens": 100}
+        request["messages"] = PROMPT
+        with client.beta.messages.stream(
+            **request, fallbacks=[{"model": fallback}], betas=["server-side-fallback-2026-07-01"]
+        ) as stream:
+            message = stream.get_final_message()
+        client.messages.create(**request)  # no fallback: the refusal is the answer
+    answered, declined = instrumented.llm_spans()
+    assert message.model == fallback
+    assert answered.attributes["gen_ai.response.model"] == fallback
+    assert answered.attributes["canarytrace.fallback_model"] == fallback
+    assert answered.attributes["canarytrace.refused"] is True
+    assert answered.attributes["canarytrace.alias_drift"] is False
+    assert answered.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
+    assert declined.attributes["canarytrace.refused"] is True
+    assert declined.attributes["gen_ai.response.finish_reasons"] == ("refusal",)
+    assert "canarytrace.fallback_model" not in declined.attributes
