@@ -7,11 +7,12 @@ What is tested, and how (every choice here is the documented default):
   and every interval is cluster-robust by user: ratio metrics use the delta method over
   per-user sums, proportions a Rao-Scott design-effect correction, latency quantiles
   a bootstrap of random clusters of users, the latency shift per-user geometric means.
-* **Proportions** (error rate, regression rate, positive-feedback share): the two-sample
-  score test for a difference of proportions with a non-zero null (Farrington-Manning
-  / Miettinen-Nurminen, `statsmodels.stats.proportion.test_proportions_2indep`) and
-  Newcomb's interval for the difference, on counts divided by the design effect
-  (cluster variance / binomial variance, at least 1).
+* **Proportions** (error rate, regression rate, refusal rate, fallback rate,
+  positive-feedback share): the two-sample score test for a difference of proportions
+  with a non-zero null (Farrington-Manning / Miettinen-Nurminen,
+  `statsmodels.stats.proportion.test_proportions_2indep`) and Newcomb's interval for
+  the difference, on counts divided by the design effect (cluster variance / binomial
+  variance, at least 1).
 * **Means per call** (cost, output tokens, satisfaction): ratio of per-user sums with a
   delta-method variance, compared on the log scale by Welch's t with
   Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin).
@@ -22,6 +23,11 @@ What is tested, and how (every choice here is the documented default):
   through the tier's quantile function (Woodruff's inversion);
   the typical latency by a Mann-Whitney test on per-user mean log-latency with the
   Hodges-Lehmann shift and Moses' distribution-free interval.
+* **Refusals**: a model's safety classifiers decline requests with a successful
+  response, so the error rate never sees them. The refusal rate counts the refusals
+  the user saw (critical); the fallback rate those a server-side fallback model
+  answered (not critical: the user got an answer, from another model than the one
+  rolled out). Both are judged only where some call of the route was refused.
 * **Direction and margin**: every metric knows which way is worse and a non-inferiority
   margin (absolute or relative). Two one-sided tests at level α = 1 - confidence:
   *harm* (H0: worse by at most the margin) and *non-inferiority* (H0: worse by at
