@@ -82,6 +82,19 @@ def test_demo_with_a_canary_regressed_in_errors_says_rollback(tmp_path: Path) ->
     assert "error rate" in done.stdout
 
 
+@pytest.mark.slow
+def test_demo_with_a_canary_that_refuses_says_rollback_on_the_refusal_rate(
+    tmp_path: Path,
+) -> None:
+    """Every refused call succeeds: only the refusal rate sees them."""
+    done = run_demo(tmp_path, "--users", "800", "--stage", "50", "--regress", "refusals")
+
+    assert done.returncode == 0, done.stderr
+    assert set(verdicts(tmp_path).values()) == {"ROLLBACK"}
+    assert "refusal rate" in done.stdout
+    assert ", refused" in done.stdout  # refused canary calls are linked as failing ones
+
+
 def test_the_demo_offers_exactly_the_simulators_regressions() -> None:
     # The CLI spells the choices itself so that `canarytrace --help` need not import the
     # simulator; this keeps the two lists in step.

@@ -414,6 +414,7 @@ class RegressKind(StrEnum):
     errors = "errors"
     quality = "quality"
     cost = "cost"
+    refusals = "refusals"
 
 
 @app.command()

@@ -204,6 +204,8 @@ def test_a_canary_that_refuses_more_is_rolled_back() -> None:
     assert route.verdict == Verdict.ROLLBACK
     assert route.reasons[0].startswith("refusal rate")
     assert "fallback_rate" not in {m.name for m in route.metrics}  # none was answered
+    # Refused calls succeed, yet they are among the failing calls the report links to.
+    assert any(trace["refused"] for trace in route.failing_canary)
 
 
 def test_refusals_a_fallback_answered_hold_for_a_look() -> None:

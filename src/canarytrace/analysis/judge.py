@@ -797,12 +797,19 @@ def _canary_traces(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The route's five slowest and five latest failing canary calls, for the report.
 
-    Only those ten rows are kept (streaming top-k); the slowest are looked for above
-    the latency the histogram says they reach.
+    Failing: an error, an outcome marked wrong, or a refusal (a successful call whose
+    user got no answer from the model rolled out). Only those ten rows are kept
+    (streaming top-k); the slowest are looked for above the latency the histogram says
+    they reach.
     """
     canary_calls = M.tier_calls(lazy, route, "canary")
     cols = ["trace_id", "span_id", "start", "duration_ms", "status", "error_type", "outcome_kind"]
-    failed = (pl.col("status") == "error") | (pl.col("outcome_ok") == False)  # noqa: E712
+    cols.append("refused")
+    failed = (
+        (pl.col("status") == "error")
+        | (pl.col("outcome_ok") == False)  # noqa: E712
+        | pl.col("refused")
+    )
     # `is_between`, not `>=`: polars skips Parquet row groups by their statistics for a
     # float range but not for a float `>=` (its NaN rule), so only the row groups that
     # hold a call this slow are read (33 of 84 on 10M calls: 0.21 -> 0.11 CPU-s).

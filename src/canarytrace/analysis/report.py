@@ -174,6 +174,8 @@ def print_judgement(
                 detail += f", {trace['error_type']}"
             if trace.get("outcome_kind"):
                 detail += f", {trace['outcome_kind']}"
+            if trace.get("refused"):
+                detail += ", refused"
             text.append(detail)
             console.print(text, soft_wrap=True)  # a URL stays whole, on its line
     if problems:

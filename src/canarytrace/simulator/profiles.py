@@ -39,11 +39,11 @@ from canarytrace.errors import CanaryTraceError
 
 Provider = Literal["openai", "anthropic"]
 Kind = Literal["chat", "embedding"]
-Regression = Literal["latency", "errors", "quality", "cost"]
+Regression = Literal["latency", "errors", "quality", "cost", "refusals"]
 RandomError = Literal["rate_limit", "server_error", "overloaded"]
 RefusalCategory = Literal["cyber", "bio", "general_harms"]
 REFUSAL_CATEGORIES: tuple[RefusalCategory, ...] = ("cyber", "bio", "general_harms")
-REGRESSIONS: tuple[Regression, ...] = ("latency", "errors", "quality", "cost")
+REGRESSIONS: tuple[Regression, ...] = ("latency", "errors", "quality", "cost", "refusals")
 
 
 class ProfileError(CanaryTraceError):
@@ -148,7 +148,8 @@ class ModelProfile(_Strict):
 
         latency: first token 3x slower, each token 2x; errors: +6 % server errors,
         +4 % rate limits, +3 % overloaded; quality: +30 % wrong answers; cost: answers
-        3x longer and 150 more hidden input tokens.
+        3x longer and 150 more hidden input tokens; refusals: its safety classifiers
+        decline 8 % more requests.
         """
         if kind == "latency":
             lat = self.latency
@@ -172,6 +173,8 @@ class ModelProfile(_Strict):
                 input_overhead=bill.input_overhead + 150, verbosity=min(20.0, bill.verbosity * 3)
             )
             return self.model_copy(update={"billing": billing})
+        if kind == "refusals":
+            return self.model_copy(update={"refusal_rate": min(1.0, self.refusal_rate + 0.08)})
         raise ValueError(f"unknown regression {kind!r}; use one of {', '.join(REGRESSIONS)}")
 
     def draw_refusal(self, rng: random.Random) -> RefusalCategory | None:

@@ -170,7 +170,7 @@ class Simulator:
         return self.engine.aliases()
 
     def regress(self, model_id: str, kind: Regression) -> None:
-        """Make `model_id` worse: kind is latency, errors, quality or cost (cumulative)."""
+        """Make `model_id` worse (cumulative): latency, errors, quality, cost or refusals."""
         self.engine.regress(model_id, kind)
 
     def answer_is_correct(self, prompt: str, text: str) -> bool | None:
