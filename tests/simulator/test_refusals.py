@@ -231,30 +231,26 @@ def test_default_fallback_is_the_predecessor(declining: Simulator) -> None:
     assert engine.predecessor("gpt-4.1-2025-04-14") == "gpt-4o-2024-11-20"
 
 
-def test_oldest_model_with_default_fallback_stays_declined() -> None:
-    oldest = "claude-3-opus-20240229"
-    with Simulator(_profiles({oldest: 1.0}), time_scale=0) as sim:
+def _fallback_reply(profiles: Profiles, model: str, fallbacks: Any) -> BetaMessage:
+    """The beta API's answer to `model` with `fallbacks`, from a simulator on `profiles`."""
+    with Simulator(profiles, time_scale=0) as sim:
         base = sim.anthropic_base_url
         with anthropic.Anthropic(base_url=base, api_key="k", max_retries=0) as client:
-            reply = client.beta.messages.create(
-                model=oldest, max_tokens=50, messages=HELLO, fallbacks="default", betas=[BETA]
+            return client.beta.messages.create(
+                model=model, max_tokens=50, messages=HELLO, fallbacks=fallbacks, betas=[BETA]
             )
+
+
+def test_oldest_model_with_default_fallback_stays_declined() -> None:
+    oldest = "claude-3-opus-20240229"
+    reply = _fallback_reply(_profiles({oldest: 1.0}), oldest, "default")
     _assert_refusal(reply, oldest)
     assert reply.usage.iterations is None
 
 
 def test_every_hop_declining_ends_in_the_last_hops_refusal() -> None:
     opus = "claude-3-opus-20241219"
-    with Simulator(_profiles({FABLE: 1.0, opus: 1.0}), time_scale=0) as sim:
-        base = sim.anthropic_base_url
-        with anthropic.Anthropic(base_url=base, api_key="k", max_retries=0) as client:
-            reply = client.beta.messages.create(
-                model=FABLE,
-                max_tokens=50,
-                messages=HELLO,
-                fallbacks=[{"model": opus}],
-                betas=[BETA],
-            )
+    reply = _fallback_reply(_profiles({FABLE: 1.0, opus: 1.0}), FABLE, [{"model": opus}])
     assert reply.model == opus
     assert reply.stop_reason == "refusal"
     assert reply.stop_details is not None
@@ -273,16 +269,8 @@ def test_every_hop_declining_ends_in_the_last_hops_refusal() -> None:
 def test_a_failing_fallback_is_recommended_instead() -> None:
     opus = "claude-3-opus-20241219"
     overloaded = {opus: ErrorRates(overloaded=1.0)}
-    with Simulator(_profiles({FABLE: 1.0}, overloaded), time_scale=0) as sim:
-        base = sim.anthropic_base_url
-        with anthropic.Anthropic(base_url=base, api_key="k", max_retries=0) as client:
-            reply = client.beta.messages.create(
-                model=FABLE,
-                max_tokens=50,
-                messages=HELLO,
-                fallbacks=[{"model": opus}, {"model": SONNET}],
-                betas=[BETA],
-            )
+    fallbacks = [{"model": opus}, {"model": SONNET}]
+    reply = _fallback_reply(_profiles({FABLE: 1.0}, overloaded), FABLE, fallbacks)
     _assert_refusal(reply)
     assert reply.stop_details is not None
     assert reply.stop_details.recommended_model == opus
