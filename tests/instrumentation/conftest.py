@@ -76,6 +76,11 @@ def _served_tier(body: dict[str, Any]) -> str:
     return "default" if tier == "auto" else tier
 
 
+def _cache_writes(body: dict[str, Any]) -> int:
+    """OpenAI's prompt-cache writes: 8 of the prompt's tokens when it names a cache key."""
+    return 8 if body.get("prompt_cache_key") else 0
+
+
 def _chat(body: dict[str, Any]) -> httpx2.Response:
     model = body["model"]
     usage = {
@@ -83,6 +88,7 @@ def _chat(body: dict[str, Any]) -> httpx2.Response:
         "completion_tokens": 3,
         "total_tokens": 15,
         "completion_tokens_details": {"reasoning_tokens": 2 if body.get("reasoning_effort") else 0},
+        "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": _cache_writes(body)},
     }
     served = {"service_tier": _served_tier(body), "system_fingerprint": FINGERPRINT}
     refused = _refused(body)
@@ -128,7 +134,9 @@ def _web_searches(body: dict[str, Any]) -> int:
     return 2 if any(str(tool.get("type", "")).startswith("web_search") for tool in tools) else 0
 
 
-def _response_object(model: str, tier: str = "default", searches: int = 0) -> dict[str, Any]:
+def _response_object(
+    model: str, tier: str = "default", searches: int = 0, writes: int = 0
+) -> dict[str, Any]:
     search = {"type": "search", "query": "hello"}
     return {
         "id": "resp_1",
@@ -162,7 +170,7 @@ def _response_object(model: str, tier: str = "default", searches: int = 0) -> di
         "tools": [],
         "usage": {
             "input_tokens": 20,
-            "input_tokens_details": {"cached_tokens": 5},
+            "input_tokens_details": {"cached_tokens": 5, "cache_write_tokens": writes},
             "output_tokens": 4,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 24,
@@ -171,7 +179,9 @@ def _response_object(model: str, tier: str = "default", searches: int = 0) -> di
 
 
 def _responses(body: dict[str, Any]) -> httpx2.Response:
-    final = _response_object(body["model"], _served_tier(body), _web_searches(body))
+    final = _response_object(
+        body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
+    )
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
     created = {**final, "status": "in_progress", "usage": None, "output": []}

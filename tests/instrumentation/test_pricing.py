@@ -199,6 +199,33 @@ def test_anthropic_cache_writes_are_priced_by_their_lifetime(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_openai_cache_writes_are_priced_as_writes(
+    instrumented: Telemetry, stream: bool, api: str
+) -> None:
+    """GPT-6 bills a prompt-cache write at 1.25x the input price; before, the written
+    tokens were priced as plain input."""
+    model = "gpt-6-sol"
+    client = openai_client()
+    if api == "chat":
+        create = client.chat.completions.create
+        kwargs: dict[str, Any] = {"messages": [{"role": "user", "content": "x"}]}
+        if stream:
+            kwargs["stream_options"] = {"include_usage": True}
+        tokens = {"input_tokens": 12, "output_tokens": 3}
+    else:
+        create, kwargs = client.responses.create, {"input": "x"}
+        tokens = {"input_tokens": 20, "output_tokens": 4, "cache_read_tokens": 5}
+    _call(create, stream, model=model, prompt_cache_key="user-1", **kwargs)
+    attrs = instrumented.one_span().attributes
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 8
+    expected = calc_price(Usage(**tokens, cache_write_tokens=8), model, provider_id="openai")
+    as_input = calc_price(Usage(**tokens), model, provider_id="openai")
+    assert expected.total_price > as_input.total_price
+    assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected.total_price), rel=1e-9)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_web_searches_are_priced_apiece(
     instrumented: Telemetry, stream: bool, provider: str

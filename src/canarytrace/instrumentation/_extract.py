@@ -308,12 +308,20 @@ def openai_chat_usage(
     reasoning tokens go to `out`."""
     if usage is None:
         return None
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    cached, written = _openai_cache(getattr(usage, "prompt_tokens_details", None))
     if out is not None:
         _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
     prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
-    return _new_usage((prompt, completion, cached, 0, 0, 0, _openai_variant(tier), None))
+    return _new_usage((prompt, completion, cached, written, 0, 0, _openai_variant(tier), None))
+
+
+def _openai_cache(details: Any) -> tuple[int, int]:
+    """The input tokens a usage's `details` says were read from and written to OpenAI's
+    prompt cache. Newer models bill the writes above the input price (GPT-6's at 1.25x)."""
+    if details is None:
+        return 0, 0
+    read = getattr(details, "cached_tokens", 0)
+    return _int(read), _int(getattr(details, "cache_write_tokens", 0))
 
 
 def _reasoning(out: dict[str, Any], details: Any, field: str) -> None:
@@ -343,10 +351,9 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    details = getattr(usage, "input_tokens_details", None)
-    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    cached, written = _openai_cache(getattr(usage, "input_tokens_details", None))
     _reasoning(out, getattr(usage, "output_tokens_details", None), "reasoning_tokens")
-    counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, 0, 0)
+    counts = (_int(usage.input_tokens), _int(usage.output_tokens), cached, written, 0)
     searches = 0  # the web search tool's calls are output items, billed apiece
     for item in getattr(response, "output", None) or ():
         kind = getattr(item, "type", None)
