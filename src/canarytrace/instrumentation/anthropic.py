@@ -157,7 +157,7 @@ def _spec(site: str, stream: bool = False, beta: bool = False) -> Spec:
 
 def _stream_wrapper(ins: Instruments, spec: Spec, is_async: bool) -> Any:
     """`messages.stream(...)`: the manager's request, made on `__enter__`, gets the span."""
-    reader = spec.accumulator or AnthropicAccumulator  # the beta API's reader for its streams
+    reader = spec.accumulator or AnthropicAccumulator  # the beta API has a reader of its own
 
     def open_sync(instance: Any, kwargs: Any, request: Any) -> Any:
         try:
