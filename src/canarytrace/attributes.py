@@ -84,6 +84,8 @@ TIME_TO_FIRST_TOKEN_MS: Final = "canarytrace.time_to_first_token_ms"
 # OpenAI's `refusal` output or `content_filter` ending), also when a server-side fallback
 # model then answered instead. Set only when true.
 REFUSED: Final = "canarytrace.refused"
+# The policy area a refusal names (Anthropic's `cyber`, `bio`, ...), where it names one.
+REFUSAL_CATEGORY: Final = "canarytrace.refusal_category"
 # The model that answered after the requested one refused (Anthropic's server-side
 # `fallbacks`): a substitution the request asked for, so not alias drift.
 FALLBACK_MODEL: Final = "canarytrace.fallback_model"

@@ -278,6 +278,8 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
     fallbacks = body.get("fallbacks") or []
     fallback = fallbacks[0]["model"] if refused and fallbacks else None
     stop = "refusal" if refused and fallback is None else "end_turn"
+    why = {"type": "refusal", "category": "cyber", "explanation": REFUSAL_TEXT}
+    details_of_stop = why if stop == "refusal" else None
     output = 0 if stop == "refusal" else 4
     steps = []
     if body.get("context_management"):
@@ -312,6 +314,7 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
                 "content": content if fallback is None else [handover, *content],
                 "stop_reason": stop,
                 "stop_sequence": None,
+                "stop_details": details_of_stop,
                 "usage": {
                     "input_tokens": 11,
                     "output_tokens": output,
@@ -354,7 +357,11 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "stop_details": details_of_stop,
+                },
                 "usage": {"output_tokens": output, **details},
             },
         ),

@@ -74,6 +74,7 @@ def test_a_fallback_answer_records_the_refusal_and_the_model_that_answered(
     assert attrs["gen_ai.response.model"] == FALLBACK
     assert attrs["canarytrace.refused"] is True
     assert attrs["canarytrace.fallback_model"] == FALLBACK
+    assert attrs["canarytrace.refusal_category"] == "cyber"  # the fallback block's trigger
     # The pin did not move: the request asked for this substitution.
     assert attrs["canarytrace.pinned"] is True
     assert attrs["canarytrace.alias_drift"] is False
@@ -94,6 +95,7 @@ def test_a_plain_refusal_is_recorded_without_a_fallback(
     call(REFUSE)
     attrs = instrumented.one_span().attributes
     assert attrs["canarytrace.refused"] is True
+    assert attrs["canarytrace.refusal_category"] == "cyber"  # the stop details'
     assert attrs["gen_ai.response.finish_reasons"] == ("refusal",)
     assert attrs["gen_ai.response.model"] == ASKED
     assert "canarytrace.fallback_model" not in attrs
@@ -108,6 +110,7 @@ def test_the_first_party_api_records_refusals_too(instrumented: Telemetry, strea
         list(answer)
     attrs = instrumented.one_span().attributes
     assert attrs["canarytrace.refused"] is True
+    assert attrs["canarytrace.refusal_category"] == "cyber"
 
 
 @pytest.mark.parametrize("call", BETA_CALLS)
@@ -116,6 +119,7 @@ def test_an_answer_is_not_a_refusal(instrumented: Telemetry, call: Callable[...,
     attrs = instrumented.one_span().attributes
     assert "canarytrace.refused" not in attrs
     assert "canarytrace.fallback_model" not in attrs
+    assert "canarytrace.refusal_category" not in attrs
     assert attrs["gen_ai.response.model"] == ASKED
 
 

@@ -81,5 +81,7 @@ def test_a_refused_request_answered_by_a_fallback_over_http(instrumented: Teleme
     assert answered.attributes["canarytrace.alias_drift"] is False
     assert answered.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
     assert declined.attributes["canarytrace.refused"] is True
+    for span in (answered, declined):  # the policy area the simulator drew
+        assert span.attributes["canarytrace.refusal_category"] in {"cyber", "bio", "general_harms"}
     assert declined.attributes["gen_ai.response.finish_reasons"] == ("refusal",)
     assert "canarytrace.fallback_model" not in declined.attributes

@@ -388,32 +388,51 @@ def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | N
     """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
     out: dict[str, Any] = {}
     _set_common(out, response)
-    anthropic_stop_reason(out, response.stop_reason)
+    anthropic_stop_reason(out, response.stop_reason, response)
     anthropic_request_id(out, getattr(response, "_request_id", None))
     return out, anthropic_usage(response.usage, None, out)
 
 
 def anthropic_beta_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
-    """`anthropic_message_response` of a beta `BetaMessage`, with what only the beta usage
-    reports: its `iterations` (`anthropic_iterations`)."""
+    """`anthropic_message_response` of a beta `BetaMessage`, with what only the beta API
+    reports: the usage's `iterations` (`anthropic_iterations`) and, when a fallback
+    answered, the `fallback` block that says why the model before it refused."""
     out, usage = anthropic_message_response(response)
-    return out, anthropic_iterations(out, getattr(response.usage, "iterations", None), usage)
+    usage = anthropic_iterations(out, getattr(response.usage, "iterations", None), usage)
+    if A.FALLBACK_MODEL in out:
+        for block in response.content or ():
+            if getattr(block, "type", None) == "fallback":
+                anthropic_refusal_category(out, getattr(block, "trigger", None))
+                break
+    return out, usage
 
 
-def anthropic_stop_reason(out: dict[str, Any], reason: Any) -> None:
+def anthropic_stop_reason(out: dict[str, Any], reason: Any, details_of: Any = None) -> None:
     """The stop reason as the finish reason; `refusal` is a refusal (a safety classifier
-    declined the request)."""
+    declined the request), whose category `details_of`'s `stop_details` names: the
+    message's, or a stream's `message_delta`'s delta."""
     if isinstance(reason, str):
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
         if reason == "refusal":
             out[A.REFUSED] = True
+            anthropic_refusal_category(out, getattr(details_of, "stop_details", None))
 
 
-def anthropic_fallback(out: dict[str, Any], model: Any) -> None:
-    """A server-side fallback answered: the requested model refused, `model` served."""
+def anthropic_refusal_category(out: dict[str, Any], details: Any) -> None:
+    """The policy area of a refusal's `stop_details` or of a fallback block's `trigger`."""
+    category = getattr(details, "category", None)
+    if isinstance(category, str):
+        out[A.REFUSAL_CATEGORY] = category
+
+
+def anthropic_fallback(out: dict[str, Any], model: Any, trigger: Any = None) -> None:
+    """A server-side fallback answered: the requested model refused (for the reason
+    `trigger` names, when known), `model` served."""
     out[A.REFUSED] = True
     if isinstance(model, str):
         out[A.FALLBACK_MODEL] = model
+    if trigger is not None:
+        anthropic_refusal_category(out, trigger)
 
 
 def anthropic_iterations(out: dict[str, Any], iterations: Any, usage: Usage | None) -> Usage | None:

@@ -59,6 +59,7 @@ class AnthropicAccumulator(Accumulator):
     __slots__ = (
         "capture",
         "fallback",
+        "final_delta",
         "final_usage",
         "first_token",
         "id",
@@ -78,7 +79,8 @@ class AnthropicAccumulator(Accumulator):
         self.id: str | None = None
         self.model: str | None = None
         self.reason: str | None = None
-        self.fallback = False
+        self.fallback: Any = None  # the `fallback` block, when a fallback model answered
+        self.final_delta: Any = None  # the last `message_delta`'s, for a refusal's details
         self.start_usage: Any = None  # the events' usage objects, read once at the end
         self.final_usage: Any = None
         self.parts: list[str] = []
@@ -95,14 +97,15 @@ class AnthropicAccumulator(Accumulator):
             self.id, self.model = message.id, message.model
             self.start_usage = message.usage
         elif kind == "message_delta":
-            if event.delta.stop_reason:
-                self.reason = event.delta.stop_reason
+            delta = self.final_delta = event.delta
+            if delta.stop_reason:
+                self.reason = delta.stop_reason
             if event.usage is not None:
                 self.final_usage = event.usage
         elif kind == "content_block_start":
             block = event.content_block
             if block.type == "fallback":
-                self.fallback = True
+                self.fallback = block
                 self.model = block.to.model
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
@@ -111,9 +114,9 @@ class AnthropicAccumulator(Accumulator):
             out[A.GEN_AI_RESPONSE_ID] = self.id
         if self.model:
             out[A.GEN_AI_RESPONSE_MODEL] = self.model
-        if self.fallback:
-            X.anthropic_fallback(out, self.model)
-        X.anthropic_stop_reason(out, self.reason)
+        if self.fallback is not None:
+            X.anthropic_fallback(out, self.model, getattr(self.fallback, "trigger", None))
+        X.anthropic_stop_reason(out, self.reason, self.final_delta)
         if self.response is not None:
             X.anthropic_request_id(out, self.response.headers.get("request-id"))
         return out, X.anthropic_usage(self.final_usage, self.start_usage, out)
