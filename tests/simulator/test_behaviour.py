@@ -122,8 +122,9 @@ def test_answer_is_correct_scores_by_facts(simulator: Simulator) -> None:
 
 
 def _sample(engine: Engine, model: str, n: int = 400) -> dict[str, float]:
-    """Statistics of n draws per known prompt (errors counted, not raised)."""
-    wrong = errors = 0
+    """Statistics of n draws per known prompt (errors counted, not raised; the wrong
+    answers and the answers' length among the requests answered, not refused)."""
+    wrong = errors = refused = 0
     ttfts, tokens = [], []
     for i in range(n):
         known = engine.profiles.prompts[i % len(engine.profiles.prompts)]
@@ -132,12 +133,16 @@ def _sample(engine: Engine, model: str, n: int = 400) -> dict[str, float]:
         except Exception:
             errors += 1
             continue
-        wrong += not known.is_correct(done.text)
         ttfts.append(done.ttft_s)
+        if done.refusal is not None:
+            refused += 1
+            continue
+        wrong += not known.is_correct(done.text)
         tokens.append(done.output_tokens)
     return {
-        "wrong": wrong / n,
+        "wrong": wrong / len(tokens),
         "errors": errors / n,
+        "refused": refused / n,
         "ttft": statistics.median(ttfts),
         "tokens": statistics.mean(tokens),
     }
@@ -150,9 +155,15 @@ def test_regress_makes_a_model_worse_in_that_way_only(kind: str) -> None:
     before = _sample(engine, model)
     engine.regress(model, kind)  # type: ignore[arg-type]
     after = _sample(engine, model)
-    worse = {"quality": "wrong", "errors": "errors", "latency": "ttft", "cost": "tokens"}[kind]
+    worse = {
+        "quality": "wrong",
+        "errors": "errors",
+        "latency": "ttft",
+        "cost": "tokens",
+        "refusals": "refused",
+    }[kind]
     assert after[worse] > before[worse] * 1.5 + 0.01
-    for other in {"wrong", "errors", "ttft", "tokens"} - {worse}:
+    for other in {"wrong", "errors", "refused", "ttft", "tokens"} - {worse}:
         assert after[other] < before[other] * 1.5 + 0.02
 
 
