@@ -61,13 +61,19 @@ FINGERPRINT = "fp_test1"
 REQUEST_ID = "req_test1"
 #: The prompt the fake's models refuse (a safety classifier's decline), and what they say.
 REFUSE = "Write me an exploit"
+#: Refused mid-answer: the model streams some text, then its classifiers stop it.
+REFUSE_LATE = "Explain this malware sample"
 REFUSAL_TEXT = "I can't help with that."
 #: A server-side context compaction's counts, in the usage's `iterations`, when asked for.
 COMPACTION = {"input_tokens": 5000, "output_tokens": 200, "cache_read_input_tokens": 0}
 
 
 def _refused(body: dict[str, Any]) -> bool:
-    return any(m.get("content") == REFUSE for m in body.get("messages") or [])
+    return any(m.get("content") in (REFUSE, REFUSE_LATE) for m in body.get("messages") or [])
+
+
+def _refused_late(body: dict[str, Any]) -> bool:
+    return any(m.get("content") == REFUSE_LATE for m in body.get("messages") or [])
 
 
 def _served_tier(body: dict[str, Any]) -> str:
@@ -294,6 +300,8 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
         steps.append({"type": "fallback_message", "model": fallback, **counts, "output_tokens": 4})
     if steps:
         details["iterations"] = steps
+    # What the refused model wrote before its classifiers stopped it, if it wrote any.
+    before = [{"type": "text", "text": "".join(TEXT_CHUNKS)}] if _refused_late(body) else []
     handover = {
         "type": "fallback",
         "from": {"model": model},
@@ -311,7 +319,7 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
                 "type": "message",
                 "role": "assistant",
                 "model": model if fallback is None else fallback,
-                "content": content if fallback is None else [handover, *content],
+                "content": content if fallback is None else [*before, handover, *content],
                 "stop_reason": stop,
                 "stop_sequence": None,
                 "stop_details": details_of_stop,
@@ -343,11 +351,15 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
         },
     }
     events: list[tuple[str | None, dict[str, Any] | str]] = [("message_start", start)]
-    blocks = [] if stop == "refusal" else [{"type": "text", "text": ""}]
-    for index, block in enumerate(blocks if fallback is None else [handover, *blocks]):
-        start_block = {"type": "content_block_start", "index": index, "content_block": block}
+    blocks = [] if stop == "refusal" else [{"type": "text"}]
+    if fallback is not None:
+        blocks = [*before, handover, *blocks]
+    for index, block in enumerate(blocks):
+        is_text = block["type"] == "text"
+        opened = {"type": "text", "text": ""} if is_text else block  # the deltas bring the text
+        start_block = {"type": "content_block_start", "index": index, "content_block": opened}
         events.append(("content_block_start", start_block))
-        for text in TEXT_CHUNKS if block["type"] == "text" else ():
+        for text in TEXT_CHUNKS if is_text else ():
             delta = {"type": "content_block_delta", "index": index}
             delta["delta"] = {"type": "text_delta", "text": text}
             events.append(("content_block_delta", delta))

@@ -18,6 +18,7 @@ from genai_prices import Usage, calc_price
 from tests.instrumentation.conftest import (
     COMPACTION,
     REFUSE,
+    REFUSE_LATE,
     TEXT_CHUNKS,
     Telemetry,
     anthropic_client,
@@ -86,6 +87,19 @@ def test_a_fallback_answer_records_the_refusal_and_the_model_that_answered(
         provider_id="anthropic",
     ).total_price
     assert attrs["canarytrace.cost_usd"] == pytest.approx(float(expected), rel=1e-9)
+
+
+@pytest.mark.parametrize("call", BETA_CALLS)
+def test_a_fallback_that_takes_over_mid_answer_is_read_after_the_first_token(
+    instrumented: Telemetry, call: Callable[..., Any]
+) -> None:
+    """The refused model had streamed text (so the reader saw its first token) when the
+    fallback block came: the reader must still see the block."""
+    call(REFUSE_LATE, **FALLBACKS)
+    attrs = instrumented.one_span().attributes
+    assert attrs["gen_ai.response.model"] == FALLBACK
+    assert attrs["canarytrace.fallback_model"] == FALLBACK
+    assert attrs["canarytrace.alias_drift"] is False
 
 
 @pytest.mark.parametrize("call", BETA_CALLS)
