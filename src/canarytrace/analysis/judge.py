@@ -108,8 +108,8 @@ class MetricSpec:
     quantile: float = 0.95
     # Judged only when some call of the route has the event: a route of models that never
     # refuse is not judged on refusals, nor made stricter on the rest by Holm's correction.
-    # The choice reads the two tiers' events pooled, which says nothing of which tier has
-    # more, so it leaves the test's error rates as they were (independent filtering).
+    # With no event on either tier the test could not reject whatever the truth, and
+    # leaving such hypotheses out of the family keeps its error rate (Tarone, 1990).
     only_if_seen: bool = False
 
 
