@@ -30,8 +30,9 @@ What each contender does on the same files:
   route with canary calls: each tier's p95 latency (exact), the window and the calls
   without a user, per (tier, user) the calls, errors, cost, output tokens, feedback
   count, score sum and positive count (the judge's threshold, from the scores' range),
-  outcomes, wrong answers, mean log-latency, calls at or below the tier's p95 and the
-  widest rollout stage; the five slowest and five latest failing canary calls with
+  outcomes, wrong answers, refusals no fallback answered, refusals a fallback answered,
+  mean log-latency, calls at or below the tier's p95 and the widest rollout stage; the
+  five slowest and five latest failing (error, wrong answer, refused) canary calls with
   their trace ids; each tier's most frequent model. Their JSON path parses OTLP the
   straightforward way: `json.loads` per line with pandas, `read_json` with an explicit
   nested schema and `unnest` with DuckDB.
@@ -50,6 +51,9 @@ from pathlib import Path
 
 CHUNK_CALLS = 250_000
 DEFAULT_WORKDIR = Path.home() / ".cache" / "canarytrace" / "bench-analysis"
+#: Inputs made before a column of the frame of calls existed lack it: the version names
+#: the inputs' folder, so a new column means new inputs. v2: `refused`, `fallback_model`.
+INPUTS_VERSION = "v2"
 DEFAULT_PEER_PYTHON = (
     Path.home() / ".cache" / "canarytrace" / "bench-analysis-venv" / "bin" / "python"
 )
@@ -73,7 +77,8 @@ def generate(calls: int, workdir: Path, formats: list[str], per_user: int = 5) -
     """
     from canarytrace.analysis import synth
 
-    folder = workdir / (str(calls) if per_user == 5 else f"{calls}-{per_user}-per-user")
+    name = str(calls) if per_user == 5 else f"{calls}-{per_user}-per-user"
+    folder = workdir / f"{name}-{INPUTS_VERSION}"
     todo = [f for f in formats if not (folder / f"{f}.complete").exists()]
     if not todo:
         return folder
@@ -144,12 +149,13 @@ _TRACE_COLUMNS = [
     "status",
     "error_type",
     "outcome_kind",
+    "refused",
 ]
 # Every column the judge reads, which is what the peers read.
 _PEER_COLUMNS = [
     *_TRACE_COLUMNS,
     *("route", "tier", "user_hash", "cost_usd", "output_tokens", "feedback_score"),
-    *("outcome_ok", "rollout_percent", "request_model"),
+    *("outcome_ok", "rollout_percent", "request_model", "fallback_model"),
 ]
 
 
@@ -175,6 +181,8 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
             positive=judged["feedback_score"] >= positive_at,
             has_outcome=judged["outcome_ok"].notna(),
             wrong=judged["outcome_ok"].eq(False),
+            refusals=judged["refused"].eq(True) & judged["fallback_model"].isna(),
+            fallbacks=judged["fallback_model"].notna(),
             log_latency=np.log(judged["duration_ms"].clip(lower=0.01)),
             under_p95=judged["duration_ms"] <= judged["tier"].map(p95),
         )
@@ -188,12 +196,18 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
             positive=("positive", "sum"),
             outcomes=("has_outcome", "sum"),
             wrong=("wrong", "sum"),
+            refusals=("refusals", "sum"),
+            fallbacks=("fallbacks", "sum"),
             log_latency_mean=("log_latency", "mean"),
             under_p95=("under_p95", "sum"),
             rollout_percent=("rollout_percent", "max"),
         )
         canary = judged[judged["tier"] == "canary"]
-        failed = canary["status"].eq("error") | canary["outcome_ok"].eq(False)
+        failed = (
+            canary["status"].eq("error")
+            | canary["outcome_ok"].eq(False)
+            | canary["refused"].eq(True)
+        )
         slowest = canary.nlargest(5, "duration_ms")[_TRACE_COLUMNS]
         failing = canary[failed].nlargest(5, "start")[_TRACE_COLUMNS]
         models = judged.groupby("tier")["request_model"].agg(lambda m: m.mode().iloc[0])
@@ -246,6 +260,8 @@ def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no
                                         "output_tokens": int(attrs.get(n["output"], 0)),
                                         "rollout_percent": int(attrs.get(n["rollout"], 0)),
                                         "request_model": attrs.get(n["request_model"]),
+                                        "refused": bool(attrs.get(n["refused"], False)),
+                                        "fallback_model": attrs.get(n["fallback_model"]),
                                     }
                                 )
     calls = pd.DataFrame(rows)
@@ -303,7 +319,9 @@ def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
               CAST({attr(n["output"], "intValue")} AS BIGINT) AS output_tokens,
               {attr(n["target_trace"])} AS target_trace, {attr(n["target_span"])} AS target_span,
               {attr(n["score"], "doubleValue")} AS score, {attr(n["ok"], "boolValue")} AS ok,
-              {attr(n["kind"])} AS kind
+              {attr(n["kind"])} AS kind,
+              coalesce({attr(n["refused"], "boolValue")}, false) AS refused,
+              {attr(n["fallback_model"])} AS fallback_model
             FROM sp
             """
         )
@@ -357,6 +375,8 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
               count(feedback_score) AS feedback, sum(feedback_score) AS score_sum,
               count_if(feedback_score >= ?) AS positive,
               count(outcome_ok) AS outcomes, count_if(NOT outcome_ok) AS wrong,
+              count_if(refused AND fallback_model IS NULL) AS refusals,
+              count(fallback_model) AS fallbacks,
               avg(ln(greatest(duration_ms, 0.01))) AS log_latency_mean,
               count_if(duration_ms <= CASE WHEN tier = 'canary' THEN ? ELSE ? END)
                 AS under_p95,
@@ -373,7 +393,7 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
         )
         failing = rows(
             f"SELECT {traces} FROM calls WHERE {canary} "
-            "AND (status = 'error' OR outcome_ok = false) ORDER BY start DESC LIMIT 5",
+            "AND (status = 'error' OR outcome_ok = false OR refused) ORDER BY start DESC LIMIT 5",
             route,
         )
         models = rows(
@@ -436,6 +456,8 @@ def _names() -> dict[str, str]:
         "error_type": A.ERROR_TYPE,
         "rollout": A.ROLLOUT_PERCENT,
         "request_model": A.GEN_AI_REQUEST_MODEL,
+        "refused": A.REFUSED,
+        "fallback_model": A.FALLBACK_MODEL,
     }
 
 
