@@ -169,10 +169,11 @@ def request_attributes(
     """Copy the request settings that `kwargs` sets into `into`."""
     # One set operation finds the passed ones: most parameters are not passed.
     for name in params.keys() & kwargs.keys():
+        argument = kwargs[name]
         for attribute, field, read in params[name]:
-            value = kwargs[name]
+            value = argument
             if field is not None:
-                value = value.get(field) if isinstance(value, dict) else None
+                value = argument.get(field) if isinstance(argument, dict) else None
             value = read(value)
             if value is not None:
                 into[attribute] = value
@@ -431,8 +432,7 @@ def anthropic_fallback(out: dict[str, Any], model: Any, trigger: Any = None) -> 
     out[A.REFUSED] = True
     if isinstance(model, str):
         out[A.FALLBACK_MODEL] = model
-    if trigger is not None:
-        anthropic_refusal_category(out, trigger)
+    anthropic_refusal_category(out, trigger)
 
 
 def anthropic_iterations(out: dict[str, Any], iterations: Any, usage: Usage | None) -> Usage | None:
