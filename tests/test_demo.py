@@ -73,6 +73,40 @@ def test_demo_runs_end_to_end_and_leaves_traces_that_parse(tmp_path: Path) -> No
     assert set(verdicts(tmp_path).values()) <= {"PROMOTE", "HOLD", "ROLLBACK"}
 
 
+#: What a call was, leaving out when it ran and how long it took (the machine's doing).
+WHAT_HAPPENED = [
+    "user_hash",
+    "route",
+    "tier",
+    "response_model",
+    "stream",
+    "status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "feedback_score",
+    "outcome_ok",
+]
+
+
+def test_the_same_seed_gives_the_same_calls_whatever_the_threads_interleaving(
+    tmp_path: Path,
+) -> None:
+    """Its sixteen users' threads interleave differently in every run."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        done = run_demo(folder, "--users", "300")
+        assert done.returncode == 0, done.stderr
+
+    def calls(folder: Path) -> pl.DataFrame:
+        return load(folder / "traces").calls.select(WHAT_HAPPENED).sort(pl.all())
+
+    assert calls(first).equals(calls(second))
+    assert calls(first)["error_type"].drop_nulls().len() > 0  # failures, fixed too
+
+
 @pytest.mark.slow
 def test_demo_with_a_canary_regressed_in_errors_says_rollback(tmp_path: Path) -> None:
     done = run_demo(tmp_path, "--users", "800", "--stage", "50", "--regress", "errors")

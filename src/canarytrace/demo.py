@@ -105,16 +105,22 @@ def _one_call(
     user_id: str,
     rng: random.Random,
 ) -> None:
-    """One request of one user, as an application would make it, then its feedback."""
+    """One request of one user, as an application would make it, then its feedback.
+
+    Every draw of the request is made before it is sent, so a failed request shifts none
+    of the user's later draws: with the user named to the provider (the simulator keys
+    its own draws by it), a run's calls are the same in every run with the same seed.
+    """
     route = rng.choice(sorted(prompts))
     known = rng.choice(prompts[route])
-    decision = canarytrace.choose(route, user_id=user_id)
     stream = rng.random() < 0.3
+    feedback_rng = random.Random(rng.getrandbits(64))
+    decision = canarytrace.choose(route, user_id=user_id)
     try:
         if PROVIDER_OF_ROUTE[route] == "anthropic":
-            text = _ask_anthropic(clients.anthropic, decision.model, known.prompt, stream)
+            text = _ask_anthropic(clients.anthropic, decision.model, known.prompt, stream, user_id)
         else:
-            text = _ask_openai(clients.openai, decision.model, known.prompt, stream)
+            text = _ask_openai(clients.openai, decision.model, known.prompt, stream, user_id)
     except (anthropic.APIError, openai.APIError):
         return  # the span already says which error; a real app would retry or apologise
     call = canarytrace.current_call()
@@ -123,8 +129,8 @@ def _one_call(
     correct = sim.answer_is_correct(known.prompt, text)
     if correct is not None:
         canarytrace.outcome(call, ok=correct, kind=None if correct else "wrong_answer")
-    if rng.random() < FEEDBACK_SHARE:
-        canarytrace.feedback(call, score=_rating(rng, correct))
+    if feedback_rng.random() < FEEDBACK_SHARE:
+        canarytrace.feedback(call, score=_rating(feedback_rng, correct))
 
 
 def _rating(rng: random.Random, correct: bool | None) -> float:
@@ -133,16 +139,21 @@ def _rating(rng: random.Random, correct: bool | None) -> float:
     return float(rng.choices((1, 2, 3, 4, 5), weights=weights)[0])
 
 
-def _ask_anthropic(client: anthropic.Anthropic, model: str, prompt: str, stream: bool) -> str:
+def _ask_anthropic(
+    client: anthropic.Anthropic, model: str, prompt: str, stream: bool, user_id: str
+) -> str:
     messages: Any = [{"role": "user", "content": prompt}]
+    user: Any = {"user_id": user_id}  # as Anthropic asks, for abuse detection
     if stream:
-        with client.messages.stream(model=model, max_tokens=512, messages=messages) as events:
+        with client.messages.stream(
+            model=model, max_tokens=512, messages=messages, metadata=user
+        ) as events:
             return "".join(events.text_stream)
-    message = client.messages.create(model=model, max_tokens=512, messages=messages)
+    message = client.messages.create(model=model, max_tokens=512, messages=messages, metadata=user)
     return "".join(block.text for block in message.content if block.type == "text")
 
 
-def _ask_openai(client: openai.OpenAI, model: str, prompt: str, stream: bool) -> str:
+def _ask_openai(client: openai.OpenAI, model: str, prompt: str, stream: bool, user_id: str) -> str:
     messages: Any = [{"role": "user", "content": prompt}]
     if stream:
         chunks = client.chat.completions.create(
@@ -150,9 +161,12 @@ def _ask_openai(client: openai.OpenAI, model: str, prompt: str, stream: bool) ->
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
+            safety_identifier=user_id,  # as OpenAI asks, for abuse detection
         )
         return "".join(_deltas(chunks))
-    completion = client.chat.completions.create(model=model, messages=messages, temperature=0.6)
+    completion = client.chat.completions.create(
+        model=model, messages=messages, temperature=0.6, safety_identifier=user_id
+    )
     return completion.choices[0].message.content or ""
 
 

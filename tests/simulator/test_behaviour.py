@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import anthropic
 import openai
@@ -85,6 +86,45 @@ def _concurrent(seed: int) -> dict[str, list[tuple[str, str, int]]]:
 def test_same_seed_same_answers_under_concurrency() -> None:
     # Arrival order differs between runs; the n-th request per prompt does not.
     assert _concurrent(11) == _concurrent(11)
+
+
+def _per_user(seed: int, users: list[str]) -> dict[str, list[tuple[str, str, int]]]:
+    """Each user asks every prompt in turn, on both providers, naming itself."""
+    with Simulator(seed=seed, time_scale=0) as sim:
+        oai = openai.OpenAI(base_url=sim.openai_base_url, api_key="k", max_retries=0)
+        ant = anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="k", max_retries=0)
+
+        def chat(user: str, prompt: str) -> tuple[str, str, int]:
+            reply = oai.chat.completions.create(
+                model="gpt-4-0125-preview",
+                messages=[{"role": "user", "content": prompt}],
+                safety_identifier=user,
+            )
+            return reply.id, reply.choices[0].message.content or "", 0
+
+        def message(user: str, prompt: str) -> tuple[str, str, int]:
+            reply = ant.messages.create(
+                model="claude-3-opus-20241219",
+                max_tokens=300,
+                messages=[{"role": "user", "content": prompt}],
+                metadata={"user_id": user},
+            )
+            return reply.id, reply.content[0].text, reply.usage.output_tokens  # type: ignore[union-attr]
+
+        def sessions(user: str) -> tuple[str, list[tuple[str, str, int]]]:
+            asks = [(f, p) for p in PROMPTS[:4] * 2 for f in (chat, message)]
+            return user, [_outcome(partial(f, user, p)) for f, p in asks]
+
+        with oai, ant, ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(pool.map(sessions, users))
+
+
+def test_a_request_naming_its_user_draws_the_same_in_any_interleaving() -> None:
+    # The users are served in opposite orders; each one's answers do not move.
+    users = [f"user-{i}" for i in range(16)]
+    forward, backward = _per_user(3, users), _per_user(3, users[::-1])
+    assert forward == backward
+    assert forward["user-0"] != forward["user-1"]  # each user draws on its own
 
 
 def test_alias_switch_shows_in_response_model(simulator: Simulator) -> None:

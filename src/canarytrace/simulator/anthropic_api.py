@@ -40,6 +40,7 @@ from canarytrace.simulator.wire import (
     JsonReply,
     Reply,
     StreamReply,
+    conversation,
     optional,
     require,
     sse,
@@ -89,15 +90,15 @@ def messages(engine: Engine, body: dict[str, Any]) -> Reply:
     stops = [s for s in optional(body, "stop_sequences", list, []) if isinstance(s, str)]
     chain = _fallbacks(engine, body.get("fallbacks"), limit)
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
-    conversation = json.dumps(texts)
+    key = conversation(body, texts)
     requested = body.get("model")
-    done = engine.complete(requested, "anthropic", prompt, conversation, limit, stops)
+    done = engine.complete(requested, "anthropic", prompt, key, limit, stops)
     hops, recommended = [done], None
     if done.refusal is not None and chain:
         if chain == "default":
             predecessor = engine.predecessor(done.snapshot)
             chain = [(predecessor, limit)] if predecessor else []
-        hops, recommended = _fall_back(engine, done, chain, prompt, conversation, stops)
+        hops, recommended = _fall_back(engine, done, chain, prompt, key, stops)
     usages = [_usage(engine, hop, blocks, texts) for hop in hops]
     served = hops[-1]
     content = _fallback_blocks(requested, hops)
@@ -215,7 +216,7 @@ def _fall_back(
     declined: Completion,
     chain: Chain,
     prompt: str,
-    conversation: str,
+    key: str,
     stops: list[str],
 ) -> tuple[list[Completion], str | None]:
     """Every hop run after `declined`, until one answers; and a model to retry, if any.
@@ -226,7 +227,7 @@ def _fall_back(
     hops = [declined]
     for snapshot, limit in chain:
         try:
-            done = engine.complete(snapshot, "anthropic", prompt, conversation, limit, stops)
+            done = engine.complete(snapshot, "anthropic", prompt, key, limit, stops)
         except SimulatedError as error:
             if error.kind in _TRANSIENT:
                 return hops, snapshot

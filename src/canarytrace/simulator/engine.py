@@ -4,7 +4,10 @@ Determinism: the randomness of one request comes from a `random.Random` seeded w
 hash of (seed, serving snapshot, conversation, n), where n counts earlier requests for
 the same snapshot and conversation. The n-th identical request therefore gets the same
 answer, error and latency in every run with the same seed, however many clients run
-at once and in whatever order their requests interleave.
+at once and in whatever order their requests interleave. Which user sends the n-th
+identical request does depend on that order, so a request that names its end user
+counts as that user's own conversation (`wire.conversation`): then each user's draws are
+fixed too.
 
 The engine holds the state that changes at run time (alias table, regressions, request
 counters, prompt-cache prefixes) behind one lock; everything else is a pure function.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from canarytrace.simulator.wire import (
     JsonReply,
     Reply,
     StreamReply,
+    conversation,
     optional,
     positive_int,
     require,
@@ -64,7 +64,9 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
     stop = optional(body, "stop", (str, list), [])
     stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
-    done = engine.complete(body.get("model"), "openai", prompt, json.dumps(texts), limit, stops)
+    done = engine.complete(
+        body.get("model"), "openai", prompt, conversation(body, texts), limit, stops
+    )
     done = _refusal_as_text(done)
     refused = done.refusal is not None
     usage = _chat_usage(done, texts)
@@ -141,7 +143,7 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
     top_p = optional(body, "top_p", (int, float), 1.0)
     prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
     done = engine.complete(
-        body.get("model"), "openai", prompt, json.dumps(texts), limit or _NO_LIMIT
+        body.get("model"), "openai", prompt, conversation(body, texts), limit or _NO_LIMIT
     )
     done = _refusal_as_text(done)
     part = _refusal_part if done.refusal is not None else _output_text
@@ -254,7 +256,7 @@ def embeddings(engine: Engine, body: dict[str, Any]) -> Reply:
             f"'dimensions' must be at most {profile.dimensions} for {snapshot}, got {dims}.",
             param="dimensions",
         )
-    rng = engine.draw(snapshot, json.dumps(inputs))
+    rng = engine.draw(snapshot, conversation(body, inputs))
     engine.fail_randomly(rng, profile)
     delay = profile.latency.sample_ttft(rng) * engine.time_scale
     data = []

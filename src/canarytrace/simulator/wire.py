@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from canarytrace.instrumentation._extract import request_user_id
 from canarytrace.simulator.errors import SimulatedError
 
 
@@ -47,6 +48,18 @@ def sse(data: Any, event: str | None = None) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n".encode()
+
+
+def conversation(body: dict[str, Any], turns: object) -> str:
+    """The key of a request's draws: its turns, and its end user when it names one.
+
+    With the end user (OpenAI's `safety_identifier` or `user`, Anthropic's
+    `metadata.user_id`) in the key, each user's n-th identical request draws the same in
+    every run, however many users' requests interleave; without it, which user gets the
+    n-th draw of a shared prompt depends on the interleaving.
+    """
+    user = request_user_id(body)
+    return json.dumps(turns if user is None else [user, turns])
 
 
 def require(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
