@@ -89,6 +89,10 @@ REFUSAL_CATEGORY: Final = "canarytrace.refusal_category"
 # The model that answered after the requested one refused (Anthropic's server-side
 # `fallbacks`): a substitution the request asked for, so not alias drift.
 FALLBACK_MODEL: Final = "canarytrace.fallback_model"
+# The request asked OpenAI to run the response in the background (`background=True`):
+# the call returns at once, queued, and the answer's usage and cost come with the
+# background result record below.
+BACKGROUND: Final = "canarytrace.background"
 
 TIERS: Final = ("production", "canary", "fallback")
 
@@ -104,6 +108,16 @@ FEEDBACK_SCORE: Final = "canarytrace.feedback.score"  # float, the app's scale (
 FEEDBACK_COMMENT: Final = "canarytrace.feedback.comment"
 OUTCOME_OK: Final = "canarytrace.outcome.ok"  # bool: False = a wrong answer the app caught
 OUTCOME_KIND: Final = "canarytrace.outcome.kind"  # str, e.g. "wrong_answer"
+
+# --- background results ----------------------------------------------------------------
+# A background response's end, seen when the application retrieves (or cancels) it,
+# maybe in another process: one short span carrying the response id, which joins it to
+# the call that created it (`gen_ai.response.id`), with the usage, cost, finish reasons
+# and refusal read as from any response, the status it ended in and the time the server
+# took from creating to finishing it.
+BACKGROUND_RESULT_SPAN_NAME: Final = "canarytrace.background_result"
+BACKGROUND_STATUS: Final = "canarytrace.background.status"  # completed | failed | ...
+BACKGROUND_DURATION_MS: Final = "canarytrace.background.duration_ms"
 
 # The instrumentation scope name of canarytrace's tracer and meter.
 INSTRUMENTATION_SCOPE: Final = "canarytrace"

@@ -8,6 +8,7 @@ HTTP 400 error body.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,10 +185,42 @@ def _response_object(
     }
 
 
+#: The fake's background responses: the model is in the id, so that retrieving one needs
+#: no state, after a number of its own; a model named `BACKGROUND_FAILS` fails in the
+#: background.
+BACKGROUND_ID = "resp_bg.{number}.{model}"
+_background_numbers = itertools.count()
+BACKGROUND_FAILS = "gpt-4o-2024-11-20-fails"
+BACKGROUND_SECONDS = 42.5  # from created_at to completed_at
+
+
+def _background(response_id: str, status: str) -> httpx2.Response:
+    """A response as retrieving (or cancelling) `response_id` finds it: `resp_1` is the
+    foreground one every create answers, `resp_bg.*` a background one."""
+    if response_id == "resp_1":
+        return httpx2.Response(200, json=_response_object("gpt-4o-2024-11-20"))
+    if not response_id.startswith("resp_bg."):
+        error = {"message": "No response found.", "type": "invalid_request_error"}
+        return httpx2.Response(404, json={"error": {**error, "code": None, "param": None}})
+    model = response_id.split(".", 2)[2]
+    body: dict[str, Any] = {**_response_object(model), "id": response_id, "background": True}
+    if status == "cancelled":
+        body |= {"status": "cancelled", "usage": None, "output": []}
+    elif model == BACKGROUND_FAILS:
+        error = {"code": "server_error", "message": "The model failed."}
+        body |= {"status": "failed", "usage": None, "output": [], "error": error}
+    else:
+        body["completed_at"] = body["created_at"] + BACKGROUND_SECONDS
+    return httpx2.Response(200, json=body)
+
+
 def _responses(body: dict[str, Any]) -> httpx2.Response:
     final = _response_object(
         body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
     )
+    if body.get("background"):
+        queued = {"status": "queued", "usage": None, "output": [], "background": True}
+        return httpx2.Response(200, json=final | queued | {"id": BACKGROUND_ID.format(number=next(_background_numbers), **body)})
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
     created = {**final, "status": "in_progress", "usage": None, "output": []}
@@ -393,6 +426,10 @@ def reply_as(model: str, path: str) -> httpx2.Response:
 
 def fake_api(request: httpx2.Request) -> httpx2.Response:
     """The in-process OpenAI + Anthropic API."""
+    path = request.url.path
+    if "/responses/" in path:  # retrieve or cancel a background response
+        response_id = path.split("/responses/")[1].removesuffix("/cancel")
+        return _background(response_id, "cancelled" if path.endswith("/cancel") else "")
     body = json.loads(request.content)
     if body.get("model") == "error-model":
         error = {"type": "invalid_request_error", "message": "no such model"}

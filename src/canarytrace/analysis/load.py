@@ -78,11 +78,11 @@ PARALLEL_BYTES = 64 * 1024 * 1024
 _CALLS_PER_BUCKET = 1_000_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
 _HTTP_TIMEOUT_S = 30.0
-_RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME)
-# Tempo: the traces holding LLM calls and the feedback/outcome records that judge them.
+_RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME, A.BACKGROUND_RESULT_SPAN_NAME)
+# Tempo: the traces holding LLM calls and the records that complete or judge them.
 DEFAULT_TRACEQL = (
     f'{{ span.{A.TIER} != nil || name = "{A.FEEDBACK_SPAN_NAME}"'
-    f' || name = "{A.OUTCOME_SPAN_NAME}" }}'
+    f' || name = "{A.OUTCOME_SPAN_NAME}" || name = "{A.BACKGROUND_RESULT_SPAN_NAME}" }}'
 )
 
 # The span attributes read, by column, grouped by the type they are converted to.
@@ -102,6 +102,8 @@ _STR_ATTRS = {
     "target_trace": A.TARGET_TRACE_ID,
     "target_span": A.TARGET_SPAN_ID,
     "kind": A.OUTCOME_KIND,
+    "response_id": A.GEN_AI_RESPONSE_ID,
+    "background_status": A.BACKGROUND_STATUS,
 }
 _BOOL_ATTRS = {
     "pinned": A.PINNED,
@@ -109,6 +111,7 @@ _BOOL_ATTRS = {
     "refused": A.REFUSED,
     "stream": A.GEN_AI_REQUEST_STREAM,
     "ok": A.OUTCOME_OK,
+    "background": A.BACKGROUND,
 }
 _INT_ATTRS = {
     "input_tokens": A.GEN_AI_USAGE_INPUT_TOKENS,
@@ -120,6 +123,7 @@ _FLOAT_ATTRS = {
     "cost_usd": A.COST_USD,
     "ttft_ms": A.TIME_TO_FIRST_TOKEN_MS,
     "score": A.FEEDBACK_SCORE,
+    "background_ms": A.BACKGROUND_DURATION_MS,
 }
 _SPAN_FIELDS = (
     "trace",
@@ -372,6 +376,10 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "score",
         "ok",
         "kind",
+        "response_id",
+        pl.col("background").fill_null(False),
+        "background_status",
+        "background_ms",
     )
 
 
@@ -386,15 +394,42 @@ def _key(trace_id: str, span_id: str) -> pl.Expr:
     return pl.struct(trace_id, span_id).hash(seed=0)
 
 
+#: What joins a background call to its result: a hash of its response id.
+_RESULT_KEY = pl.col("response_id").hash(seed=0)
+_RESULT_COLUMNS = (
+    "start",
+    "background_status",
+    "background_ms",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "refused",
+    "response_model",
+)
+
+
 def _calls_of(spans: pl.DataFrame) -> pl.DataFrame:
-    """The LLM calls among `spans`, with the hashes of their own and their parent's ids."""
+    """The LLM calls among `spans`, with the hashes of their own and their parent's ids,
+    and of their response id when they ran in the background (`_results_of`)."""
     is_call = pl.col("operation").is_not_null() & ~pl.col("name").is_in(_RECORD_NAMES)
     parent = pl.when(pl.col("parent_span_id").is_not_null()).then(
         _key("trace_id", "parent_span_id")
     )
+    result = pl.when(pl.col("background")).then(_RESULT_KEY)
     return spans.filter(is_call).select(
-        *_CALL_COLUMNS, _key("trace_id", "span_id").alias("_key"), parent.alias("_parent")
+        *_CALL_COLUMNS,
+        "background",
+        _key("trace_id", "span_id").alias("_key"),
+        parent.alias("_parent"),
+        result.alias("_result"),
     )
+
+
+def _results_of(spans: pl.DataFrame) -> pl.DataFrame:
+    """The background results among `spans`, keyed by their response id's hash."""
+    is_result = pl.col("name") == A.BACKGROUND_RESULT_SPAN_NAME
+    return spans.filter(is_result).select(_RESULT_KEY.alias("_result"), *_RESULT_COLUMNS)
 
 
 def _records_of(spans: pl.DataFrame, name: str, *columns: str) -> pl.DataFrame:
@@ -413,7 +448,12 @@ class _Spill:
     def __init__(self, folder: Path | None = None) -> None:
         """A new temporary folder; or `folder`, a worker's subfolder of one (not removed
         by the worker: the parts outlive it, and the parent's folder holds them)."""
-        self.parts: dict[str, list[Path]] = {"calls": [], "feedback": [], "outcomes": []}
+        self.parts: dict[str, list[Path]] = {
+            "calls": [],
+            "feedback": [],
+            "outcomes": [],
+            "results": [],
+        }
         if folder is not None:
             folder.mkdir()
             self.folder = folder
@@ -445,6 +485,7 @@ class _Parts:
     calls: list[pl.DataFrame] = field(default_factory=list)
     feedback: list[pl.DataFrame] = field(default_factory=list)
     outcomes: list[pl.DataFrame] = field(default_factory=list)
+    results: list[pl.DataFrame] = field(default_factory=list)
     parquet: list[pl.LazyFrame] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     spill: _Spill | None = None
@@ -458,6 +499,7 @@ class _Parts:
         self.calls.append(calls)
         self.feedback.append(_records_of(spans, A.FEEDBACK_SPAN_NAME, "score"))
         self.outcomes.append(_records_of(spans, A.OUTCOME_SPAN_NAME, "start", "ok", "kind"))
+        self.results.append(_results_of(spans))
         self.buffered_calls += calls.height
         if self.buffered_calls >= self.spill_calls:
             self.flush()
@@ -470,6 +512,7 @@ class _Parts:
             ("calls", self.calls),
             ("feedback", self.feedback),
             ("outcomes", self.outcomes),
+            ("results", self.results),
         ):
             if frames:
                 self.spill.write(kind, frames)
@@ -874,19 +917,50 @@ def _per_call(
     return pl.concat(frames, rechunk=False).set_sorted("_key")
 
 
+def _result_per_call(results: pl.LazyFrame) -> pl.DataFrame:
+    """The first result recorded of each background response (a response retrieved by
+    two processes is recorded by both). Held whole: only background calls have one."""
+    first = results.filter(pl.col("_result").is_not_null()).sort("start")
+    return first.group_by("_result").first().drop("start").collect()
+
+
 @dataclass
 class _Records:
-    """Per call (by `_key`, sorted): its feedback and its outcome."""
+    """Per call: its feedback and its outcome (by `_key`, sorted), and its background
+    result (by `_result`)."""
 
     feedback: pl.DataFrame
     outcomes: pl.DataFrame
+    results: pl.DataFrame
 
     @classmethod
-    def of(cls, feedback: pl.LazyFrame, outcomes: pl.LazyFrame, buckets: int) -> _Records:
+    def of(
+        cls, feedback: pl.LazyFrame, outcomes: pl.LazyFrame, results: pl.LazyFrame, buckets: int
+    ) -> _Records:
         return cls(
             _per_call(feedback, _feedback_per_call, buckets),
             _per_call(outcomes, _outcomes_per_call, buckets),
+            _result_per_call(results),
         )
+
+
+def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
+    """Background calls completed by their results: the usage, cost, refusal and failure
+    the result reports, and the server's time to finish as the call's duration. A
+    background call with no result yet has no duration: its span timed only the queuing."""
+    joined = calls.join(results.lazy(), on="_result", how="left", suffix="_result")
+    from_result = ("input_tokens", "output_tokens", "cost_usd", "response_model")
+    failed = pl.col("background_status") == "failed"
+    return joined.with_columns(
+        *(pl.coalesce(f"{name}_result", name).alias(name) for name in from_result),
+        (pl.col("refused") | pl.col("refused_result").fill_null(False)).alias("refused"),
+        pl.when(failed).then(pl.lit("error")).otherwise("status").alias("status"),
+        pl.when(failed).then("error_type_result").otherwise("error_type").alias("error_type"),
+        pl.when(pl.col("background"))
+        .then(pl.col("background_ms"))
+        .otherwise("duration_ms")
+        .alias("duration_ms"),
+    )
 
 
 def _finish(
@@ -900,7 +974,8 @@ def _finish(
         .join(records.feedback, on="_key", how="left")
         .join(records.outcomes, on="_key", how="left")
     )
-    return conform(joined.with_columns(pl.col("feedback_count").fill_null(0))).collect()
+    completed = _with_results(joined.lazy(), records.results)
+    return conform(completed.with_columns(pl.col("feedback_count").fill_null(0))).collect()
 
 
 def _concat(frames: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
@@ -914,8 +989,9 @@ def _join(parts: _Parts) -> pl.LazyFrame:
     parts.calls.clear()
     feedback = _concat(parts.feedback, _records_of(no_spans, "", "score"))
     outcomes = _concat(parts.outcomes, _records_of(no_spans, "", "start", "ok", "kind"))
+    results = _concat(parts.results, _results_of(no_spans))
     dropped = _dropped_rows(calls.lazy(), buckets=1)
-    records = _Records.of(feedback.lazy(), outcomes.lazy(), buckets=1)
+    records = _Records.of(feedback.lazy(), outcomes.lazy(), results.lazy(), buckets=1)
     return _finish(calls, 0, dropped, records).lazy()
 
 
@@ -929,7 +1005,10 @@ def _join_spilled(spill: _Spill) -> pl.LazyFrame:
     buckets = -(-calls_count // _CALLS_PER_BUCKET)
     dropped = _dropped_rows(spilled, buckets)
     records = _Records.of(
-        pl.scan_parquet(spill.parts["feedback"]), pl.scan_parquet(spill.parts["outcomes"]), buckets
+        pl.scan_parquet(spill.parts["feedback"]),
+        pl.scan_parquet(spill.parts["outcomes"]),
+        pl.scan_parquet(spill.parts["results"]),
+        buckets,
     )
     finals: list[Path] = []
     first_row = 0
@@ -940,7 +1019,7 @@ def _join_spilled(spill: _Spill) -> pl.LazyFrame:
         finals.append(final)
         first_row += calls.height
         part.unlink()
-    for part in (*spill.parts["feedback"], *spill.parts["outcomes"]):
+    for part in (*spill.parts["feedback"], *spill.parts["outcomes"], *spill.parts["results"]):
         part.unlink()
     return pl.scan_parquet(finals)
 

@@ -230,24 +230,8 @@ def end_call(
                     and A.FALLBACK_MODEL not in attributes
                 )
             if usage is not None:
-                tokens_in, tokens_out, cache_read, cache_write = usage[:4]
-                attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = tokens_in
-                attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = tokens_out
-                if cache_read:
-                    attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
-                if cache_write:
-                    attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
-                # Its own guard: a price that cannot be worked out costs the span its
-                # cost, not the response attributes read above.
-                try:
-                    model = response_model or target.model
-                    cost = pricing.cost_usd(target.provider, model, *usage[:7])
-                    if usage.compaction is not None and cost is not None:
-                        cost = _with_compaction(cost, target.provider, model, usage.compaction)
-                except Exception:
-                    report("end_call.cost")
-                if cost is not None:
-                    attributes[A.COST_USD] = cost
+                model = response_model or target.model
+                cost = add_usage(attributes, target.provider, model, usage)
             span.set_attributes(attributes)
         if error_type is not None:
             span.set_attribute(A.ERROR_TYPE, error_type)
@@ -263,6 +247,30 @@ def end_call(
             routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")
+
+
+def add_usage(attributes: dict[str, Any], provider: str, model: str, usage: Usage) -> float | None:
+    """Write `usage`'s token counts and its cost at `model`'s price into `attributes`;
+    returns the cost, None when it cannot be priced."""
+    tokens_in, tokens_out, cache_read, cache_write = usage[:4]
+    attributes[A.GEN_AI_USAGE_INPUT_TOKENS] = tokens_in
+    attributes[A.GEN_AI_USAGE_OUTPUT_TOKENS] = tokens_out
+    if cache_read:
+        attributes[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
+    if cache_write:
+        attributes[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write
+    # Its own guard: a price that cannot be worked out costs the span its cost, not the
+    # attributes read before.
+    cost = None
+    try:
+        cost = pricing.cost_usd(provider, model, *usage[:7])
+        if usage.compaction is not None and cost is not None:
+            cost = _with_compaction(cost, provider, model, usage.compaction)
+    except Exception:
+        report("end_call.cost")
+    if cost is not None:
+        attributes[A.COST_USD] = cost
+    return cost
 
 
 def _with_compaction(cost: float, provider: str, model: str, compaction: Usage) -> float | None:

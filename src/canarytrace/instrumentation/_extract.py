@@ -78,6 +78,11 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, str) and value else None
 
 
+def _on(value: Any) -> Any:
+    """A switch worth recording: on (off is the default, and says nothing)."""
+    return True if value is True else None
+
+
 def _texts(value: Any) -> Any:
     """A string or a list of strings (OpenAI's `stop` takes both) as a list."""
     if isinstance(value, str):
@@ -134,6 +139,7 @@ _OPENAI_RESPONSES_PARAMS = {
     "service_tier": _plain(A.OPENAI_REQUEST_SERVICE_TIER, _text),
     "text": ((A.GEN_AI_OUTPUT_TYPE, "format", _output_type),),
     "text_format": _plain(A.GEN_AI_OUTPUT_TYPE, _output_type),
+    "background": _plain(A.BACKGROUND, _on),
 }
 _OPENAI_EMBEDDINGS_PARAMS = {
     "dimensions": _plain(A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
@@ -337,12 +343,16 @@ def openai_chat_text(response: Any) -> list[str]:
     return [c.message.content for c in response.choices or () if c.message.content]
 
 
+#: The statuses a Responses API response ends in.
+_FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
 def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a Responses API `Response`."""
     out: dict[str, Any] = {}
     _set_common(out, response)
     status = getattr(response, "status", None)
-    if isinstance(status, str):
+    if status in _FINISHED:  # not a background response still queued or in progress
         details = getattr(response, "incomplete_details", None)
         reason = getattr(details, "reason", None) if details is not None else None
         reasons = [reason if isinstance(reason, str) else status]
@@ -363,6 +373,31 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
         elif kind == "message" and _refuses(item):
             out[A.REFUSED] = True
     return out, _new_usage((*counts, searches, _openai_variant(tier), None))
+
+
+def finished_in_background(response: Any) -> bool:
+    """Whether `response` is a Responses API response run in the background that has
+    ended (completed, incomplete, failed or cancelled)."""
+    return (
+        getattr(response, "background", None) is True
+        and getattr(response, "status", None) in _FINISHED
+        and isinstance(getattr(response, "id", None), str)
+    )
+
+
+def openai_background_end(response: Any) -> dict[str, Any]:
+    """How a background response ended: its status, the server's time from creating to
+    finishing it, and a failure's code (OpenAI reports it in the response, not as an
+    HTTP error)."""
+    out: dict[str, Any] = {A.BACKGROUND_STATUS: response.status}
+    created = getattr(response, "created_at", None)
+    completed = getattr(response, "completed_at", None)
+    if isinstance(created, _NUMBERS) and isinstance(completed, _NUMBERS):
+        out[A.BACKGROUND_DURATION_MS] = (completed - created) * 1000.0
+    if response.status == "failed":
+        code = getattr(getattr(response, "error", None), "code", None)
+        out[A.ERROR_TYPE] = code if isinstance(code, str) and code else "failed"
+    return out
 
 
 def _refuses(message: Any) -> bool:

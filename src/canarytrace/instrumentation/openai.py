@@ -1,6 +1,7 @@
 """The OpenAI SDK patches: chat completions (create, parse; `stream()` goes through
-create), the Responses API (create, parse; `stream()` goes through create) and
-embeddings, sync and async.
+create), the Responses API (create, parse; `stream()` goes through create; retrieve and
+cancel for the end of a background response, `background.py`) and embeddings, sync and
+async.
 
 The `stream(...)` helpers are not wrapped themselves: the SDK implements them by calling
 `self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
@@ -14,6 +15,7 @@ from typing import Any
 
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
+from canarytrace.instrumentation import background
 from canarytrace.instrumentation._call import Instruments
 from canarytrace.instrumentation._wrappers import Options, Spec, async_wrapper, sync_wrapper
 from canarytrace.instrumentation.streams import Accumulator
@@ -187,7 +189,19 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
 
 def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
     """(module, Class.method, wrapper) for `wrapt.wrap_function_wrapper`."""
-    return [
+    from openai._legacy_response import LegacyAPIResponse
+
+    calls = [
         (module, name, (async_wrapper if is_async else sync_wrapper)(ins, spec, options))
         for module, name, spec, is_async in _specs()
     ]
+    # Where a background response's end is seen (`background.py`): not LLM calls.
+    ends = [
+        (_RESPONSES, f"{owner}.{method}", wrapper(ins, LegacyAPIResponse))
+        for owner, wrapper in (
+            ("Responses", background.sync_wrapper),
+            ("AsyncResponses", background.async_wrapper),
+        )
+        for method in ("retrieve", "cancel")
+    ]
+    return calls + ends
