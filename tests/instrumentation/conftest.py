@@ -219,8 +219,9 @@ def _responses(body: dict[str, Any]) -> httpx2.Response:
         body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
     )
     if body.get("background"):
-        queued = {"status": "queued", "usage": None, "output": [], "background": True}
-        return httpx2.Response(200, json=final | queued | {"id": BACKGROUND_ID.format(number=next(_background_numbers), **body)})
+        response_id = BACKGROUND_ID.format(number=next(_background_numbers), **body)
+        queued = {"id": response_id, "status": "queued", "background": True}
+        return httpx2.Response(200, json=final | queued | {"usage": None, "output": []})
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
     created = {**final, "status": "in_progress", "usage": None, "output": []}
