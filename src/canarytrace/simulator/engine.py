@@ -10,7 +10,8 @@ counts as that user's own conversation (`wire.conversation`): then each user's d
 fixed too.
 
 The engine holds the state that changes at run time (alias table, regressions, request
-counters, prompt-cache prefixes) behind one lock; everything else is a pure function.
+counters, prompt-cache prefixes, background jobs) behind one lock; everything else is a
+pure function.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from canarytrace.simulator.errors import SimulatedError
 from canarytrace.simulator.profiles import (
@@ -44,6 +45,7 @@ _FILLER_TEXT = (
     "follow without extra help from support or the docs"
 )
 _WORDS = tuple(_FILLER_TEXT.split())
+_MAX_JOBS = 10_000  # background jobs kept for polling; older ones are forgotten
 
 
 def tokenize(text: str) -> list[str]:
@@ -91,6 +93,24 @@ class Completion:
         return len(self.pieces)
 
 
+@dataclass(frozen=True)
+class BackgroundJob:
+    """A request answered later: its reply bodies, held until the client polls for them.
+
+    The bodies are the provider's own (the engine never reads them): `pending` while the
+    job runs or once it is cancelled, `outcome` from `due` (`time.monotonic()`) on.
+    """
+
+    pending: Any
+    outcome: Any
+    due: float
+    cancelled: bool = False
+
+    def done_by(self, now: float) -> bool:
+        """Whether the job has its outcome at monotonic time `now` (never, once cancelled)."""
+        return not self.cancelled and now >= self.due
+
+
 class Engine:
     """Serves draws from `profiles` for one simulator; thread-safe."""
 
@@ -105,6 +125,7 @@ class Engine:
         self._effective = dict(profiles.models)
         self._counters: Counter[tuple[str, int]] = Counter()
         self._cached_prefixes: set[tuple[str, int]] = set()
+        self._jobs: dict[str, BackgroundJob] = {}
 
     # --- run-time changes ---------------------------------------------------------
 
@@ -240,6 +261,32 @@ class Engine:
             hit = key in self._cached_prefixes
             self._cached_prefixes.add(key)
         return hit
+
+    # --- background jobs ---------------------------------------------------------------
+
+    def add_job(self, job_id: str, job: BackgroundJob) -> None:
+        """Keep `job` for polling; past `_MAX_JOBS` the oldest is forgotten, as providers
+        expire them."""
+        with self._lock:
+            self._jobs[job_id] = job
+            if len(self._jobs) > _MAX_JOBS:
+                del self._jobs[next(iter(self._jobs))]
+
+    def job(self, job_id: str) -> BackgroundJob | None:
+        """The job kept under `job_id`, if any."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def cancel_job(self, job_id: str, now: float) -> BackgroundJob | None:
+        """Cancel the job unless it is done by `now`; the job as it then stands, if any.
+
+        Checked and marked under the lock, so a job is either cancelled or done, never both.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and not job.cancelled and not job.done_by(now):
+                job = self._jobs[job_id] = replace(job, cancelled=True)
+            return job
 
     def _answer(
         self,

@@ -10,6 +10,16 @@ OpenAI does: Chat Completions with `content: null`, the text in `message.refusal
 `finish_reason: "stop"` (streamed as `delta.refusal` chunks); Responses with a
 `refusal` content part (streamed as `response.refusal.delta` events). The refusal
 text is the output, so usage counts its tokens.
+
+Responses also run in OpenAI's background mode (`background: true`, not streamed): the
+answer is drawn at once, exactly as in the foreground, but the reply is the response
+`queued` (no output, `usage: null`). The engine keeps the outcome; polling
+``GET /v1/responses/{id}`` says `in_progress` until the draw's latency has passed, then
+gives the body the foreground reply would have sent, with `background: true`. A drawn
+provider error does not fail the create: the response ends `failed` with OpenAI's
+`error.code` (`server_error`, `rate_limit_exceeded`). ``POST /v1/responses/{id}/cancel``
+cancels a queued or in-progress response (again: the same answer); a finished one
+answers 400.
 """
 
 from __future__ import annotations
@@ -17,13 +27,21 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from canarytrace.simulator.engine import Completion, Engine, count_tokens, stable_int, tokenize
-from canarytrace.simulator.errors import SimulatedError
+from canarytrace.simulator.engine import (
+    BackgroundJob,
+    Completion,
+    Engine,
+    count_tokens,
+    stable_int,
+    tokenize,
+)
+from canarytrace.simulator.errors import ErrorKind, SimulatedError
 from canarytrace.simulator.wire import (
     JsonReply,
     Reply,
@@ -39,6 +57,16 @@ from canarytrace.simulator.wire import (
 _NO_LIMIT = 16_384
 _PER_MESSAGE_TOKENS = 3  # OpenAI's chat format adds about this much per message
 REFUSAL_TEXT = "I'm sorry, I can't help with that."
+# A drawn error fails a background response later, with the code OpenAI reports then.
+_BACKGROUND_FAILURE_CODES: dict[ErrorKind, str] = {
+    "rate_limit": "rate_limit_exceeded",
+    "server_error": "server_error",
+    "overloaded": "server_error",
+}
+_NO_BACKGROUND_STREAMS = (
+    "The simulator does not stream background responses; "
+    "create them without 'stream' and poll GET /v1/responses/{response_id}."
+)
 
 
 def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
@@ -132,24 +160,27 @@ def chat_completions(engine: Engine, body: dict[str, Any]) -> Reply:
 
 
 def responses(engine: Engine, body: dict[str, Any]) -> Reply:
-    """POST /v1/responses, streaming (the response.* event sequence) or not."""
-    texts = _responses_input(require(body, "input", (str, list)))
-    instructions = optional(body, "instructions", str, None)
-    if instructions:
-        texts.insert(0, ("developer", instructions))
-    limit = positive_int(body, "max_output_tokens")
-    stream = optional(body, "stream", bool, False)
-    temperature = optional(body, "temperature", (int, float), 1.0)
-    top_p = optional(body, "top_p", (int, float), 1.0)
-    prompt = next((text for role, text in reversed(texts) if role == "user"), texts[-1][1])
-    done = engine.complete(
-        body.get("model"), "openai", prompt, conversation(body, texts), limit or _NO_LIMIT
-    )
+    """POST /v1/responses: streamed (the response.* event sequence), whole, or in the background."""
+    request = _ResponsesRequest.parse(body)
+    started = time.time()
+    try:
+        done = engine.complete(
+            body.get("model"),
+            "openai",
+            request.prompt,
+            conversation(body, request.texts),
+            request.limit or _NO_LIMIT,
+        )
+    except SimulatedError as error:
+        if request.background and error.kind in _BACKGROUND_FAILURE_CODES:
+            return _fail_in_background(engine, body.get("model"), request, started, error)
+        raise
     done = _refusal_as_text(done)
     part = _refusal_part if done.refusal is not None else _output_text
     kind = "refusal" if done.refusal is not None else "output_text"
-    input_tokens = _input_tokens(done, texts)
-    rid, mid, created = f"resp_{done.uid}", f"msg_{done.uid}", int(time.time())
+    input_tokens = _input_tokens(done, request.texts)
+    head = _ResponseHead(request, f"resp_{done.uid}", done.snapshot, int(started))
+    mid = f"msg_{done.uid}"
     complete = done.finish in ("stop", "refusal")
 
     def item(status: str, text: str | None) -> dict[str, Any]:
@@ -162,36 +193,6 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
             "content": content,
         }
 
-    def response(status: str, output: list[Any], usage: Any) -> dict[str, Any]:
-        return {
-            "id": rid,
-            "object": "response",
-            "created_at": created,
-            "status": status,
-            "completed_at": int(time.time()) if status != "in_progress" else None,
-            "error": None,
-            "incomplete_details": None
-            if status != "incomplete"
-            else {"reason": "max_output_tokens"},
-            "instructions": instructions,
-            "max_output_tokens": limit,
-            "model": done.snapshot,
-            "output": output,
-            "parallel_tool_calls": True,
-            "previous_response_id": None,
-            "reasoning": {"effort": None, "summary": None},
-            "service_tier": "default",
-            "temperature": temperature,
-            "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": "auto",
-            "tools": [],
-            "top_p": top_p,
-            "truncation": "disabled",
-            "usage": usage,
-            "user": None,
-            "metadata": {},
-        }
-
     usage = {
         "input_tokens": input_tokens,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -199,10 +200,14 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + done.output_tokens,
     }
+    end = _last_token_at(done)
     final_status = "completed" if complete else "incomplete"
-    final_item = item("completed" if complete else "incomplete", done.text)
-    if not stream:
-        return JsonReply(response(final_status, [final_item], usage), delay_s=_last_token_at(done))
+    final_item = item(final_status, done.text)
+    final = head.body(final_status, [final_item], usage, completed_at=head.created_at + end)
+    if request.background:
+        return _run_in_background(engine, head, final, end)
+    if not request.stream:
+        return JsonReply(final, delay_s=end)
 
     def events() -> Iterator[tuple[float, bytes]]:
         seq = iter(range(1_000_000))
@@ -210,10 +215,10 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
         def event(type_: str, at: float, **fields: Any) -> tuple[float, bytes]:
             return at, sse({"type": type_, "sequence_number": next(seq), **fields}, event=type_)
 
-        start, end = done.ttft_s, _last_token_at(done)
+        start = done.ttft_s
         where = {"item_id": mid, "output_index": 0, "content_index": 0}
-        yield event("response.created", 0.0, response=response("in_progress", [], None))
-        yield event("response.in_progress", 0.0, response=response("in_progress", [], None))
+        yield event("response.created", 0.0, response=head.body("in_progress"))
+        yield event("response.in_progress", 0.0, response=head.body("in_progress"))
         yield event(
             "response.output_item.added", start, output_index=0, item=item("in_progress", None)
         )
@@ -226,11 +231,176 @@ def responses(engine: Engine, body: dict[str, Any]) -> Reply:
         yield event(f"response.{kind}.done", end, **done_text, **logprobs, **where)
         yield event("response.content_part.done", end, part=part(done.text), **where)
         yield event("response.output_item.done", end, output_index=0, item=final_item)
-        yield event(
-            f"response.{final_status}", end, response=response(final_status, [final_item], usage)
-        )
+        yield event(f"response.{final_status}", end, response=final)
 
     return StreamReply.of(events())
+
+
+def retrieve_response(engine: Engine, body: dict[str, Any], response_id: str) -> Reply:
+    """GET /v1/responses/{response_id}: a background response as it stands now.
+
+    Only background responses are kept (the newest 10,000): the simulator does not
+    store foreground ones, so their ids are unknown here.
+    """
+    if body.get("stream") == "true":
+        raise SimulatedError("invalid_request", _NO_BACKGROUND_STREAMS, param="stream")
+    job = engine.job(response_id)
+    if job is None:
+        raise _unknown_response(response_id)
+    return JsonReply(_job_body(job, time.monotonic()))
+
+
+def cancel_response(engine: Engine, body: dict[str, Any], response_id: str) -> Reply:
+    """POST /v1/responses/{response_id}/cancel: stop a queued or in-progress response.
+
+    Cancelling twice answers the cancelled response again (OpenAI calls it idempotent);
+    a response that has already finished cannot be cancelled.
+    """
+    now = time.monotonic()
+    job = engine.cancel_job(response_id, now)
+    if job is None:
+        raise _unknown_response(response_id)
+    if job.done_by(now):
+        status = job.outcome["status"]
+        raise SimulatedError(
+            "invalid_request",
+            f"Cannot cancel a {status} response; only queued or in-progress ones can be.",
+        )
+    return JsonReply(_job_body(job, now))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ResponsesRequest:
+    """A checked POST /v1/responses body: its turns and the settings every reply echoes."""
+
+    texts: list[tuple[str, str]]
+    instructions: str | None
+    limit: int | None
+    stream: bool
+    temperature: float
+    top_p: float
+    background: bool
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> _ResponsesRequest:
+        """The request, or the 400 OpenAI answers to a malformed one."""
+        texts = _responses_input(require(body, "input", (str, list)))
+        instructions = optional(body, "instructions", str, None)
+        if instructions:
+            texts.insert(0, ("developer", instructions))
+        request = cls(
+            texts,
+            instructions,
+            positive_int(body, "max_output_tokens"),
+            optional(body, "stream", bool, False),
+            optional(body, "temperature", (int, float), 1.0),
+            optional(body, "top_p", (int, float), 1.0),
+            optional(body, "background", bool, False),
+        )
+        if request.background and request.stream:
+            raise SimulatedError("invalid_request", _NO_BACKGROUND_STREAMS, param="stream")
+        if request.background and not optional(body, "store", bool, True):
+            raise SimulatedError(
+                "invalid_request", "Background mode requires 'store' to be true.", param="store"
+            )
+        return request
+
+    @property
+    def prompt(self) -> str:
+        """The last user turn: what the model answers."""
+        return next(
+            (text for role, text in reversed(self.texts) if role == "user"), self.texts[-1][1]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _ResponseHead:
+    """What every Response body of one request shares: its id, serving model and start."""
+
+    request: _ResponsesRequest
+    rid: str
+    model: str
+    created_at: int
+
+    def body(
+        self,
+        status: str,
+        output: Sequence[Any] = (),
+        usage: dict[str, Any] | None = None,
+        *,
+        completed_at: float | None = None,
+        error: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The Response object in `status`: the one builder of streamed, whole and
+        background replies, so they cannot drift apart."""
+        request = self.request
+        return {
+            "id": self.rid,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": request.background,
+            "completed_at": completed_at,
+            "error": error,
+            "incomplete_details": None
+            if status != "incomplete"
+            else {"reason": "max_output_tokens"},
+            "instructions": request.instructions,
+            "max_output_tokens": request.limit,
+            "model": self.model,
+            "output": list(output),
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "temperature": request.temperature,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": request.top_p,
+            "truncation": "disabled",
+            "usage": usage,
+            "user": None,
+            "metadata": {},
+        }
+
+
+def _run_in_background(
+    engine: Engine, head: _ResponseHead, outcome: dict[str, Any], delay_s: float
+) -> JsonReply:
+    """Answer at once that the response is queued; keep its outcome, due in `delay_s`."""
+    queued = head.body("queued")
+    engine.add_job(head.rid, BackgroundJob(queued, outcome, time.monotonic() + delay_s))
+    return JsonReply(queued)
+
+
+def _fail_in_background(
+    engine: Engine,
+    model: object,
+    request: _ResponsesRequest,
+    started: float,
+    error: SimulatedError,
+) -> JsonReply:
+    """A drawn provider error as background mode reports it: a response that fails later.
+
+    The failed draw made no answer and so no seeded uid: this response's id is random.
+    """
+    snapshot, _ = engine.resolve(model, "openai", "chat")
+    head = _ResponseHead(request, f"resp_{uuid.uuid4().hex}", snapshot, int(started))
+    failure = {"code": _BACKGROUND_FAILURE_CODES[error.kind], "message": error.text}
+    return _run_in_background(engine, head, head.body("failed", error=failure), error.delay_s)
+
+
+def _job_body(job: BackgroundJob, now: float) -> Any:
+    """A background response at monotonic time `now`: running (or cancelled), or its outcome."""
+    if job.done_by(now):
+        return job.outcome
+    return job.pending | {"status": "cancelled" if job.cancelled else "in_progress"}
+
+
+def _unknown_response(response_id: str) -> SimulatedError:
+    """The 404 for an id that is not (or no longer) a kept background response."""
+    return SimulatedError("not_found", f"Response with id '{response_id}' not found.")
 
 
 def embeddings(engine: Engine, body: dict[str, Any]) -> Reply:

@@ -10,11 +10,20 @@ thread, so nothing leaks between tests.
 Routes (OpenAI under ``/v1``, Anthropic under ``/anthropic/v1``):
 
     POST /v1/chat/completions    POST /v1/responses    POST /v1/embeddings
+    GET  /v1/responses/{id}      POST /v1/responses/{id}/cancel
     GET  /v1/models              GET  /v1/models/{id}
     POST /anthropic/v1/messages  GET  /anthropic/v1/models  GET  /anthropic/v1/models/{id}
 
+``POST /v1/responses`` with ``background: true`` answers at once with the response
+queued; ``GET /v1/responses/{id}`` polls it and ``/cancel`` cancels it (only background
+responses are kept for polling). GET handlers receive the query parameters as their body.
+
 A request may force an error with the header ``x-canarytrace-simulate-error: KIND``
 (KIND one of `errors.ERROR_KINDS`), so tests of error handling need no special profile.
+The header fails the HTTP request it comes with, whatever the route: on a background
+create that is the create itself (as a real 429 on submitting would), not the job.
+Failing the job instead comes from the profile's error rates, which background mode
+reports as a `failed` response.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from canarytrace.simulator import anthropic_api, openai_api
 from canarytrace.simulator.engine import Engine
@@ -56,6 +66,12 @@ Handler = Callable[..., Reply]
 _ROUTES: tuple[tuple[str, re.Pattern[str], Handler], ...] = (
     ("POST", re.compile(r"/v1/chat/completions"), openai_api.chat_completions),
     ("POST", re.compile(r"/v1/responses"), openai_api.responses),
+    ("GET", re.compile(r"/v1/responses/(?P<response_id>[^/]+)"), openai_api.retrieve_response),
+    (
+        "POST",
+        re.compile(r"/v1/responses/(?P<response_id>[^/]+)/cancel"),
+        openai_api.cancel_response,
+    ),
     ("POST", re.compile(r"/v1/embeddings"), openai_api.embeddings),
     ("GET", re.compile(r"/v1/models"), openai_api.list_models),
     ("GET", re.compile(r"/v1/models/(?P<model>[^/]+)"), openai_api.retrieve_model),
@@ -245,11 +261,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         arrived = time.monotonic()
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/")
         provider = "anthropic" if path.startswith("/anthropic/") else "openai"
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         try:
-            body = self._read_json(method)
+            body = self._read_body(method, query)
             handler, params = _route(method, path)
             self._check_key(provider)
             self._forced_error()
@@ -272,13 +289,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, headers, payload = render(SimulatedError("server_error"), request_id)
             self._send_json(status, headers, payload, arrived, provider, request_id)
 
-    def _read_json(self, method: str) -> dict[str, Any]:
+    def _read_body(self, method: str, query: str) -> dict[str, Any]:
+        """A POST's JSON object (none for a bodiless POST such as a cancel); a GET's
+        query parameters (strings), read as its body."""
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         if method == "GET":
+            return dict(parse_qsl(query))
+        if not raw:
             return {}
         try:
-            body = json.loads(raw or b"null")
+            body = json.loads(raw)
         except ValueError:
             raise SimulatedError("invalid_request", "The request body is not valid JSON.") from None
         if not isinstance(body, dict):
