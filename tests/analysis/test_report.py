@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import polars as pl
 from rich.console import Console
 
 from canarytrace.analysis import synth
@@ -18,6 +19,7 @@ from canarytrace.analysis.report import (
     save_latest,
     to_json,
     trace_link,
+    write_markdown,
 )
 
 
@@ -102,3 +104,21 @@ def test_console_json_and_latest_verdict(tmp_path: Path) -> None:
     state = save_latest(judgement, tmp_path / "last.json")
     assert latest_verdict("chat", state) == Verdict.ROLLBACK
     assert latest_verdict("summarize", state) is None
+
+
+def test_a_failing_call_with_no_duration_is_listed_without_one(tmp_path: Path) -> None:
+    """A background call whose result failed with no finish time has no duration."""
+    calls = synth.calls(synth.Scenario(users=600, seed=4))
+    failing = (pl.col("tier") == "canary") & (pl.col("status") == "error")
+    calls = calls.with_columns(
+        pl.when(failing).then(None).otherwise(pl.col("duration_ms")).alias("duration_ms")
+    )
+    judgement = judge(calls)
+    assert judgement.routes["chat"].failing_canary  # the scenario has failing canary calls
+
+    lines = _rendered(judgement, 160)
+    listed = [line for line in lines if line.startswith("  failing canary trace")]
+    errors = [line for line in listed if "wrong_answer" not in line]
+    assert errors and all(" duration unknown, " in line for line in errors)
+    markdown = write_markdown(judgement, calls, tmp_path / "report.md").read_text()
+    assert markdown.count(" duration unknown, ") == len(errors)

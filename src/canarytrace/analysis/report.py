@@ -169,14 +169,7 @@ def print_judgement(
                 text.append(link, style="cyan")
             else:
                 text.append(trace["trace_id"], style=f"link {link}" if link else "cyan")
-            detail = f" {trace['duration_ms']:,.0f} ms"
-            if trace.get("error_type"):
-                detail += f", {trace['error_type']}"
-            if trace.get("outcome_kind"):
-                detail += f", {trace['outcome_kind']}"
-            if trace.get("refused"):
-                detail += ", refused"
-            text.append(detail)
+            text.append(f" {_trace_detail(trace)}")
             console.print(text, soft_wrap=True)  # a URL stays whole, on its line
     if problems:
         console.print(Text(f"{len(problems)} unreadable line(s) skipped:", style="yellow"))
@@ -233,8 +226,8 @@ def plots(calls: pl.DataFrame | pl.LazyFrame, route: str) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for tier, colour in (("production", "tab:blue"), ("canary", "tab:orange")):
-        column = lazy.filter(pl.col("tier") == tier).select("duration_ms").collect()["duration_ms"]
-        values = column.drop_nulls().filter(column > 0).to_numpy()
+        timed = (pl.col("tier") == tier) & (pl.col("duration_ms") > 0)  # a duration known
+        values = lazy.filter(timed).select("duration_ms").collect()["duration_ms"].to_numpy()
         if len(values):
             bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60).tolist()
             ax.hist(values, bins=bins, density=True, alpha=0.5, label=tier, color=colour)
@@ -318,10 +311,19 @@ def _trace_lines(
                 if link
                 else f"<code>{tid}</code>"
             )
-        lines.append(
-            f"{label}: {shown} {trace['duration_ms']:,.0f} ms {trace.get('error_type') or ''}"
-        )
+        lines.append(f"{label}: {shown} {_trace_detail(trace)}")
     return lines
+
+
+def _trace_detail(trace: dict[str, Any]) -> str:
+    """What a listed trace's call was: its duration, when known (a background call has
+    none until its result is seen), and how it failed."""
+    duration = trace.get("duration_ms")
+    details = [f"{duration:,.0f} ms" if duration is not None else "duration unknown"]
+    details += [trace[key] for key in ("error_type", "outcome_kind") if trace.get(key)]
+    if trace.get("refused"):
+        details.append("refused")
+    return ", ".join(details)
 
 
 def write_markdown(
