@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anthropic
 import openai
 
+from canarytrace import attributes as A
 from canarytrace.simulator import Simulator
 from tests.instrumentation.conftest import Telemetry
 
@@ -85,3 +87,29 @@ def test_a_refused_request_answered_by_a_fallback_over_http(instrumented: Teleme
         assert span.attributes["canarytrace.refusal_category"] in {"cyber", "bio", "general_harms"}
     assert declined.attributes["gen_ai.response.finish_reasons"] == ("refusal",)
     assert "canarytrace.fallback_model" not in declined.attributes
+
+
+def test_a_background_response_polled_over_http_gets_its_result_recorded(
+    instrumented: Telemetry,
+) -> None:
+    """Created queued, polled until done: the record has what the foreground call says."""
+    model = "gpt-4o-2024-11-20"
+    with Simulator(seed=9, time_scale=0.2) as simulator:
+        client = openai.OpenAI(base_url=simulator.openai_base_url, api_key="k", max_retries=0)
+        queued = client.responses.create(model=model, input="Hello", background=True)
+        done = client.responses.retrieve(queued.id)
+        while done.status in ("queued", "in_progress"):
+            time.sleep(0.02)
+            done = client.responses.retrieve(queued.id)
+        client.responses.retrieve(queued.id)  # polled once more: recorded once
+    with Simulator(seed=9, time_scale=0) as simulator:
+        client = openai.OpenAI(base_url=simulator.openai_base_url, api_key="k", max_retries=0)
+        client.responses.create(model=model, input="Hello")
+    background, foreground = instrumented.llm_spans()
+    [record] = [s for s in instrumented.spans() if s.name == A.BACKGROUND_RESULT_SPAN_NAME]
+    assert queued.status == "queued" and done.status == "completed"
+    assert background.attributes[A.BACKGROUND] is True
+    assert record.attributes[A.GEN_AI_RESPONSE_ID] == background.attributes[A.GEN_AI_RESPONSE_ID]
+    for name in (A.GEN_AI_USAGE_INPUT_TOKENS, A.GEN_AI_USAGE_OUTPUT_TOKENS, A.COST_USD):
+        assert record.attributes[name] == foreground.attributes[name]
+    assert record.attributes[A.BACKGROUND_DURATION_MS] > 0

@@ -107,7 +107,7 @@ def test_background_create_is_queued_then_polls_to_the_foreground_answer(
 
 
 def test_create_answers_at_once_and_polls_in_progress_until_due() -> None:
-    latency = 0.25
+    latency = 1.0  # ample for a create and a retrieve on a busy machine
     with Simulator(_fixed(latency), time_scale=1.0) as sim, _client(sim) as client:
         sent = time.monotonic()
         queued = _create(client, model=FIXED, input="Hello")
@@ -183,7 +183,7 @@ def test_the_forced_error_header_fails_the_create_itself(
 
 
 def test_cancel_before_completion_cancels_for_good() -> None:
-    latency = 0.2
+    latency = 1.0  # ample for a create and two cancels on a busy machine
     with Simulator(_fixed(latency), time_scale=1.0) as sim, _client(sim) as client:
         sent = time.monotonic()
         queued = _create(client, model=FIXED, input="Hello")
@@ -258,7 +258,7 @@ async def test_async_background_polls_to_the_foreground_answer(
 
 @pytest.mark.anyio
 async def test_async_cancel_before_completion() -> None:
-    with Simulator(_fixed(0.2), time_scale=1.0) as sim:
+    with Simulator(_fixed(1.0), time_scale=1.0) as sim:
         client = openai.AsyncOpenAI(base_url=sim.openai_base_url, api_key="k", max_retries=0)
         async with client:
             queued = await client.responses.create(model=FIXED, input="Hello", background=True)
