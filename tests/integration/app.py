@@ -9,7 +9,11 @@ on stdout it reports events and, at the end, every call's ids and how many spans
 handed to the SDK; on stdin it waits for the test's "go" where asked to pause.
 
     python app.py --calls 20 [--pause-after 10] [--wait-before-flush]
-                  [--memory-every 50] [--no-flush]
+                  [--memory-every 50] [--no-flush] [--background-calls 1]
+
+`--background-calls` adds, after the others, calls of the summarize canary made in
+OpenAI's background mode and polled until they end (their results are records of
+their own, in traces of their own).
 """
 
 from __future__ import annotations
@@ -98,6 +102,20 @@ def call(
     return "".join(block.text for block in message.content if block.type == "text")
 
 
+def in_background(
+    client: openai.OpenAI, model: str, prompt: str
+) -> tuple[canarytrace.CallRef, bool]:
+    """One background Responses call, polled until it ends: the call's ids, and whether
+    it completed."""
+    queued = client.responses.create(model=model, input=prompt, background=True)
+    ref = canarytrace.current_call()
+    assert ref is not None
+    status = queued.status
+    while status in ("queued", "in_progress"):  # at time scale 0 it is due at once
+        status = client.responses.retrieve(queued.id).status
+    return ref, status == "completed"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, required=True)
@@ -107,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-flush", action="store_true")
     parser.add_argument("--memory-every", type=int, default=0)
     parser.add_argument("--service-name", default="canarytrace-it")
+    parser.add_argument("--background-calls", type=int, default=0)
     args = parser.parse_args(argv)
 
     canarytrace.instrument(registry=REGISTRY, service_name=args.service_name)
@@ -151,6 +170,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 canarytrace.outcome(ref, ok, kind=None if ok else "no_answer")
             if args.memory_every and (i + 1) % args.memory_every == 0:
                 emit("memory", calls=i + 1, rss_kib=rss_kib(), live_spans=live_spans())
+        canary = load_registry(REGISTRY).routes["summarize"].canary
+        assert canary is not None
+        for i in range(args.background_calls):
+            ref, ok = in_background(clients[0], canary, f"Summarize item {i}.")
+            answered += ok
+            made.append(
+                {
+                    "trace_id": ref.trace_id,
+                    "span_id": ref.span_id,
+                    "model": canary,
+                    "tier": "canary",
+                    "provider": "openai",
+                    "ok": ok,
+                    "background": True,
+                }
+            )
 
     emit("calls-done", answered=answered, spans=counter.ended)
     if args.wait_before_flush:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from canarytrace import cli
 from canarytrace.analysis.load import load
 from canarytrace.attributes import (
+    BACKGROUND_RESULT_SPAN_NAME,
     FEEDBACK_SPAN_NAME,
     GEN_AI_REQUEST_MODEL,
     METRIC_OPERATION_DURATION,
@@ -40,6 +41,7 @@ from .stores import (
 pytestmark = pytest.mark.integration
 
 CALLS = 16
+BACKGROUND_CALLS = 1  # made after the others, in OpenAI's background mode
 OTHER_CALLS = 4
 REGISTRY = REPO / "models.yaml"
 
@@ -67,7 +69,11 @@ def pipeline(start_jaeger: Any, start_collector: Any, start_app: Any) -> dict[st
         jaeger.otlp_grpc, tempo_stand_in.otlp_http, CANARYTRACE_TEMPO_SAMPLE_PERCENT="0"
     )
     service, other = _service(), _service()
-    app = start_app("--calls", str(CALLS), endpoint=collector.otlp_http, service=service)
+    app = start_app(
+        "--calls", str(CALLS), "--background-calls", str(BACKGROUND_CALLS),
+        endpoint=collector.otlp_http,
+        service=service,
+    )  # fmt: skip
     grpc_app = start_app(
         "--calls", str(OTHER_CALLS),
         endpoint=f"http://{collector.otlp_grpc}",
@@ -107,7 +113,7 @@ def test_every_span_arrives_in_the_files_and_in_jaeger(pipeline: dict[str, Any])
     done, service = pipeline["done"], pipeline["service"]
     in_jaeger = pipeline["in_jaeger"]
     in_files = {k: s for k, s in pipeline["in_files"].items() if s.service == service}
-    assert done["answered"] > 0 and len(done["calls"]) == CALLS
+    assert done["answered"] > 0 and len(done["calls"]) == CALLS + BACKGROUND_CALLS
 
     # Exactly what the app handed to its SDK: no span lost, none doubled.
     assert len(in_files) == done["spans"]
@@ -115,6 +121,7 @@ def test_every_span_arrives_in_the_files_and_in_jaeger(pipeline: dict[str, Any])
     assert {c["span_id"] for c in done["calls"]} <= in_files.keys()
     names = [s.name for s in in_files.values()]
     assert FEEDBACK_SPAN_NAME in names and OUTCOME_SPAN_NAME in names
+    assert names.count(BACKGROUND_RESULT_SPAN_NAME) == BACKGROUND_CALLS
 
 
 def test_otlp_grpc_arrives_as_well_as_otlp_http(pipeline: dict[str, Any]) -> None:
@@ -153,7 +160,7 @@ def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
     assert from_files.problems == [] and from_jaeger.problems == []
     assert set(from_jaeger.calls["service"]) == {service}
     calls = from_files.calls.filter(pl.col("service") == service).sort("span_id")
-    assert calls.height == CALLS
+    assert calls.height == CALLS + BACKGROUND_CALLS
     assert set(calls["span_id"]) == {c["span_id"] for c in done["calls"]}
     # Feedback and outcome records were joined onto their calls in both.
     assert calls["feedback_score"].drop_nulls().len() > 0
@@ -161,6 +168,13 @@ def test_the_analysis_reads_the_same_calls_from_files_and_from_jaeger(
     assert_frame_equal(calls, from_jaeger.calls.sort("span_id"))
     expected_tiers = {c["span_id"]: c["tier"] for c in done["calls"]}
     assert dict(zip(calls["span_id"], calls["tier"], strict=True)) == expected_tiers
+    # Each background call got its result, sent in a trace of its own: its cost, and
+    # the server's time to finish as its duration.
+    background = {c["span_id"] for c in done["calls"] if c.get("background")}
+    finished = calls.filter(pl.col("span_id").is_in(list(background)))
+    assert finished.height == BACKGROUND_CALLS
+    assert finished["duration_ms"].is_not_null().all()
+    assert finished.filter(pl.col("status") == "ok")["cost_usd"].is_not_null().all()
 
 
 @pytest.mark.parametrize(
@@ -186,7 +200,7 @@ def test_jaeger_finds_the_calls_by_tag(pipeline: dict[str, Any], tag: dict[str, 
     assert found.keys() == expected
 
 
-def test_the_tempo_pipeline_keeps_canaries_failures_and_feedback_only(
+def test_the_tempo_pipeline_keeps_canaries_failures_records_and_results_only(
     pipeline: dict[str, Any],
 ) -> None:
     done, service = pipeline["done"], pipeline["service"]
@@ -203,6 +217,13 @@ def test_the_tempo_pipeline_keeps_canaries_failures_and_feedback_only(
     assert not dropped & found.keys()
     records = [s for s in found.values() if s.name in (FEEDBACK_SPAN_NAME, OUTCOME_SPAN_NAME)]
     assert records, "feedback and outcome records are kept whatever their call"
+
+    def results() -> list[str]:  # each in a trace of its own, decided on by itself
+        spans = jaeger_spans(tempo.query_url, service).values()
+        return [s.span_id for s in spans if s.name == BACKGROUND_RESULT_SPAN_NAME]
+
+    kept_results = wait_until(results, lambda: "no background result in the Tempo stand-in")
+    assert len(kept_results) == BACKGROUND_CALLS
 
 
 def _analyze(*args: str) -> tuple[int, dict[str, Any]]:
@@ -238,7 +259,7 @@ def test_canarytrace_analyze_reads_jaeger_by_service_and_time_window(
     code, report = _analyze(source, "--since", starts[8].isoformat())
     assert (
         sum(r["production_calls"] + r["canary_calls"] for r in report["routes"].values())
-        == CALLS - 8
+        == CALLS + BACKGROUND_CALLS - 8
     )
     # A window before the run holds nothing: exit 3 (HOLD, nothing to judge).
     code, _ = _analyze(source, "--until", starts[0].isoformat())
