@@ -218,12 +218,14 @@ def _responses(body: dict[str, Any]) -> httpx2.Response:
     final = _response_object(
         body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
     )
-    if body.get("background"):
+    if body.get("background") and not body.get("stream"):
         response_id = BACKGROUND_ID.format(number=next(_background_numbers), **body)
         queued = {"id": response_id, "status": "queued", "background": True}
         return httpx2.Response(200, json=final | queued | {"usage": None, "output": []})
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
+    if body.get("background"):  # streamed from the start, as it runs in the background
+        final["background"] = True
     created = {**final, "status": "in_progress", "usage": None, "output": []}
     events: list[tuple[str | None, dict[str, Any] | str]] = [
         (

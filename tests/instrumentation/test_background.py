@@ -142,6 +142,8 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
         failing = client.responses.create(model=BACKGROUND_FAILS, input="Hi", background=True)
         pending = client.responses.create(model=MODEL + "-pending", input="Hi", background=True)
         client.responses.create(model=MODEL, input="Hi")  # a foreground call
+        streamed = client.responses.create(model=MODEL, input="Hi", background=True, stream=True)
+        assert [event.type for event in streamed][-1] == "response.completed"
         for response in (done, failing):
             client.responses.retrieve(response.id)
     finally:
@@ -149,7 +151,7 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
         provider.shutdown()
 
     calls = load(tmp_path).calls
-    assert calls.height == 4  # the records are not calls
+    assert calls.height == 5  # the records are not calls
     assert pending.status == "queued"
     # Finished: the server's 42.5 s from creating to finishing it is the call's duration.
     [done_row] = calls.filter(pl.col("duration_ms") == BACKGROUND_SECONDS * 1000).to_dicts()
@@ -165,8 +167,14 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     waiting = by_model[MODEL + "-pending"]
     assert waiting["duration_ms"] is None and waiting["cost_usd"] is None
     assert waiting["status"] == "ok"
-    # The foreground call keeps its own duration.
-    assert calls.filter(pl.col("duration_ms") < 10_000).height == 1
+    # The foreground call keeps its own duration, and so does a background call streamed
+    # to its end, which read its usage and cost itself.
+    assert calls.filter(pl.col("duration_ms") < 10_000)["stream"].sort().to_list() == [
+        False,
+        True,
+    ]
+    [streamed_row] = calls.filter(pl.col("stream")).to_dicts()
+    assert streamed_row["duration_ms"] is not None and streamed_row["cost_usd"] > 0
     # The same frame from the loader's other paths: calls spilled to Parquet parts, and
     # two files (the second a copy) parsed by worker processes.
     assert_frame_equal(load(tmp_path, spill_calls=1).calls, calls)
