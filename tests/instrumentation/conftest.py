@@ -8,8 +8,8 @@ HTTP 400 error body.
 
 from __future__ import annotations
 
-import itertools
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,12 +185,11 @@ def _response_object(
     }
 
 
-#: The fake's background responses: the model is in the id, so that retrieving one needs
-#: no state, after a number of its own; a model named `BACKGROUND_FAILS` fails in the
-#: background.
-BACKGROUND_ID = "resp_bg.{number}.{model}"
-_background_numbers = itertools.count()
-BACKGROUND_FAILS = "gpt-4o-2024-11-20-fails"
+#: The fake's background responses: how one ends and its model are in its id, after a
+#: unique part, so that retrieving one needs no state. One asked `BACKGROUND_FAILS` fails
+#: in the background.
+BACKGROUND_ID = "resp_bg.{unique}.{fate}.{model}"
+BACKGROUND_FAILS = "Fail in the background"
 BACKGROUND_SECONDS = 42.5  # from created_at to completed_at
 
 
@@ -202,11 +201,11 @@ def _background(response_id: str, status: str) -> httpx2.Response:
     if not response_id.startswith("resp_bg."):
         error = {"message": "No response found.", "type": "invalid_request_error"}
         return httpx2.Response(404, json={"error": {**error, "code": None, "param": None}})
-    model = response_id.split(".", 2)[2]
+    _, _, fate, model = response_id.split(".", 3)
     body: dict[str, Any] = {**_response_object(model), "id": response_id, "background": True}
     if status == "cancelled":
         body |= {"status": "cancelled", "usage": None, "output": []}
-    elif model == BACKGROUND_FAILS:
+    elif fate == "fails":
         error = {"code": "server_error", "message": "The model failed."}
         body |= {"status": "failed", "usage": None, "output": [], "error": error}
     else:
@@ -219,7 +218,9 @@ def _responses(body: dict[str, Any]) -> httpx2.Response:
         body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
     )
     if body.get("background") and not body.get("stream"):
-        response_id = BACKGROUND_ID.format(number=next(_background_numbers), **body)
+        fate = "fails" if body.get("input") == BACKGROUND_FAILS else "ends"
+        unique = uuid.uuid4().hex  # unique in the process, as the API's ids are
+        response_id = BACKGROUND_ID.format(unique=unique, fate=fate, **body)
         queued = {"id": response_id, "status": "queued", "background": True}
         return httpx2.Response(200, json=final | queued | {"usage": None, "output": []})
     if not body.get("stream"):

@@ -34,18 +34,18 @@ def results(telemetry: Telemetry) -> list[Any]:
     return [s for s in telemetry.spans() if s.name == A.BACKGROUND_RESULT_SPAN_NAME]
 
 
-def create_and_retrieve(model: str = MODEL, polls: int = 1, is_async: bool = False) -> Any:
+def create_and_retrieve(prompt: str = "Hi", polls: int = 1, is_async: bool = False) -> Any:
     """Create a background response, then retrieve it `polls` times, as an app polls."""
     if is_async:
 
         async def main() -> Any:
             client = openai_client(is_async=True)
-            queued = await client.responses.create(model=model, input="Hi", background=True)
+            queued = await client.responses.create(model=MODEL, input=prompt, background=True)
             return [await client.responses.retrieve(queued.id) for _ in range(polls)][-1]
 
         return asyncio.run(main())
     client = openai_client()
-    queued = client.responses.create(model=model, input="Hi", background=True)
+    queued = client.responses.create(model=MODEL, input=prompt, background=True)
     return [client.responses.retrieve(queued.id) for _ in range(polls)][-1]
 
 
@@ -58,6 +58,7 @@ def test_the_created_call_is_queued_and_its_result_is_recorded_once(
     assert done.status == "completed"
     call = dict(instrumented.one_span().attributes)  # the record is not an LLM call
     assert call[A.BACKGROUND] is True
+    assert call[A.BACKGROUND_STATUS] == "queued"
     assert call[A.GEN_AI_RESPONSE_ID] == done.id
     # Queued: no usage, cost or finish yet.
     for absent in (A.GEN_AI_USAGE_INPUT_TOKENS, A.COST_USD, A.GEN_AI_RESPONSE_FINISH_REASONS):
@@ -139,7 +140,7 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     try:
         client = openai_client()
         done = client.responses.create(model=MODEL, input="Hi", background=True)
-        failing = client.responses.create(model=BACKGROUND_FAILS, input="Hi", background=True)
+        failing = client.responses.create(model=MODEL, input=BACKGROUND_FAILS, background=True)
         pending = client.responses.create(model=MODEL + "-pending", input="Hi", background=True)
         client.responses.create(model=MODEL, input="Hi")  # a foreground call
         streamed = client.responses.create(model=MODEL, input="Hi", background=True, stream=True)
@@ -160,7 +161,7 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     assert done_row["cost_usd"] > 0
     assert done_row["status"] == "ok"
     by_model = {row["request_model"]: row for row in calls.to_dicts()}
-    failed = by_model[BACKGROUND_FAILS]
+    [failed] = calls.filter(pl.col("status") == "error").to_dicts()
     assert (failed["status"], failed["error_type"]) == ("error", "server_error")
     assert failed["cost_usd"] is None
     # No result yet: no usage, no cost, and no duration (its span timed the queuing only).

@@ -21,7 +21,7 @@ import pytest
 import canarytrace
 from canarytrace import routing
 from canarytrace.breaker import BreakerConfig
-from tests.instrumentation.conftest import Telemetry, fake_api
+from tests.instrumentation.conftest import BACKGROUND_FAILS, Telemetry, fake_api, openai_client
 
 PRODUCTION, CANARY = "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"  # route `chat` of REGISTRY
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -187,3 +187,22 @@ def test_streams_the_app_stops_reading_early_are_not_failures(
     spans = instrumented.llm_spans()
     assert len(spans) == 3 * SMALL_BREAKER.window
     assert {s.status.status_code.name for s in spans} == {"UNSET"}
+
+
+def test_canary_calls_run_in_the_background_count_when_they_end(
+    instrumented: Telemetry, registry: Path
+) -> None:
+    """Their creation says nothing of how they go: only their end counts. Had the five
+    creations counted as successes, five failures of ten would stay under 60 %."""
+    made: list[tuple[str, str]] = []
+    breaker = BreakerConfig(window=10, min_calls=5, max_error_rate=0.6)
+    routing.configure(registry, breaker=breaker, on_rollback=lambda r, why: made.append((r, why)))
+    client = openai_client()
+    queued = [
+        client.responses.create(model=CANARY, input=BACKGROUND_FAILS, background=True)
+        for _ in range(breaker.min_calls)
+    ]
+    assert made == []
+    for response in queued:
+        assert client.responses.retrieve(response.id).status == "failed"
+    assert len(made) == 1 and made[0][0] == "chat"

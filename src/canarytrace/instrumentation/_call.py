@@ -244,9 +244,33 @@ def end_call(
         if call.ins.duration is not None:
             _record_metrics(call, duration, first_chunk, response_model, usage, cost, error_type)
         if call.tier == "canary" and call.route is not None:  # only canary calls count
-            routing.record_result(call.route, call.tier, error is None)
+            if attributes is not None and attributes.get(A.BACKGROUND_STATUS) in _RUNNING:
+                _await_outcome(attributes.get(A.GEN_AI_RESPONSE_ID), call.route)
+            else:
+                routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")
+
+
+#: Canary calls still running in the background, by response id -> their route: how
+#: they went reaches the breaker when this process sees them end (`background_outcome`).
+_awaiting: dict[str, str] = {}
+_RUNNING = ("queued", "in_progress")
+
+
+def _await_outcome(response_id: Any, route: str) -> None:
+    if isinstance(response_id, str):
+        if len(_awaiting) >= 10_000:  # never retrieved here: forget the oldest
+            del _awaiting[next(iter(_awaiting))]
+        _awaiting[response_id] = route
+
+
+def background_outcome(response_id: str, status: str) -> None:
+    """Tell the breaker how a canary call that ran in the background ended: failed, or
+    answered; a cancelled one says nothing either way."""
+    route = _awaiting.pop(response_id, None)
+    if route is not None and status != "cancelled":
+        routing.record_result(route, "canary", status != "failed")
 
 
 def add_usage(attributes: dict[str, Any], provider: str, model: str, usage: Usage) -> float | None:

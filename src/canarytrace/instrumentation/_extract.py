@@ -352,12 +352,14 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
     out: dict[str, Any] = {}
     _set_common(out, response)
     status = getattr(response, "status", None)
-    if status in _FINISHED:  # not a background response still queued or in progress
+    if status in _FINISHED:
         details = getattr(response, "incomplete_details", None)
         reason = getattr(details, "reason", None) if details is not None else None
         reasons = [reason if isinstance(reason, str) else status]
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
         refused_by_filter(out, reasons)
+    elif isinstance(status, str):  # a background response, queued or in progress
+        out[A.BACKGROUND_STATUS] = status
     tier = openai_served(out, getattr(response, "service_tier", None))
     usage = getattr(response, "usage", None)
     if usage is None:

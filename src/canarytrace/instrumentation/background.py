@@ -8,7 +8,9 @@ feedback does: a short `canarytrace.background_result` span carrying the respons
 which the loader joins to the call that created the response (its
 `gen_ai.response.id`), also when another process retrieved it. Only a finished
 background response is recorded, once per process; one retrieved as a stream
-(`stream=True`) or through `with_streaming_response` is not read.
+(`stream=True`) or through `with_streaming_response` is not read. A canary call's
+end also goes to the route's error-rate breaker, when the process that created it sees
+it: its creation did not count, since it said nothing of how the call would go.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from typing import Any
 
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
-from canarytrace.instrumentation._call import Instruments, add_usage, report
+from canarytrace.instrumentation._call import (
+    Instruments,
+    add_usage,
+    background_outcome,
+    report,
+)
 from canarytrace.instrumentation.providers import provider_name
 
 #: The response ids recorded by this process, oldest first (a dict keeps the order).
@@ -76,3 +83,4 @@ def record(ins: Instruments, client: Any, response: Any) -> None:
     if usage is not None:
         add_usage(attributes, provider, response.model, usage)
     ins.tracer.start_span(A.BACKGROUND_RESULT_SPAN_NAME, attributes=attributes).end()
+    background_outcome(response.id, response.status)
