@@ -52,8 +52,9 @@ from pathlib import Path
 CHUNK_CALLS = 250_000
 DEFAULT_WORKDIR = Path.home() / ".cache" / "canarytrace" / "bench-analysis"
 #: Inputs made before a column of the frame of calls existed lack it: the version names
-#: the inputs' folder, so a new column means new inputs. v2: `refused`, `fallback_model`.
-INPUTS_VERSION = "v2"
+#: the inputs' folder, so a new column means new inputs. v2: `refused`, `fallback_model`;
+#: v3: `refusal_category`.
+INPUTS_VERSION = "v3"
 DEFAULT_PEER_PYTHON = (
     Path.home() / ".cache" / "canarytrace" / "bench-analysis-venv" / "bin" / "python"
 )
@@ -150,6 +151,7 @@ _TRACE_COLUMNS = [
     "error_type",
     "outcome_kind",
     "refused",
+    "refusal_category",
 ]
 # Every column the judge reads, which is what the peers read.
 _PEER_COLUMNS = [
@@ -262,6 +264,7 @@ def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no
                                         "request_model": attrs.get(n["request_model"]),
                                         "refused": bool(attrs.get(n["refused"], False)),
                                         "fallback_model": attrs.get(n["fallback_model"]),
+                                        "refusal_category": attrs.get(n["refusal_category"]),
                                     }
                                 )
     calls = pd.DataFrame(rows)
@@ -321,7 +324,8 @@ def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
               {attr(n["score"], "doubleValue")} AS score, {attr(n["ok"], "boolValue")} AS ok,
               {attr(n["kind"])} AS kind,
               coalesce({attr(n["refused"], "boolValue")}, false) AS refused,
-              {attr(n["fallback_model"])} AS fallback_model
+              {attr(n["fallback_model"])} AS fallback_model,
+              {attr(n["refusal_category"])} AS refusal_category
             FROM sp
             """
         )
@@ -458,6 +462,7 @@ def _names() -> dict[str, str]:
         "request_model": A.GEN_AI_REQUEST_MODEL,
         "refused": A.REFUSED,
         "fallback_model": A.FALLBACK_MODEL,
+        "refusal_category": A.REFUSAL_CATEGORY,
     }
 
 

@@ -197,16 +197,24 @@ def test_a_non_critical_regression_holds_instead_of_rolling_back() -> None:
 def test_a_canary_that_refuses_more_is_rolled_back() -> None:
     """Its safety classifiers decline 4 % of requests: every call succeeds, and users
     are refused (production's model refuses none)."""
-    scenario = synth.with_canary(synth.Scenario(users=2000, seed=11), refusal_rate=0.04)
-    route = judge(synth.calls(scenario)).routes["chat"]
+    scenario = synth.with_canary(
+        synth.Scenario(users=2000, seed=11), refusal_rate=0.04, refusal_category="cyber"
+    )
+    calls = synth.calls(scenario)
+    route = judge(calls).routes["chat"]
     refusals = next(m for m in route.metrics if m.name == "refusal_rate")
     assert refusals.status == "fail" and refusals.critical
     assert refusals.production == 0 and refusals.canary == pytest.approx(0.04, abs=0.01)
     assert route.verdict == Verdict.ROLLBACK
     assert route.reasons[0].startswith("refusal rate")
     assert "fallback_rate" not in {m.name for m in route.metrics}  # none was answered
+    # What was refused: the policy area the refusals named, counted.
+    refused = calls.filter(pl.col("refused")).height
+    assert f"refused calls by the category their refusal named: canary cyber {refused:,}" in (
+        route.reasons
+    )
     # Refused calls succeed, yet they are among the failing calls the report links to.
-    assert any(trace["refused"] for trace in route.failing_canary)
+    assert any(trace["refusal_category"] == "cyber" for trace in route.failing_canary)
 
 
 def test_refusals_a_fallback_answered_hold_for_a_look() -> None:

@@ -77,18 +77,26 @@ def test_refusals_and_fallback_answers_are_read(tmp_path: Path) -> None:
     """`canarytrace.refused` is recorded only when true: absent reads False."""
     base = synth.Scenario(users=300, seed=3)
     scenario = replace(base, production=replace(base.production, refusal_rate=0.1))
-    refusing = synth.calls(synth.with_canary(scenario, refusal_rate=0.1, fallback_model="claude-x"))
+    refusing = synth.calls(
+        synth.with_canary(
+            scenario, refusal_rate=0.1, fallback_model="claude-x", refusal_category="cyber"
+        )
+    )
     counts = refusing.group_by("tier").agg(
         pl.col("refused").sum(), pl.col("fallback_model").is_not_null().sum()
     )
     by_tier = {tier: (refused, answered) for tier, refused, answered in counts.iter_rows()}
     assert by_tier["production"][0] > 0 and by_tier["production"][1] == 0  # none answered
     assert by_tier["canary"][0] > 0 and by_tier["canary"][1] == by_tier["canary"][0]
+    categories = refusing.filter(pl.col("refused"))["refusal_category"]
+    assert categories.null_count() == by_tier["production"][0]  # production names none
     loaded = load(synth.write_otlp(refusing, tmp_path / "traces.jsonl"))
     _same(loaded.calls, refusing)
 
 
-@pytest.mark.parametrize("column", ["service_tier", "refused", "fallback_model"])
+@pytest.mark.parametrize(
+    "column", ["service_tier", "refused", "fallback_model", "refusal_category"]
+)
 def test_a_calls_file_written_before_a_later_column_still_loads(
     frame: pl.DataFrame, tmp_path: Path, column: str
 ) -> None:

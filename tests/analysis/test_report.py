@@ -122,3 +122,11 @@ def test_a_failing_call_with_no_duration_is_listed_without_one(tmp_path: Path) -
     assert errors and all(" duration unknown, " in line for line in errors)
     markdown = write_markdown(judgement, calls, tmp_path / "report.md").read_text()
     assert markdown.count(" duration unknown, ") == len(errors)
+
+
+def test_a_refused_call_is_listed_with_the_category_its_refusal_named() -> None:
+    scenario = synth.with_canary(
+        synth.Scenario(users=600, seed=4), refusal_rate=0.2, refusal_category="bio"
+    )
+    text = "\n".join(_rendered(judge(synth.calls(scenario)), 160))
+    assert ", refused (bio)" in text

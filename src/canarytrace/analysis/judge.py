@@ -747,6 +747,21 @@ def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> 
     ]
 
 
+_REFUSAL_METRICS = ("refusal_rate", "fallback_rate")
+
+
+def _refusal_categories(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """What the tiers' refusals were about (`metrics.refusal_categories`), as a reason:
+    where a refusal metric did not pass, the first question is what was refused."""
+    if not counts:
+        return []
+    tiers = [
+        f"{tier} " + ", ".join(f"{name} {n:,}" for name, n in by_category.items())
+        for tier, by_category in sorted(counts.items(), key=lambda item: item[0] != "canary")
+    ]
+    return ["refused calls by the category their refusal named: " + "; ".join(tiers)]
+
+
 def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     """Chi-square of the users in the canary against the stage's share.
 
@@ -814,6 +829,7 @@ def _canary_traces(
         "error_type",
         "outcome_kind",
         "refused",
+        "refusal_category",
     ]
     failed = (
         (pl.col("status") == "error")
@@ -1051,6 +1067,8 @@ def _judge_route(
     for r in results:
         if r.status == "no data":
             reasons.append(f"{r.label}: no data on one of the tiers, not judged")
+    if any(r.name in _REFUSAL_METRICS and r.status in ("fail", "inconclusive") for r in results):
+        reasons += _refusal_categories(M.refusal_categories(lazy, route))
     more_calls = max((n for n, _ in needed), default=None) if verdict == Verdict.HOLD else None
     more_hours = None
     if more_calls is not None:

@@ -99,6 +99,7 @@ _STR_ATTRS = {
     "openai_service_tier": A.OPENAI_RESPONSE_SERVICE_TIER,
     "anthropic_service_tier": A.ANTHROPIC_RESPONSE_SERVICE_TIER,
     "fallback_model": A.FALLBACK_MODEL,
+    "refusal_category": A.REFUSAL_CATEGORY,
     "target_trace": A.TARGET_TRACE_ID,
     "target_span": A.TARGET_SPAN_ID,
     "kind": A.OUTCOME_KIND,
@@ -371,6 +372,7 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         pl.coalesce("openai_service_tier", "anthropic_service_tier").alias("service_tier"),
         pl.col("refused").fill_null(False),  # recorded only when true
         "fallback_model",
+        "refusal_category",
         _hex_id(pl.coalesce("target_trace", "link_trace"), 16).alias("target_trace_id"),
         _hex_id(pl.coalesce("target_span", "link_span"), 8).alias("target_span_id"),
         "score",

@@ -236,6 +236,22 @@ def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]
     return result
 
 
+def refusal_categories(calls: Frame, route: str) -> dict[str, dict[str, int]]:
+    """For each judged tier, its refused calls by the category their refusal named, most
+    first (`{"canary": {"cyber": 12, "bio": 3}}`); tiers without one are left out."""
+    counts = (
+        _judged(calls, route)
+        .filter(pl.col("refused") & pl.col("refusal_category").is_not_null())
+        .group_by("tier", "refusal_category")
+        .agg(pl.len().alias("calls"))
+        .sort("calls", "refusal_category", descending=[True, False])
+    )
+    result: dict[str, dict[str, int]] = {}
+    for tier, category, n in counts.collect(engine="streaming").iter_rows():
+        result.setdefault(tier, {})[category] = n
+    return result
+
+
 class Drift(NamedTuple):
     """A judged tier's calls that another model answered than the pinned one asked for."""
 

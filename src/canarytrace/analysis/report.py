@@ -322,7 +322,8 @@ def _trace_detail(trace: dict[str, Any]) -> str:
     details = [f"{duration:,.0f} ms" if duration is not None else "duration unknown"]
     details += [trace[key] for key in ("error_type", "outcome_kind") if trace.get(key)]
     if trace.get("refused"):
-        details.append("refused")
+        category = trace.get("refusal_category")
+        details.append(f"refused ({category})" if category else "refused")
     return ", ".join(details)
 
 

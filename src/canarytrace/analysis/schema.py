@@ -45,6 +45,7 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "service_tier": pl.String(),  # the provider's service tier that served the call
     "refused": pl.Boolean(),  # the requested model declined (a refusal), answered or not
     "fallback_model": pl.String(),  # the model that answered a refusal instead, if one did
+    "refusal_category": pl.String(),  # the policy area a refusal names, where it names one
     "feedback_score": pl.Float64(),
     "feedback_count": pl.Int64(),
     "outcome_ok": pl.Boolean(),
@@ -54,7 +55,7 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
 
 #: Columns added after the first release: a calls file written before one of them gets
 #: it as nulls rather than being refused.
-LATER_COLUMNS: Final = frozenset({"service_tier", "refused", "fallback_model"})
+LATER_COLUMNS: Final = frozenset({"service_tier", "refused", "fallback_model", "refusal_category"})
 
 
 def empty_calls() -> pl.DataFrame:

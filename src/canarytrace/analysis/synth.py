@@ -41,9 +41,9 @@ class TierTruth:
     `satisfaction_mean` is the exact expected feedback score on a 1-5 scale (scores are
     1 + Binomial(4, p)); `cost_multiplier` scales the price per token, so cost per call
     moves by exactly that factor while token counts stay the same. A share
-    `refusal_rate` of the successful calls is refused; `fallback_model`, when set,
-    answers each of them instead (a server-side fallback). Their tokens and cost are
-    drawn as any call's.
+    `refusal_rate` of the successful calls is refused, naming `refusal_category` when
+    set; `fallback_model`, when set, answers each of them instead (a server-side
+    fallback). Their tokens and cost are drawn as any call's.
     """
 
     model: str
@@ -56,6 +56,7 @@ class TierTruth:
     satisfaction_mean: float = 4.0
     regression_rate: float = 0.05
     refusal_rate: float = 0.0
+    refusal_category: str | None = None
     fallback_model: str | None = None
 
 
@@ -181,9 +182,13 @@ def calls(scenario: Scenario) -> pl.DataFrame:
         is_canary, s.canary.fallback_model or "", s.production.fallback_model or ""
     )
     answered_by = np.where(refused, fallbacks, "")
+    categories = np.where(
+        is_canary, s.canary.refusal_category or "", s.production.refusal_category or ""
+    )
     frame = frame.with_columns(
         pl.Series("refused", refused),
         pl.Series("fallback_model", answered_by).replace("", None),
+        pl.Series("refusal_category", np.where(refused, categories, "")).replace("", None),
     )
     ok = ~pl.col("error")
     return frame.with_columns(
@@ -271,6 +276,7 @@ def _call_span(row: dict[str, object]) -> dict[str, object]:
                 (served, row["service_tier"]),
                 (A.REFUSED, row["refused"] or None),  # recorded only when true
                 (A.FALLBACK_MODEL, row["fallback_model"]),
+                (A.REFUSAL_CATEGORY, row["refusal_category"]),
             ]
         ),
         "status": {"code": 2} if row["status"] == "error" else {},
