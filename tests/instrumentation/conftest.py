@@ -217,16 +217,15 @@ def _responses(body: dict[str, Any]) -> httpx2.Response:
     final = _response_object(
         body["model"], _served_tier(body), _web_searches(body), _cache_writes(body)
     )
-    if body.get("background") and not body.get("stream"):
+    if body.get("background"):
         fate = "fails" if body.get("input") == BACKGROUND_FAILS else "ends"
         unique = uuid.uuid4().hex  # unique in the process, as the API's ids are
-        response_id = BACKGROUND_ID.format(unique=unique, fate=fate, **body)
-        queued = {"id": response_id, "status": "queued", "background": True}
-        return httpx2.Response(200, json=final | queued | {"usage": None, "output": []})
+        final |= {"id": BACKGROUND_ID.format(unique=unique, fate=fate, **body), "background": True}
+        if not body.get("stream"):
+            queued = {"status": "queued", "usage": None, "output": []}
+            return httpx2.Response(200, json=final | queued)
     if not body.get("stream"):
         return httpx2.Response(200, json=final)
-    if body.get("background"):  # streamed from the start, as it runs in the background
-        final["background"] = True
     created = {**final, "status": "in_progress", "usage": None, "output": []}
     events: list[tuple[str | None, dict[str, Any] | str]] = [
         (

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import polars as pl
 import pytest
@@ -16,6 +18,7 @@ from instrumentation.conftest import (
     BACKGROUND_FAILS,
     BACKGROUND_SECONDS,
     Telemetry,
+    fake_api,
     openai_client,
 )
 from opentelemetry.sdk.trace import TracerProvider
@@ -182,3 +185,46 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     [written] = tmp_path.glob("*.jsonl")
     shutil.copy(written, tmp_path / "copy.jsonl")
     assert_frame_equal(load(tmp_path, workers=2).calls, calls)
+
+
+class _BreaksOff(httpx2.SyncByteStream):
+    """The first events of a stream, then the connection drops."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        raise httpx2.ReadError("connection lost")
+
+
+def _streams_break_off(request: httpx2.Request) -> httpx2.Response:
+    answer = fake_api(request)
+    if request.method != "POST" or b'"stream":true' not in request.content.replace(b" ", b""):
+        return answer
+    head = b"\n\n".join(answer.read().split(b"\n\n")[:3]) + b"\n\n"
+    return httpx2.Response(200, headers=answer.headers, stream=_BreaksOff(head))
+
+
+def test_a_background_stream_that_broke_off_is_ended_by_its_result(tmp_path: Path) -> None:
+    """The connection dropped mid-answer, the answer went on on the server, and the app
+    polled it: the call is what its result says, not the dropped connection."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OtlpJsonLinesExporter(tmp_path)))
+    instrument(tracer_provider=provider)
+    try:
+        http = httpx2.Client(transport=httpx2.MockTransport(_streams_break_off))
+        client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+        stream = client.responses.create(model=MODEL, input="Hi", background=True, stream=True)
+        seen = []
+        with pytest.raises(openai.APIConnectionError):  # as the SDK words a dropped stream
+            for event in stream:
+                seen.append(event)
+        assert client.responses.retrieve(seen[0].response.id).status == "completed"
+    finally:
+        uninstrument()
+        provider.shutdown()
+
+    [call] = load(tmp_path).calls.to_dicts()
+    assert (call["status"], call["error_type"]) == ("ok", None)
+    assert call["cost_usd"] > 0 and call["duration_ms"] == BACKGROUND_SECONDS * 1000

@@ -948,9 +948,11 @@ class _Records:
 
 def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
     """Background calls completed by their results: the usage, cost, refusal and failure
-    the result reports, and the server's time to finish as the call's duration. A
-    background call that returned queued and has no result yet has no duration: its
-    span timed only the queuing (one streamed to its end timed the answer itself)."""
+    the result reports, and the server's time to finish as the call's duration. The
+    result says how the response ended, also for a call whose stream broke off before
+    the end (the answer went on on the server). A background call that returned queued
+    and has no result yet has no duration: its span timed only the queuing (one
+    streamed to its end timed the answer itself)."""
     joined = calls.join(results.lazy(), on="_result", how="left", suffix="_result")
     from_result = ("input_tokens", "output_tokens", "cost_usd", "response_model")
     has_result = pl.col("background_status").is_not_null()
@@ -961,8 +963,13 @@ def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
     return joined.with_columns(
         *(pl.coalesce(f"{name}_result", name).alias(name) for name in from_result),
         (pl.col("refused") | pl.col("refused_result").fill_null(False)).alias("refused"),
-        pl.when(failed).then(pl.lit("error")).otherwise("status").alias("status"),
-        pl.when(failed).then("error_type_result").otherwise("error_type").alias("error_type"),
+        pl.when(failed)
+        .then(pl.lit("error"))
+        .when(has_result)
+        .then(pl.lit("ok"))
+        .otherwise("status")
+        .alias("status"),
+        pl.when(has_result).then("error_type_result").otherwise("error_type").alias("error_type"),
         pl.when(has_result)
         .then("background_ms")
         .when(only_queued)
