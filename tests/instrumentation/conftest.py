@@ -193,7 +193,7 @@ BACKGROUND_FAILS = "Fail in the background"
 BACKGROUND_SECONDS = 42.5  # from created_at to completed_at
 
 
-def _background(response_id: str, status: str) -> httpx2.Response:
+def _background(response_id: str, status: str, streamed: bool = False) -> httpx2.Response:
     """A response as retrieving (or cancelling) `response_id` finds it: `resp_1` is the
     foreground one every create answers, `resp_bg.*` a background one."""
     if response_id == "resp_1":
@@ -210,7 +210,14 @@ def _background(response_id: str, status: str) -> httpx2.Response:
         body |= {"status": "failed", "usage": None, "output": [], "error": error}
     else:
         body["completed_at"] = body["created_at"] + BACKGROUND_SECONDS
-    return httpx2.Response(200, json=body)
+    if not streamed:
+        return httpx2.Response(200, json=body)
+    # Resumed: the events after the caller's cursor, here the last delta and the end.
+    delta = {"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_1"}
+    delta |= {"output_index": 0, "content_index": 0, "delta": "!", "logprobs": []}
+    end = f"response.{body['status']}"
+    events = [(delta["type"], delta), (end, {"type": end, "sequence_number": 5, "response": body})]
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(events))
 
 
 def _responses(body: dict[str, Any]) -> httpx2.Response:
@@ -432,7 +439,8 @@ def fake_api(request: httpx2.Request) -> httpx2.Response:
     path = request.url.path
     if "/responses/" in path:  # retrieve or cancel a background response
         response_id = path.split("/responses/")[1].removesuffix("/cancel")
-        return _background(response_id, "cancelled" if path.endswith("/cancel") else "")
+        status = "cancelled" if path.endswith("/cancel") else ""
+        return _background(response_id, status, request.url.params.get("stream") == "true")
     body = json.loads(request.content)
     if body.get("model") == "error-model":
         error = {"type": "invalid_request_error", "message": "no such model"}

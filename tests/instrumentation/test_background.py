@@ -228,3 +228,41 @@ def test_a_background_stream_that_broke_off_is_ended_by_its_result(tmp_path: Pat
     [call] = load(tmp_path).calls.to_dicts()
     assert (call["status"], call["error_type"]) == ("ok", None)
     assert call["cost_usd"] > 0 and call["duration_ms"] == BACKGROUND_SECONDS * 1000
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_resumed_stream_passes_its_events_on_and_records_the_end(
+    instrumented: Telemetry, is_async: bool
+) -> None:
+    """`retrieve(id, stream=True, starting_after=n)`: what a dropped stream resumes with."""
+
+    async def resume_async() -> list[Any]:
+        client = openai_client(is_async=True)
+        queued = await client.responses.create(model=MODEL, input="Hi", background=True)
+        resumed = await client.responses.retrieve(queued.id, stream=True, starting_after=3)
+        async with resumed as events:
+            return [event async for event in events]
+
+    def resume() -> list[Any]:
+        client = openai_client()
+        queued = client.responses.create(model=MODEL, input="Hi", background=True)
+        with client.responses.retrieve(queued.id, stream=True, starting_after=3) as events:
+            return list(events)
+
+    events = asyncio.run(resume_async()) if is_async else resume()
+
+    assert [e.type for e in events] == ["response.output_text.delta", "response.completed"]
+    [record] = results(instrumented)
+    assert record.attributes[A.GEN_AI_RESPONSE_ID] == events[-1].response.id
+    assert record.attributes[A.BACKGROUND_STATUS] == "completed"
+    assert record.attributes[A.COST_USD] > 0
+
+
+def test_a_resumed_stream_left_before_its_end_records_nothing(instrumented: Telemetry) -> None:
+    client = openai_client()
+    queued = client.responses.create(model=MODEL, input="Hi", background=True)
+    events = client.responses.retrieve(queued.id, stream=True)
+    assert next(iter(events)).type == "response.output_text.delta"
+    events.close()
+
+    assert results(instrumented) == []

@@ -7,16 +7,20 @@ call's span has ended long before, so the end goes into a record of its own, as
 feedback does: a short `canarytrace.background_result` span carrying the response id,
 which the loader joins to the call that created the response (its
 `gen_ai.response.id`), also when another process retrieved it. Only a finished
-background response is recorded, once per process; one retrieved as a stream
-(`stream=True`) or through `with_streaming_response` is not read. A canary call's
+background response is recorded, once per process, also when its stream is resumed
+(`retrieve(id, stream=True, starting_after=...)`): that stream's events pass on
+unchanged, and the one that ends the response is recorded. One retrieved through
+`with_streaming_response` is not read. A canary call's
 end also goes to the route's error-rate breaker, when the process that created it sees
 it: its creation did not count, since it said nothing of how the call would go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+
+import wrapt
 
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
@@ -38,8 +42,7 @@ def sync_wrapper(ins: Instruments, legacy_raw: type[Any]) -> Callable[..., Any]:
 
     def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        _record_quietly(ins, instance, result, legacy_raw)
-        return result
+        return _handled(ins, instance, result, kwargs, legacy_raw, ResumedStream)
 
     return traced
 
@@ -49,19 +52,104 @@ def async_wrapper(ins: Instruments, legacy_raw: type[Any]) -> Callable[..., Any]
 
     async def traced(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         result = await wrapped(*args, **kwargs)
-        _record_quietly(ins, instance, result, legacy_raw)
-        return result
+        return _handled(ins, instance, result, kwargs, legacy_raw, AsyncResumedStream)
 
     return traced
 
 
-def _record_quietly(ins: Instruments, instance: Any, result: Any, legacy_raw: type[Any]) -> None:
+def _handled(
+    ins: Instruments,
+    instance: Any,
+    result: Any,
+    kwargs: dict[str, Any],
+    legacy_raw: type[Any],
+    resumed: Callable[[Any, Callable[[Any], None]], Any],
+) -> Any:
+    """`result` as the application gets it: a resumed stream watched for the event that
+    ends the response, anything else as it is, its end recorded if it has ended."""
+    streamed = kwargs.get("stream") is True
+    if isinstance(result, legacy_raw):  # `with_raw_response`
+        if not streamed:  # the SDK parses once and keeps it, for the application too
+            _record_quietly(ins, instance, result.parse)
+    elif streamed:
+        try:
+            return resumed(result, lambda end: _record_quietly(ins, instance, lambda: end))
+        except Exception:
+            report("openai.background")
+    else:
+        _record_quietly(ins, instance, lambda: result)
+    return result
+
+
+#: The events that end a Responses API stream, each carrying the response as it ended.
+_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResumedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A background response's resumed stream, as the SDK returned it; the event that
+    ends the response is handed to `on_end` (which never raises) as it passes."""
+
+    def __init__(self, stream: Any, on_end: Callable[[Any], None]) -> None:
+        super().__init__(stream)
+        self._self_events = _watched(stream, on_end)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._self_events
+
+    def __next__(self) -> Any:
+        return next(self._self_events)
+
+    def __enter__(self) -> ResumedStream:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return self.__wrapped__.__exit__(exc_type, exc, tb)
+
+
+class AsyncResumedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """`ResumedStream` for the async client."""
+
+    def __init__(self, stream: Any, on_end: Callable[[Any], None]) -> None:
+        super().__init__(stream)
+        self._self_events = _awatched(stream, on_end)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_events
+
+    async def __anext__(self) -> Any:
+        return await self._self_events.__anext__()
+
+    async def __aenter__(self) -> AsyncResumedStream:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+
+
+def _watched(stream: Any, on_end: Callable[[Any], None]) -> Iterator[Any]:
+    for event in stream:
+        if getattr(event, "type", None) in _ENDS:
+            on_end(event.response)
+        yield event
+
+
+async def _awatched(stream: Any, on_end: Callable[[Any], None]) -> AsyncIterator[Any]:
+    async for event in stream:
+        if getattr(event, "type", None) in _ENDS:
+            on_end(event.response)
+        yield event
+
+
+def _record_quietly(ins: Instruments, instance: Any, response_of: Callable[[], Any]) -> None:
+    """Record the response `response_of` gives if it is a background one that ended and
+    was not recorded yet; never raises."""
     try:
-        if isinstance(result, legacy_raw):  # `with_raw_response`: parsed once, cached
-            result = result.parse()
-        if X.finished_in_background(result) and result.id not in _recorded:
-            _remember(result.id)
-            record(ins, instance._client, result)
+        response = response_of()
+        if X.finished_in_background(response) and response.id not in _recorded:
+            _remember(response.id)
+            record(ins, instance._client, response)
     except Exception:
         report("openai.background")
 
