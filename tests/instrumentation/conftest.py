@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -457,6 +457,30 @@ def fake_api(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith(suffix):
             return answer(body)
     return httpx2.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
+
+
+class _DroppedStream(httpx2.SyncByteStream):
+    """The first events of a stream, then the connection drops."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        raise httpx2.ReadError("connection lost")
+
+
+def dropping_api(events: int) -> Callable[[httpx2.Request], httpx2.Response]:
+    """The fake API, but a stream's connection drops after its first `events` events."""
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        whole = fake_api(request)
+        if whole.headers.get("content-type") != "text/event-stream":
+            return whole
+        head = b"".join(event + b"\n\n" for event in whole.read().split(b"\n\n")[:events])
+        return httpx2.Response(200, headers=whole.headers, stream=_DroppedStream(head))
+
+    return answer
 
 
 async def _async_fake_api(request: httpx2.Request) -> httpx2.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,6 @@ import openai
 import polars as pl
 import pytest
 from genai_prices import Usage, calc_price
-from instrumentation.conftest import (
-    BACKGROUND_FAILS,
-    BACKGROUND_SECONDS,
-    Telemetry,
-    fake_api,
-    openai_client,
-)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from polars.testing import assert_frame_equal
@@ -29,6 +21,13 @@ from canarytrace import attributes as A
 from canarytrace.analysis.load import load
 from canarytrace.instrumentation import instrument, uninstrument
 from canarytrace.telemetry import OtlpJsonLinesExporter
+from tests.instrumentation.conftest import (
+    BACKGROUND_FAILS,
+    BACKGROUND_SECONDS,
+    Telemetry,
+    dropping_api,
+    openai_client,
+)
 
 MODEL = "gpt-4o-2024-11-20"
 
@@ -187,25 +186,6 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     assert_frame_equal(load(tmp_path, workers=2).calls, calls)
 
 
-class _BreaksOff(httpx2.SyncByteStream):
-    """The first events of a stream, then the connection drops."""
-
-    def __init__(self, head: bytes) -> None:
-        self.head = head
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.head
-        raise httpx2.ReadError("connection lost")
-
-
-def _streams_break_off(request: httpx2.Request) -> httpx2.Response:
-    answer = fake_api(request)
-    if request.method != "POST" or b'"stream":true' not in request.content.replace(b" ", b""):
-        return answer
-    head = b"\n\n".join(answer.read().split(b"\n\n")[:3]) + b"\n\n"
-    return httpx2.Response(200, headers=answer.headers, stream=_BreaksOff(head))
-
-
 def test_a_background_stream_that_broke_off_is_ended_by_its_result(tmp_path: Path) -> None:
     """The connection dropped mid-answer, the answer went on on the server, and the app
     polled it: the call is what its result says, not the dropped connection."""
@@ -213,7 +193,7 @@ def test_a_background_stream_that_broke_off_is_ended_by_its_result(tmp_path: Pat
     provider.add_span_processor(SimpleSpanProcessor(OtlpJsonLinesExporter(tmp_path)))
     instrument(tracer_provider=provider)
     try:
-        http = httpx2.Client(transport=httpx2.MockTransport(_streams_break_off))
+        http = httpx2.Client(transport=httpx2.MockTransport(dropping_api(events=3)))
         client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
         stream = client.responses.create(model=MODEL, input="Hi", background=True, stream=True)
         seen = []

@@ -22,6 +22,7 @@ from tests.instrumentation.conftest import (
     Telemetry,
     _sse,
     anthropic_client,
+    dropping_api,
     fake_api,
     openai_client,
 )
@@ -139,27 +140,8 @@ def test_a_call_that_does_not_stream_records_no_time_to_first_chunk(
     assert instrumented.metric_points("gen_ai.client.operation.time_to_first_chunk") == []
 
 
-class _BrokenStream(httpx2.SyncByteStream):
-    """The first event, then the connection drops."""
-
-    def __init__(self, first: bytes) -> None:
-        self.first = first
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.first
-        raise httpx2.ReadError("connection lost")
-
-
-def _broken_api(request: httpx2.Request) -> httpx2.Response:
-    complete = fake_api(request).read()
-    first = complete.split(b"\n\n")[0] + b"\n\n"
-    return httpx2.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=_BrokenStream(first)
-    )
-
-
 def _broken_client() -> openai.OpenAI:
-    http = httpx2.Client(transport=httpx2.MockTransport(_broken_api))
+    http = httpx2.Client(transport=httpx2.MockTransport(dropping_api(events=1)))
     return openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import wrapt
-
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
 from canarytrace.instrumentation._call import (
@@ -31,6 +29,7 @@ from canarytrace.instrumentation._call import (
     report,
 )
 from canarytrace.instrumentation.providers import provider_name
+from canarytrace.instrumentation.streams import AsyncIteratingProxy, IteratingProxy
 
 #: The response ids recorded by this process, oldest first (a dict keeps the order).
 _recorded: dict[str, None] = {}
@@ -85,7 +84,7 @@ def _handled(
 _ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class ResumedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+class ResumedStream(IteratingProxy):
     """A background response's resumed stream, as the SDK returned it; the event that
     ends the response is handed to `on_end` (which never raises) as it passes."""
 
@@ -93,39 +92,13 @@ class ResumedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
         super().__init__(stream)
         self._self_events = _watched(stream, on_end)
 
-    def __iter__(self) -> Iterator[Any]:
-        return self._self_events
 
-    def __next__(self) -> Any:
-        return next(self._self_events)
-
-    def __enter__(self) -> ResumedStream:
-        self.__wrapped__.__enter__()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
-        return self.__wrapped__.__exit__(exc_type, exc, tb)
-
-
-class AsyncResumedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+class AsyncResumedStream(AsyncIteratingProxy):
     """`ResumedStream` for the async client."""
 
     def __init__(self, stream: Any, on_end: Callable[[Any], None]) -> None:
         super().__init__(stream)
         self._self_events = _awatched(stream, on_end)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._self_events
-
-    async def __anext__(self) -> Any:
-        return await self._self_events.__anext__()
-
-    async def __aenter__(self) -> AsyncResumedStream:
-        await self.__wrapped__.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
-        return await self.__wrapped__.__aexit__(exc_type, exc, tb)
 
 
 def _watched(stream: Any, on_end: Callable[[Any], None]) -> Iterator[Any]:

@@ -285,16 +285,15 @@ class _Finisher:
             report("stream.end")
 
 
-class SyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """A synchronous SDK stream that ends its call's span exactly once."""
+class IteratingProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """An SDK stream whose events go through the proxy's generator `_self_events` (set
+    by the subclass), also inside `with`, which gives the proxy, not the SDK's stream.
 
-    def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
-        super().__init__(stream)
-        self._self_finisher = finisher = _Finisher(call, acc)
-        # Like the SDK's own `__iter__`, a generator; one per proxy, so `next()` and `for`
-        # share it. The proxy holds it (not the reverse), so dropping the proxy frees both;
-        # a generator never started ends nothing, and the finisher's `__del__` ends the span.
-        self._self_events = finisher.read(stream)
+    Like the SDK's own `__iter__`, a generator; one per proxy, so `next()` and `for`
+    share it. The proxy holds it (not the reverse), so dropping the proxy frees both.
+    """
+
+    _self_events: Iterator[Any]
 
     def __iter__(self) -> Iterator[Any]:
         return self._self_events
@@ -302,9 +301,41 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __next__(self) -> Any:
         return next(self._self_events)
 
-    def __enter__(self) -> SyncStream:
+    def __enter__(self) -> Any:
         self.__wrapped__.__enter__()
         return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return self.__wrapped__.__exit__(exc_type, exc, tb)
+
+
+class AsyncIteratingProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """`IteratingProxy` for an async SDK stream (`async for`, `async with`)."""
+
+    _self_events: AsyncIterator[Any]
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_events
+
+    async def __anext__(self) -> Any:
+        return await self._self_events.__anext__()
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+
+
+class SyncStream(IteratingProxy):
+    """A synchronous SDK stream that ends its call's span exactly once."""
+
+    def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
+        super().__init__(stream)
+        self._self_finisher = finisher = _Finisher(call, acc)
+        # A generator never started ends nothing: the finisher's `__del__` ends the span.
+        self._self_events = finisher.read(stream)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
@@ -319,7 +350,7 @@ class SyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
             self._self_finisher.end(None)
 
 
-class AsyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
+class AsyncStream(AsyncIteratingProxy):
     """An asynchronous SDK stream that ends its call's span exactly once."""
 
     def __init__(self, stream: Any, call: Call, acc: Accumulator) -> None:
@@ -327,16 +358,6 @@ class AsyncStream(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_finisher = finisher = _Finisher(call, acc)
         # As `SyncStream`'s: one async generator per proxy, held by the proxy.
         self._self_events = finisher.aread(stream)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._self_events
-
-    async def __anext__(self) -> Any:
-        return await self._self_events.__anext__()
-
-    async def __aenter__(self) -> AsyncStream:
-        await self.__wrapped__.__aenter__()
-        return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
