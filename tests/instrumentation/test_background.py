@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from polars.testing import assert_frame_equal
 
 from canarytrace import attributes as A
 from canarytrace.analysis.load import load
-from canarytrace.instrumentation import instrument, uninstrument
+from canarytrace.instrumentation import background, instrument, uninstrument
 from canarytrace.telemetry import OtlpJsonLinesExporter
 from tests.instrumentation.conftest import (
     BACKGROUND_FAILS,
@@ -246,3 +247,15 @@ def test_a_resumed_stream_left_before_its_end_records_nothing(instrumented: Tele
     events.close()
 
     assert results(instrumented) == []
+
+
+def test_the_ids_remembered_against_recording_twice_are_bounded(
+    instrumented: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running process retrieves many responses: it keeps only the newest ids."""
+    monkeypatch.setattr(background, "_REMEMBERED", 3)
+    monkeypatch.setattr(background, "_recorded", OrderedDict())
+    done = [create_and_retrieve() for _ in range(5)]
+
+    assert len(results(instrumented)) == 5
+    assert list(background._recorded) == [response.id for response in done[-3:]]

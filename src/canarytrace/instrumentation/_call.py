@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
@@ -254,14 +255,14 @@ def end_call(
 
 #: Canary calls still running in the background, by response id -> their route: how
 #: they went reaches the breaker when this process sees them end (`background_outcome`).
-_awaiting: dict[str, str] = {}
+_awaiting: OrderedDict[str, str] = OrderedDict()
 _RUNNING = ("queued", "in_progress")
 
 
 def _await_outcome(response_id: Any, route: str) -> None:
     if isinstance(response_id, str):
         if len(_awaiting) >= 10_000:  # never retrieved here: forget the oldest
-            del _awaiting[next(iter(_awaiting))]
+            _awaiting.popitem(last=False)  # atomic, so safe across threads
         _awaiting[response_id] = route
 
 

@@ -17,6 +17,7 @@ it: its creation did not count, since it said nothing of how the call would go.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -31,8 +32,8 @@ from canarytrace.instrumentation._call import (
 from canarytrace.instrumentation.providers import provider_name
 from canarytrace.instrumentation.streams import AsyncIteratingProxy, IteratingProxy
 
-#: The response ids recorded by this process, oldest first (a dict keeps the order).
-_recorded: dict[str, None] = {}
+#: The response ids recorded by this process, oldest first.
+_recorded: OrderedDict[str, None] = OrderedDict()
 _REMEMBERED = 10_000
 
 
@@ -129,7 +130,7 @@ def _record_quietly(ins: Instruments, instance: Any, response_of: Callable[[], A
 
 def _remember(response_id: str) -> None:
     if len(_recorded) >= _REMEMBERED:
-        del _recorded[next(iter(_recorded))]
+        _recorded.popitem(last=False)  # atomic, so safe across threads
     _recorded[response_id] = None
 
 
