@@ -2,17 +2,19 @@
 
 `responses.create(background=True)` returns at once with the response queued. Its
 usage, cost and finish exist only once it has finished, which the application learns
-by retrieving it (polling `responses.retrieve(id)`) or from cancelling it. The create
-call's span has ended long before, so the end goes into a record of its own, as
-feedback does: a short `canarytrace.background_result` span carrying the response id,
-which the loader joins to the call that created the response (its
-`gen_ai.response.id`), also when another process retrieved it. Only a finished
-background response is recorded, once per process, also when its stream is resumed
-(`retrieve(id, stream=True, starting_after=...)`): that stream's events pass on
-unchanged, and the one that ends the response is recorded. One retrieved through
-`with_streaming_response` is not read. A canary call's
-end also goes to the route's error-rate breaker, when the process that created it sees
-it: its creation did not count, since it said nothing of how the call would go.
+by retrieving it (polling `responses.retrieve(id)`), from cancelling it, or from the
+end of its stream, resumed after a dropped connection with `retrieve(id, stream=True,
+starting_after=...)` (whose events pass on unchanged).
+
+The create call's span has ended long before, so the end goes into a record of its
+own, as feedback does: a short `canarytrace.background_result` span carrying the
+response id, which the loader joins to the call that created the response (its
+`gen_ai.response.id`), also when another process retrieved it. A finished response is
+recorded once per process; one retrieved through `with_streaming_response` is not read.
+
+A canary call's end also goes to its route's error-rate breaker, when the process that
+created the call sees it end: its creation did not count, since it said nothing of how
+the call would go.
 """
 
 from __future__ import annotations
