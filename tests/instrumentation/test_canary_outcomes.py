@@ -21,7 +21,13 @@ import pytest
 import canarytrace
 from canarytrace import routing
 from canarytrace.breaker import BreakerConfig
-from tests.instrumentation.conftest import BACKGROUND_FAILS, Telemetry, fake_api, openai_client
+from tests.instrumentation.conftest import (
+    BACKGROUND_FAILS,
+    Telemetry,
+    dropping_api,
+    fake_api,
+    openai_client,
+)
 
 PRODUCTION, CANARY = "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"  # route `chat` of REGISTRY
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -206,3 +212,19 @@ def test_canary_calls_run_in_the_background_count_when_they_end(
     for response in queued:
         assert client.responses.retrieve(response.id).status == "failed"
     assert len(made) == 1 and made[0][0] == "chat"
+
+
+def test_canary_streams_of_the_responses_api_that_drop_count_as_failures(
+    instrumented: Telemetry, rollbacks: list[tuple[str, str]]
+) -> None:
+    """Dropped after `response.created`, whose response says in progress: a foreground
+    call's end is the drop, unlike a background one's, which goes on on the server."""
+    http = httpx2.Client(transport=httpx2.MockTransport(dropping_api(events=1)))
+    client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+    for _ in range(SMALL_BREAKER.min_calls):
+        with pytest.raises(openai.APIConnectionError):
+            list(client.responses.create(model=CANARY, input="Hi", stream=True))
+
+    assert len(rollbacks) == 1
+    for span in instrumented.llm_spans():
+        assert "canarytrace.background.status" not in span.attributes

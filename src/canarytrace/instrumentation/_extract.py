@@ -358,7 +358,7 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
         reasons = [reason if isinstance(reason, str) else status]
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
         refused_by_filter(out, reasons)
-    elif isinstance(status, str):  # a background response, queued or in progress
+    elif getattr(response, "background", None) is True:  # queued or in progress
         out[A.BACKGROUND_STATUS] = status
     tier = openai_served(out, getattr(response, "service_tier", None))
     usage = getattr(response, "usage", None)
