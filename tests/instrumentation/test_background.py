@@ -259,3 +259,23 @@ def test_the_ids_remembered_against_recording_twice_are_bounded(
 
     assert len(results(instrumented)) == 5
     assert list(background._recorded) == [response.id for response in done[-3:]]
+
+
+def test_the_end_brings_the_calls_tokens_and_cost_to_the_metrics(instrumented: Telemetry) -> None:
+    """Dashboards read the metrics: a background call's usage is counted when it ends,
+    with the labels of the call that created it."""
+    client = openai_client()
+    queued = client.responses.create(model=MODEL, input="Hi", background=True)
+    assert len(instrumented.metric_points(A.METRIC_OPERATION_DURATION)) == 1
+    assert instrumented.metric_points(A.METRIC_TOKEN_USAGE) == []
+    client.responses.retrieve(queued.id)
+    client.responses.retrieve(queued.id)  # polled again: counted once
+
+    tokens = instrumented.metric_points(A.METRIC_TOKEN_USAGE)
+    assert {p.attributes[A.METRIC_TOKEN_TYPE]: p.sum for p in tokens} == {"input": 20, "output": 4}
+    for point in tokens:
+        assert point.attributes[A.GEN_AI_REQUEST_MODEL] == MODEL
+        assert (point.attributes[A.ROUTE], point.attributes[A.TIER]) == ("chat", "canary")
+    [cost] = instrumented.metric_points(A.METRIC_COST)
+    [record] = results(instrumented)
+    assert cost.value == pytest.approx(record.attributes[A.COST_USD])

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram
@@ -242,36 +242,69 @@ def end_call(
         report("end_call")
     span.end()
     try:
+        # A call still running in the background has told nothing of how it goes: its
+        # tokens, cost and outcome count when this process sees it end (`background_end`).
         if call.ins.duration is not None:
             _record_metrics(call, duration, first_chunk, response_model, usage, cost, error_type)
-        if call.tier == "canary" and call.route is not None:  # only canary calls count
-            if attributes is not None and attributes.get(A.BACKGROUND_STATUS) in _RUNNING:
-                _await_outcome(attributes.get(A.GEN_AI_RESPONSE_ID), call.route)
-            else:
-                routing.record_result(call.route, call.tier, error is None)
+            _await_end_if_running(call, attributes, usage)
+        if (
+            call.tier == "canary"  # only canary calls count
+            and call.route is not None
+            and not _await_end_if_running(call, attributes, usage)
+        ):
+            routing.record_result(call.route, call.tier, error is None)
     except Exception:
         report("end_call.metrics")
 
 
-#: Canary calls still running in the background, by response id -> their route: how
-#: they went reaches the breaker when this process sees them end (`background_outcome`).
-_awaiting: OrderedDict[str, str] = OrderedDict()
-_RUNNING = ("queued", "in_progress")
+class _Running(NamedTuple):
+    """What a call still running in the background needs when it ends (not its span)."""
+
+    ins: Instruments
+    target: Target
+    route: str | None
+    tier: str | None
 
 
-def _await_outcome(response_id: Any, route: str) -> None:
+#: Calls still running in the background, by response id, oldest first (bounded).
+_running: OrderedDict[str, _Running] = OrderedDict()
+
+
+def _await_end_if_running(
+    call: Call, attributes: dict[str, Any] | None, usage: Usage | None
+) -> bool:
+    """Whether `call` returned still running in the background (queued), kept then by
+    its response id until its end is seen. Asked only where it matters (metrics on, or
+    a canary call), so that other calls pay nothing for it."""
+    if usage is not None or not attributes or A.BACKGROUND_STATUS not in attributes:
+        return False
+    response_id = attributes.get(A.GEN_AI_RESPONSE_ID)
     if isinstance(response_id, str):
-        if len(_awaiting) >= 10_000:  # never retrieved here: forget the oldest
-            _awaiting.popitem(last=False)  # atomic, so safe across threads
-        _awaiting[response_id] = route
+        if len(_running) >= 10_000:  # never retrieved here: forget the oldest
+            _running.popitem(last=False)  # atomic, so safe across threads
+        _running[response_id] = _Running(call.ins, call.target, call.route, call.tier)
+    return True
 
 
-def background_outcome(response_id: str, status: str) -> None:
-    """Tell the breaker how a canary call that ran in the background ended: failed, or
-    answered; a cancelled one says nothing either way."""
-    route = _awaiting.pop(response_id, None)
-    if route is not None and status != "cancelled":
-        routing.record_result(route, "canary", status != "failed")
+def background_end(
+    response_id: str,
+    status: str,
+    response_model: str | None,
+    usage: Usage | None,
+    cost: float | None,
+) -> None:
+    """Count the end of a call this process saw start in the background: its tokens and
+    cost in the metrics, and, for a canary call, its outcome in the breaker (failed, or
+    answered; a cancelled one says nothing either way)."""
+    running = _running.pop(response_id, None)
+    if running is None:
+        return
+    ins, target, route, tier = running
+    if ins.duration is not None:
+        labels = _labels_of(target, route, tier, response_model, None)
+        _record_usage(ins, labels, usage, cost)
+    if tier == "canary" and route is not None and status != "cancelled":
+        routing.record_result(route, tier, status != "failed")
 
 
 def add_usage(attributes: dict[str, Any], provider: str, model: str, usage: Usage) -> float | None:
@@ -318,28 +351,25 @@ def _record_metrics(
     error_type: str | None,
 ) -> None:
     ins = call.ins
-    if ins.duration is None or ins.first_chunk is None or ins.tokens is None or ins.cost is None:
+    if ins.duration is None or ins.first_chunk is None:
         return  # all or none
-    target = call.target
-    key = (
-        target.operation,
-        target.provider,
-        target.model,
-        response_model,
-        call.tier,
-        call.route,
-        error_type,
-    )
-    labels = _labels.get(key)
-    if labels is None:
-        labels = _metric_labels(call, response_model, error_type)
-        if len(_labels) >= 4096:  # bounded: model ids come from the application
-            _labels.clear()
-        _labels[key] = labels
-    common, input_labels, output_labels = labels
-    ins.duration.record(duration, common)
+    labels = _labels_of(call.target, call.route, call.tier, response_model, error_type)
+    ins.duration.record(duration, labels[0])
     if first_chunk is not None:
-        ins.first_chunk.record(first_chunk, common)
+        ins.first_chunk.record(first_chunk, labels[0])
+    _record_usage(ins, labels, usage, cost)
+
+
+_Labels = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # common, input, output
+
+
+def _record_usage(
+    ins: Instruments, labels: _Labels, usage: Usage | None, cost: float | None
+) -> None:
+    """A call's token usage and cost, in the metrics."""
+    if ins.tokens is None or ins.cost is None:
+        return  # all or none
+    common, input_labels, output_labels = labels
     if usage is not None:
         ins.tokens.record(usage.input, input_labels)
         ins.tokens.record(usage.output, output_labels)
@@ -347,10 +377,31 @@ def _record_metrics(
         ins.cost.add(cost, common)
 
 
+def _labels_of(
+    target: Target,
+    route: str | None,
+    tier: str | None,
+    response_model: str | None,
+    error_type: str | None,
+) -> _Labels:
+    """The metric attributes of a call, worked out once per combination."""
+    key = (target.operation, target.provider, target.model, response_model, tier, route, error_type)
+    labels = _labels.get(key)
+    if labels is None:
+        labels = _metric_labels(target, route, tier, response_model, error_type)
+        if len(_labels) >= 4096:  # bounded: model ids come from the application
+            _labels.clear()
+        _labels[key] = labels
+    return labels
+
+
 def _metric_labels(
-    call: Call, response_model: str | None, error_type: str | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    target = call.target
+    target: Target,
+    route: str | None,
+    tier: str | None,
+    response_model: str | None,
+    error_type: str | None,
+) -> _Labels:
     common: dict[str, Any] = {
         A.GEN_AI_OPERATION_NAME: target.operation,
         A.GEN_AI_PROVIDER_NAME: target.provider,
@@ -358,9 +409,9 @@ def _metric_labels(
     }
     if response_model:
         common[A.GEN_AI_RESPONSE_MODEL] = response_model
-    if call.tier is not None:
-        common[A.TIER] = call.tier
-        common[A.ROUTE] = call.route
+    if tier is not None:
+        common[A.TIER] = tier
+        common[A.ROUTE] = route
     if error_type is not None:
         common[A.ERROR_TYPE] = error_type
     return (

@@ -12,9 +12,9 @@ response id, which the loader joins to the call that created the response (its
 `gen_ai.response.id`), also when another process retrieved it. A finished response is
 recorded once per process; one retrieved through `with_streaming_response` is not read.
 
-A canary call's end also goes to its route's error-rate breaker, when the process that
-created the call sees it end: its creation did not count, since it said nothing of how
-the call would go.
+When the process that created the call sees it end, the end also counts where the
+creation could not: its tokens and cost in the GenAI metrics and, for a canary call, its
+outcome in the route's error-rate breaker.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from canarytrace.instrumentation import _extract as X
 from canarytrace.instrumentation._call import (
     Instruments,
     add_usage,
-    background_outcome,
+    background_end,
     report,
 )
 from canarytrace.instrumentation.providers import provider_name
@@ -144,7 +144,8 @@ def record(ins: Instruments, client: Any, response: Any) -> None:
     attributes, usage = X.openai_responses_response(response)
     attributes[A.GEN_AI_PROVIDER_NAME] = provider
     attributes.update(X.openai_background_end(response))
+    cost = None
     if usage is not None:
-        add_usage(attributes, provider, response.model, usage)
+        cost = add_usage(attributes, provider, response.model, usage)
     ins.tracer.start_span(A.BACKGROUND_RESULT_SPAN_NAME, attributes=attributes).end()
-    background_outcome(response.id, response.status)
+    background_end(response.id, response.status, response.model, usage, cost)
