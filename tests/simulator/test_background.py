@@ -1,7 +1,8 @@
 """Background mode of the Responses API through the real openai SDK: queue, poll, cancel.
 
 Timing tests use a model whose latency is fixed (no spread, no per-token time), so
-"before the answer is due" and "after" are certain, at a fraction of a second each.
+"before the answer is due" and "after" are certain: a second apart, ample for a create
+and a retrieve or cancel on a busy machine.
 """
 
 from __future__ import annotations
