@@ -338,7 +338,8 @@ def _with_compaction(cost: float, provider: str, model: str, compaction: Usage) 
     return None if extra is None else cost + extra
 
 
-_labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+_Labels = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # common, input, output
+_labels: dict[tuple[Any, ...], _Labels] = {}
 
 
 def _record_metrics(
@@ -358,9 +359,6 @@ def _record_metrics(
     if first_chunk is not None:
         ins.first_chunk.record(first_chunk, labels[0])
     _record_usage(ins, labels, usage, cost)
-
-
-_Labels = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # common, input, output
 
 
 def _record_usage(
@@ -387,21 +385,8 @@ def _labels_of(
     """The metric attributes of a call, worked out once per combination."""
     key = (target.operation, target.provider, target.model, response_model, tier, route, error_type)
     labels = _labels.get(key)
-    if labels is None:
-        labels = _metric_labels(target, route, tier, response_model, error_type)
-        if len(_labels) >= 4096:  # bounded: model ids come from the application
-            _labels.clear()
-        _labels[key] = labels
-    return labels
-
-
-def _metric_labels(
-    target: Target,
-    route: str | None,
-    tier: str | None,
-    response_model: str | None,
-    error_type: str | None,
-) -> _Labels:
+    if labels is not None:
+        return labels
     common: dict[str, Any] = {
         A.GEN_AI_OPERATION_NAME: target.operation,
         A.GEN_AI_PROVIDER_NAME: target.provider,
@@ -414,8 +399,12 @@ def _metric_labels(
         common[A.ROUTE] = route
     if error_type is not None:
         common[A.ERROR_TYPE] = error_type
-    return (
+    labels = (
         common,
         {**common, A.METRIC_TOKEN_TYPE: "input"},
         {**common, A.METRIC_TOKEN_TYPE: "output"},
     )
+    if len(_labels) >= 4096:  # bounded: model ids come from the application
+        _labels.clear()
+    _labels[key] = labels
+    return labels
