@@ -411,3 +411,25 @@ def test_srm_counts_each_user_once_at_the_widest_stage_it_saw() -> None:
     assert srm is not None
     assert (srm.canary_users, srm.production_users) == (len(in_canary), 40 - len(in_canary))
     assert srm.expected_share == pytest.approx(sum(stages) / len(stages) / 100)
+
+
+def test_background_calls_still_pending_are_left_out_and_counted() -> None:
+    """A pending call has no outcome, cost or latency yet: the verdict is the one without
+    it, not one that counts it as a free success, and the reasons say how many wait."""
+    calls = synth.calls(synth.aa(users=3000, seed=4))
+    waiting = (pl.col("tier") == "canary") & (pl.int_range(pl.len()) % 10 < 3)
+    unknown = ("duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd")
+    pending = calls.with_columns(
+        pl.when(waiting).then(pl.lit("pending")).otherwise("status").alias("status"),
+        *(pl.when(waiting).then(None).otherwise(c).alias(c) for c in unknown),
+    )
+    route = judge(pending).routes["chat"]
+    ended = judge(calls.filter(~waiting)).routes["chat"]
+
+    _assert_same(route.metrics, ended.metrics)
+    assert (route.verdict, route.canary_calls) == (ended.verdict, ended.canary_calls)
+    assert route.pending_calls == {"canary": calls.filter(waiting).height}
+    assert route.reasons[-1] == (
+        "calls still running in the background, not judged until their results are "
+        f"traced: canary {calls.filter(waiting).height}"
+    )

@@ -63,11 +63,14 @@ def test_summary_counts_by_hand() -> None:
                 "start": T0,
                 "cost_usd": 0.01,
             },
+            # A background call with no result yet: counted apart, in no number per call.
+            {"tier": "canary", "user_hash": "d", "status": "pending", "start": T0},
         ]
     )
     rows = {r["tier"]: r for r in metrics.summary(frame).iter_rows(named=True)}
     canary = rows["canary"]
     assert (canary["calls"], canary["users"], canary["errors"]) == (3, 2, 1)
+    assert (canary["pending"], rows["production"]["pending"]) == (1, 0)
     assert canary["error_rate"] == pytest.approx(1 / 3)
     assert canary["latency_p50_ms"] == 200.0
     assert canary["cost_per_1k_calls_usd"] == pytest.approx(20.0)
@@ -75,6 +78,7 @@ def test_summary_counts_by_hand() -> None:
     assert canary["regression_rate"] == 0.5
     errors = metrics.errors_by_type(frame)
     assert errors.select("tier", "error_type", "errors").row(0) == ("canary", "Timeout", 1)
+    assert errors["rate"][0] == pytest.approx(1 / 3)
     timeline = metrics.over_time(frame, every="1h")
     assert timeline.filter(pl.col("tier") == "canary")["calls"].to_list() == [2, 1]
 
@@ -142,21 +146,24 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
 
 
 def test_route_facts_window_and_users_are_the_judged_calls_only() -> None:
-    """The window spans both judged tiers of the route; other routes and tiers are out."""
+    """The window spans both judged tiers of the route; other routes and tiers are out,
+    and so are background calls still pending, which are counted apart."""
     frame = _calls(
         [
             {"tier": "production", "user_hash": "a", "start": T0 + dt.timedelta(hours=1)},
             {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=4)},
             {"tier": "fallback", "user_hash": None, "start": T0},
             {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=9)},
+            {"tier": "canary", "status": "pending", "start": T0 + dt.timedelta(hours=6)},
         ]
     )
     frame = frame.with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("other")).otherwise("route").alias("route")
     )
     facts = metrics.route_facts(frame, "chat")
-    assert facts == (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4), 1)
-    assert metrics.route_facts(frame, "missing") == (None, None, 0)
+    window = (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4))
+    assert facts == (*window, 1, {"production": 0, "canary": 1})
+    assert metrics.route_facts(frame, "missing") == (None, None, 0, {"production": 0, "canary": 0})
 
 
 def test_judged_routes_are_those_with_a_canary_else_those_with_production() -> None:

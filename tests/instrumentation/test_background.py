@@ -167,10 +167,11 @@ def test_the_frame_of_calls_takes_usage_cost_and_duration_from_the_result(
     [failed] = calls.filter(pl.col("status") == "error").to_dicts()
     assert (failed["status"], failed["error_type"]) == ("error", "server_error")
     assert failed["cost_usd"] is None
-    # No result yet: no usage, no cost, and no duration (its span timed the queuing only).
+    # No result yet: pending, neither ok nor an error, with no usage, no cost, and no
+    # duration (its span timed the queuing only).
     waiting = by_model[MODEL + "-pending"]
     assert waiting["duration_ms"] is None and waiting["cost_usd"] is None
-    assert waiting["status"] == "ok"
+    assert waiting["status"] == "pending"
     # The foreground call keeps its own duration, and so does a background call streamed
     # to its end, which read its usage and cost itself.
     assert calls.filter(pl.col("duration_ms") < 10_000)["stream"].sort().to_list() == [

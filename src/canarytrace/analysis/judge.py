@@ -48,6 +48,9 @@ What is tested, and how (every choice here is the documented default):
   than the pinned one (alias drift: a deployment upgraded under it), latency and cost
   compare something else than the models: HOLD, naming what differs, listing what would
   have failed.
+* **Calls still running**: an OpenAI background call whose result has not been traced
+  yet has no outcome, cost or latency. It is left out of every metric (counting it as
+  a free success would flatter its tier) and the reasons say how many there are.
 * **Sequential mode** (`sequential=True`): for a canary that is looked at again and
   again, fixed-sample tests inflate false rollbacks. Then every metric uses an
   always-valid mixture-SPRT confidence sequence on its normal approximation (Johari,
@@ -313,6 +316,8 @@ class RouteVerdict:
     canary_model: str | None = None
     production_calls: int = 0
     canary_calls: int = 0
+    # Per tier, background calls left out because no result was seen yet (metrics.ENDED).
+    pending_calls: dict[str, int] = field(default_factory=dict)
     production_users: int = 0
     canary_users: int = 0
     window_start: dt.datetime | None = None
@@ -1021,7 +1026,7 @@ def _judge_route(
     reasons: list[str] = []
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
-    pending = [r for r in results if r.status == "inconclusive"]
+    undecided = [r for r in results if r.status == "inconclusive"]
     if calls_c == 0:
         verdict = Verdict.HOLD
         reasons.append(f"no canary calls on route {route!r} in the window")
@@ -1063,10 +1068,17 @@ def _judge_route(
                 f"{_describe(r)}: worse beyond the margin (not critical, needs a look)"
                 for r in failed_other
             ]
-            reasons += [f"{_describe(r)}: not decided yet" for r in pending]
+            reasons += [f"{_describe(r)}: not decided yet" for r in undecided]
     for r in results:
         if r.status == "no data":
             reasons.append(f"{r.label}: no data on one of the tiers, not judged")
+    pending_calls = {tier: n for tier, n in facts.pending.items() if n}
+    if pending_calls:
+        counts = ", ".join(f"{tier} {n}" for tier, n in pending_calls.items())
+        reasons.append(
+            f"calls still running in the background, not judged until their results are "
+            f"traced: {counts}"
+        )
     if any(r.name in _REFUSAL_METRICS and r.status in ("fail", "inconclusive") for r in results):
         reasons += _refusal_categories(M.refusal_categories(lazy, route))
     more_calls = max((n for n, _ in needed), default=None) if verdict == Verdict.HOLD else None
@@ -1095,6 +1107,7 @@ def _judge_route(
         canary_model=models["canary"],
         production_calls=calls_p,
         canary_calls=calls_c,
+        pending_calls=pending_calls,
         production_users=n_prod,
         canary_users=n_can,
         window_start=window_start,

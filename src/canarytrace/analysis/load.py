@@ -951,8 +951,8 @@ def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
     the result reports, and the server's time to finish as the call's duration. The
     result says how the response ended, also for a call whose stream broke off before
     the end (the answer went on on the server). A background call that returned queued
-    and has no result yet has no duration: its span timed only the queuing (one
-    streamed to its end timed the answer itself)."""
+    and has no result yet is "pending", with no duration: its span timed only the
+    queuing (one streamed to its end timed the answer itself)."""
     joined = calls.join(results.lazy(), on="_result", how="left", suffix="_result")
     from_result = ("input_tokens", "output_tokens", "cost_usd", "response_model")
     has_result = pl.col("background_status").is_not_null()
@@ -967,6 +967,8 @@ def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
         .then(pl.lit("error"))
         .when(has_result)
         .then(pl.lit("ok"))
+        .when(only_queued)
+        .then(pl.lit("pending"))
         .otherwise("status")
         .alias("status"),
         pl.when(has_result).then("error_type_result").otherwise("error_type").alias("error_type"),

@@ -6,6 +6,8 @@ Jaeger, Tempo). Feedback and outcome records are joined onto their call:
 `feedback_score` is the mean of the call's feedback scores (`feedback_count` of them),
 `outcome_ok` is False when any outcome of the call was marked wrong and `outcome_kind`
 names the first such kind. `parent_span_id` and `service` make trace links possible.
+`status` is "pending" for a background call whose result has not been seen yet: it
+has not ended as far as the traces know, so it is neither a success nor a failure.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "service": pl.String(),
     "start": UTC_TIME,
     "duration_ms": pl.Float64(),
-    "status": pl.String(),  # "ok" | "error"
+    "status": pl.String(),  # "ok" | "error" | "pending"
     "error_type": pl.String(),
     "provider": pl.String(),
     "operation": pl.String(),
