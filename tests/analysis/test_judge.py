@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -433,3 +434,46 @@ def test_background_calls_still_pending_are_left_out_and_counted() -> None:
         "calls still running in the background, not judged until their results are "
         f"traced: canary {calls.filter(waiting).height}"
     )
+
+
+def _cache_scenario(canary_share: float, **canary: float) -> synth.Scenario:
+    """The A/A canary of `test_a_large_aa_canary_is_promoted`, production reading 60 % of
+    its input from the prompt cache and the canary `canary_share`."""
+    base = synth.aa(users=3000, seed=4)
+    production = replace(base.production, cache_read_share=0.6)
+    return replace(
+        base,
+        production=production,
+        canary=replace(
+            production, model=base.canary.model, cache_read_share=canary_share, **canary
+        ),
+    )
+
+
+def test_a_canary_dearer_only_by_its_colder_prompt_cache_holds_and_says_so() -> None:
+    """Same model and price; the canary finds its cache cold (10 % of its input read from
+    it against 60 %), which makes it ~18 % dearer: not a reason to roll back."""
+    route = judge(synth.calls(_cache_scenario(0.1))).routes["chat"]
+    cost = next(m for m in route.metrics if m.name == "cost_per_call")
+
+    assert cost.status == "fail" and route.verdict == Verdict.HOLD
+    assert route.reasons[-1].startswith("(would have failed) cost per call +")
+    assert route.reasons[-1].endswith(
+        ": prompt cache: production read 60% of its input from it, the canary 10%, which "
+        "alone can move cost per call by up to +98%"
+    )
+
+
+def test_a_canary_dearer_than_a_cold_cache_explains_is_still_rolled_back() -> None:
+    route = judge(synth.calls(_cache_scenario(0.1, cost_multiplier=4.0))).routes["chat"]
+
+    assert route.verdict == Verdict.ROLLBACK
+    assert route.reasons[0].startswith("cost per call +")
+    assert route.reasons[-1].startswith("prompt cache: production read 60% of its input")
+
+
+def test_tiers_reading_the_cache_alike_are_judged_on_cost_as_ever() -> None:
+    route = judge(synth.calls(_cache_scenario(0.55, cost_multiplier=1.3))).routes["chat"]
+
+    assert route.verdict == Verdict.ROLLBACK
+    assert not any("prompt cache" in reason for reason in route.reasons)

@@ -94,8 +94,20 @@ def test_refusals_and_fallback_answers_are_read(tmp_path: Path) -> None:
     _same(loaded.calls, refusing)
 
 
+def test_the_input_read_from_the_prompt_cache_is_read(tmp_path: Path) -> None:
+    base = synth.Scenario(users=300, seed=3)
+    scenario = replace(base, production=replace(base.production, cache_read_share=0.5))
+    cached = synth.calls(scenario)
+    reads = cached.group_by("tier").agg(
+        pl.col("cache_read_tokens").sum() / pl.col("input_tokens").sum()
+    )
+    assert dict(reads.iter_rows()) == {"production": pytest.approx(0.5, abs=0.01), "canary": 0}
+    loaded = load(synth.write_otlp(cached, tmp_path / "traces.jsonl"))
+    _same(loaded.calls, cached)
+
+
 @pytest.mark.parametrize(
-    "column", ["service_tier", "refused", "fallback_model", "refusal_category"]
+    "column", ["service_tier", "refused", "fallback_model", "refusal_category", "cache_read_tokens"]
 )
 def test_a_calls_file_written_before_a_later_column_still_loads(
     frame: pl.DataFrame, tmp_path: Path, column: str

@@ -47,7 +47,10 @@ What is tested, and how (every choice here is the documented default):
   more), or answered `CONFOUNDED_SHARE` or more of a tier's calls with another model
   than the pinned one (alias drift: a deployment upgraded under it), latency and cost
   compare something else than the models: HOLD, naming what differs, listing what would
-  have failed.
+  have failed. A canary's colder prompt cache (its share of input read from the cache
+  `CONFOUNDED_SHARE` or more below production's) makes it dearer whatever its model: a
+  cost failure that warmth could explain holds instead of rolling back
+  (`_cache_warmth`).
 * **Calls still running**: an OpenAI background call whose result has not been traced
   yet has no outcome, cost or latency. It is left out of every metric (counting it as
   a free success would flatter its tier) and the reasons say how many there are.
@@ -116,6 +119,8 @@ class MetricSpec:
     only_if_seen: bool = False
 
 
+COST = "cost_per_call"
+
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "error_rate", "error rate", "proportion", True, 0.005, False, True, "errors", "calls"
@@ -160,7 +165,7 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("latency_p95", "latency p95", "quantile", True, 0.10, True, True, quantile=0.95),
     MetricSpec("latency_typical", "latency (typical)", "shift", True, 0.10, True, False),
-    MetricSpec("cost_per_call", "cost per call", "ratio", True, 0.10, True, True, "cost", "calls"),
+    MetricSpec(COST, "cost per call", "ratio", True, 0.10, True, True, "cost", "calls"),
     MetricSpec(
         "output_tokens",
         "output tokens per call",
@@ -741,6 +746,39 @@ def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | N
     )
 
 
+#: What a cached input token costs against an uncached one, at the deepest discount the
+#: providers give (Anthropic's cache reads and GPT-5's cached input: a tenth).
+CACHED_INPUT_PRICE = 0.1
+
+
+def _cache_warmth(cost: MetricResult, shares: Mapping[str, float]) -> tuple[str, bool] | None:
+    """What the prompt caches say of a cost per call that did not pass: None when the
+    tiers read shares of their input from the cache (`metrics.cache_read_shares`) within
+    `CONFOUNDED_SHARE` of each other, else the reason to give and whether the cost's
+    failure could be the caches' warmth alone.
+
+    A canary with little traffic finds its cache cold more often. Were all of a call's
+    cost its input, at the deepest discount, reading share c instead of p would change
+    its cost by (1 - 0.9c) / (1 - 0.9p) - 1 and no more; a failure whose interval stays
+    beyond the margin after dividing that out is the model's own.
+    """
+    production, canary = shares.get("production"), shares.get("canary")
+    if production is None or canary is None or abs(production - canary) < CONFOUNDED_SHARE:
+        return None
+    discount = 1 - CACHED_INPUT_PRICE
+    up_to = (1 - discount * canary) / (1 - discount * production) - 1
+    note = (
+        f"prompt cache: production read {production:.0%} of its input from it, the canary "
+        f"{canary:.0%}, which alone can move cost per call by up to {up_to:+.0%}"
+    )
+    beyond = (
+        cost.relative and cost.low is not None and cost.low > (1 + up_to) * (1 + cost.margin) - 1
+    )
+    if cost.status == "fail" and not beyond:
+        return f"(would have failed) {_describe(cost)}: {note}", True
+    return note, False
+
+
 def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:
     """Why a tier whose calls another model answered than its pinned one (`metrics.drift`)
     does not stand for that model, one reason per such tier."""
@@ -1027,6 +1065,11 @@ def _judge_route(
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
     undecided = [r for r in results if r.status == "inconclusive"]
+    cost = next((r for r in undecided + failed_critical + failed_other if r.name == COST), None)
+    warmth = _cache_warmth(cost, M.cache_read_shares(lazy, route)) if cost else None
+    if warmth and warmth[1]:  # the cost's failure could be a cold cache: not a rollback
+        failed_critical = [r for r in failed_critical if r is not cost]
+        failed_other = [r for r in failed_other if r is not cost]
     if calls_c == 0:
         verdict = Verdict.HOLD
         reasons.append(f"no canary calls on route {route!r} in the window")
@@ -1072,6 +1115,8 @@ def _judge_route(
     for r in results:
         if r.status == "no data":
             reasons.append(f"{r.label}: no data on one of the tiers, not judged")
+    if warmth:
+        reasons.append(warmth[0])
     pending_calls = {tier: n for tier, n in facts.pending.items() if n}
     if pending_calls:
         counts = ", ".join(f"{tier} {n}" for tier, n in pending_calls.items())

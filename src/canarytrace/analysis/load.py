@@ -117,6 +117,7 @@ _BOOL_ATTRS = {
 _INT_ATTRS = {
     "input_tokens": A.GEN_AI_USAGE_INPUT_TOKENS,
     "output_tokens": A.GEN_AI_USAGE_OUTPUT_TOKENS,
+    "cache_read_tokens": A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     "bucket": A.COHORT_BUCKET,
     "rollout_percent": A.ROLLOUT_PERCENT,
 }
@@ -363,6 +364,7 @@ def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "alias_drift",
         "input_tokens",
         "output_tokens",
+        "cache_read_tokens",
         "cost_usd",
         "user_hash",
         "bucket",
@@ -405,6 +407,7 @@ _RESULT_COLUMNS = (
     "error_type",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
     "cost_usd",
     "refused",
     "response_model",
@@ -954,7 +957,13 @@ def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
     and has no result yet is "pending", with no duration: its span timed only the
     queuing (one streamed to its end timed the answer itself)."""
     joined = calls.join(results.lazy(), on="_result", how="left", suffix="_result")
-    from_result = ("input_tokens", "output_tokens", "cost_usd", "response_model")
+    from_result = (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost_usd",
+        "response_model",
+    )
     has_result = pl.col("background_status").is_not_null()
     failed = pl.col("background_status") == "failed"
     only_queued = (

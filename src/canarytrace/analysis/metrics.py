@@ -254,6 +254,20 @@ def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]
     return result
 
 
+def cache_read_shares(calls: Frame, route: str) -> dict[str, float]:
+    """For each judged tier, the share of its input tokens read from the provider's
+    prompt cache (`{"production": 0.62, "canary": 0.18}`); tiers without input tokens
+    are left out."""
+    reads = pl.col("cache_read_tokens").fill_null(0).sum() / pl.col("input_tokens").sum()
+    shares = (
+        _judged(calls, route)
+        .filter(pl.col("input_tokens") > 0)
+        .group_by("tier")
+        .agg(reads.alias("share"))
+    )
+    return dict(shares.collect(engine="streaming").iter_rows())
+
+
 def refusal_categories(calls: Frame, route: str) -> dict[str, dict[str, int]]:
     """For each judged tier, its refused calls by the category their refusal named, most
     first (`{"canary": {"cyber": 12, "bio": 3}}`); tiers without one are left out."""

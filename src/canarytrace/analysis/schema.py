@@ -38,6 +38,7 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
     "alias_drift": pl.Boolean(),
     "input_tokens": pl.Int64(),
     "output_tokens": pl.Int64(),
+    "cache_read_tokens": pl.Int64(),  # of input_tokens, those read from the prompt cache
     "cost_usd": pl.Float64(),
     "user_hash": pl.String(),
     "bucket": pl.Int64(),
@@ -57,7 +58,9 @@ CALLS_SCHEMA: Final[dict[str, pl.DataType]] = {
 
 #: Columns added after the first release: a calls file written before one of them gets
 #: it as nulls rather than being refused.
-LATER_COLUMNS: Final = frozenset({"service_tier", "refused", "fallback_model", "refusal_category"})
+LATER_COLUMNS: Final = frozenset(
+    {"service_tier", "refused", "fallback_model", "refusal_category", "cache_read_tokens"}
+)
 
 
 def empty_calls() -> pl.DataFrame:

@@ -32,6 +32,7 @@ from canarytrace.analysis.schema import CALLS_SCHEMA
 _CONCENTRATION = 20.0  # Beta concentration of per-user probabilities around the tier's rate
 _PRICE_IN = 3e-6  # USD per input token at cost multiplier 1
 _PRICE_OUT = 15e-6
+_CACHE_READ_DISCOUNT = 0.9  # a cached input token costs a tenth of an uncached one
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class TierTruth:
     moves by exactly that factor while token counts stay the same. A share
     `refusal_rate` of the successful calls is refused, naming `refusal_category` when
     set; `fallback_model`, when set, answers each of them instead (a server-side
-    fallback). Their tokens and cost are drawn as any call's.
+    fallback). Their tokens and cost are drawn as any call's. A share
+    `cache_read_share` of the input tokens, when set, is read from the prompt cache and
+    billed at a tenth of the input price (Anthropic's and GPT-5's discount).
     """
 
     model: str
@@ -58,6 +61,7 @@ class TierTruth:
     refusal_rate: float = 0.0
     refusal_category: str | None = None
     fallback_model: str | None = None
+    cache_read_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,12 @@ def _hex_ids(rng: np.random.Generator, n: int, nbytes: int) -> list[str]:
 def _beta(rng: np.random.Generator, mean: np.ndarray, size: int) -> np.ndarray:
     mean = np.clip(mean, 1e-6, 1 - 1e-6)
     return rng.beta(mean * _CONCENTRATION, (1 - mean) * _CONCENTRATION, size)
+
+
+def _cache_reads(rng: np.random.Generator, inputs: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Each call's input tokens read from the prompt cache. Not drawn when no tier reads
+    the cache, so scenarios without one keep their draws."""
+    return rng.binomial(inputs, share) if share.any() else np.zeros_like(inputs)
 
 
 def calls(scenario: Scenario) -> pl.DataFrame:
@@ -190,6 +200,13 @@ def calls(scenario: Scenario) -> pl.DataFrame:
         pl.Series("fallback_model", answered_by).replace("", None),
         pl.Series("refusal_category", np.where(refused, categories, "")).replace("", None),
     )
+    reads = _cache_reads(rng, input_tokens, tier_value("cache_read_share"))
+    saved = reads * _PRICE_IN * _CACHE_READ_DISCOUNT * tier_value("cost_multiplier")
+    frame = frame.with_columns(
+        # Null where none were read: the instrumentation leaves the attribute out then.
+        pl.Series("cache_read_tokens", reads).replace(0, None),
+        pl.Series("cost_usd", np.round(cost - saved, 9)),
+    )
     ok = ~pl.col("error")
     return frame.with_columns(
         pl.lit(None).alias("parent_span_id"),
@@ -263,6 +280,7 @@ def _call_span(row: dict[str, object]) -> dict[str, object]:
                 (A.GEN_AI_RESPONSE_MODEL, row["response_model"]),
                 (A.GEN_AI_USAGE_INPUT_TOKENS, row["input_tokens"]),
                 (A.GEN_AI_USAGE_OUTPUT_TOKENS, row["output_tokens"]),
+                (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, row["cache_read_tokens"]),
                 (A.ERROR_TYPE, row["error_type"]),
                 (A.ROUTE, row["route"]),
                 (A.TIER, row["tier"]),
