@@ -53,8 +53,8 @@ CHUNK_CALLS = 250_000
 DEFAULT_WORKDIR = Path.home() / ".cache" / "canarytrace" / "bench-analysis"
 #: Inputs made before a column of the frame of calls existed lack it: the version names
 #: the inputs' folder, so a new column means new inputs. v2: `refused`, `fallback_model`;
-#: v3: `refusal_category`.
-INPUTS_VERSION = "v3"
+#: v3: `refusal_category`; v4: `cache_read_tokens`.
+INPUTS_VERSION = "v4"
 DEFAULT_PEER_PYTHON = (
     Path.home() / ".cache" / "canarytrace" / "bench-analysis-venv" / "bin" / "python"
 )
