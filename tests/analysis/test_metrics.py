@@ -146,24 +146,34 @@ def test_user_aggregates_match_a_per_user_reading() -> None:
 
 
 def test_route_facts_window_and_users_are_the_judged_calls_only() -> None:
-    """The window spans both judged tiers of the route; other routes and tiers are out,
-    and so are background calls still pending, which are counted apart."""
+    """The window spans both judged tiers of the route; other routes and tiers are out."""
     frame = _calls(
         [
             {"tier": "production", "user_hash": "a", "start": T0 + dt.timedelta(hours=1)},
             {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=4)},
             {"tier": "fallback", "user_hash": None, "start": T0},
             {"tier": "canary", "user_hash": None, "start": T0 + dt.timedelta(hours=9)},
-            {"tier": "canary", "status": "pending", "start": T0 + dt.timedelta(hours=6)},
         ]
     )
     frame = frame.with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("other")).otherwise("route").alias("route")
     )
     facts = metrics.route_facts(frame, "chat")
-    window = (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4))
-    assert facts == (*window, 1, {"production": 0, "canary": 1})
-    assert metrics.route_facts(frame, "missing") == (None, None, 0, {"production": 0, "canary": 0})
+    assert facts == (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4), 1)
+    assert metrics.route_facts(frame, "missing") == (None, None, 0)
+
+
+def test_pending_calls_are_counted_per_judged_tier() -> None:
+    frame = _calls(
+        [
+            {"tier": "canary", "status": "pending", "start": T0},
+            {"tier": "canary", "status": "pending", "start": T0},
+            {"tier": "production", "status": "ok", "start": T0},
+            {"tier": "fallback", "status": "pending", "start": T0},
+        ]
+    )
+    assert metrics.pending_calls(frame, "chat") == {"canary": 2}
+    assert metrics.pending_calls(frame.filter(pl.col("status") != "pending"), "chat") == {}
 
 
 def test_judged_routes_are_those_with_a_canary_else_those_with_production() -> None:

@@ -911,6 +911,9 @@ def _judge_route(
     """
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
+    pending_calls = M.pending_calls(lazy, route)
+    if pending_calls:  # no outcome, cost or latency yet: out of every number below
+        lazy = lazy.filter(M.ENDED)
     sums = _sums_read(config)
     # Each query on the streaming engine: the source is scanned in batches and reduced to
     # per-bin and per-user state. One after the other, not in one collect_all: run
@@ -1117,7 +1120,6 @@ def _judge_route(
             reasons.append(f"{r.label}: no data on one of the tiers, not judged")
     if warmth:
         reasons.append(warmth[0])
-    pending_calls = {tier: n for tier, n in facts.pending.items() if n}
     if pending_calls:
         counts = ", ".join(f"{tier} {n}" for tier, n in pending_calls.items())
         reasons.append(
