@@ -460,7 +460,7 @@ def test_a_canary_dearer_only_by_its_colder_prompt_cache_holds_and_says_so() -> 
     assert route.reasons[-1].startswith("(would have failed) cost per call +")
     assert route.reasons[-1].endswith(
         ": prompt cache: production read 60% of its input from it, the canary 10%, which "
-        "alone can move cost per call by up to +98%"
+        "alone can move cost per call by up to +98% and the latency of long prompts"
     )
 
 
@@ -477,3 +477,16 @@ def test_tiers_reading_the_cache_alike_are_judged_on_cost_as_ever() -> None:
 
     assert route.verdict == Verdict.ROLLBACK
     assert not any("prompt cache" in reason for reason in route.reasons)
+
+
+def test_a_slower_canary_with_a_colder_cache_is_rolled_back_and_the_caches_named() -> None:
+    """Latency has no bound to divide out: the verdict stands, the reasons say why it may
+    be the caches as much as the model. (The canary's price is cut to make up for its
+    colder cache, so its cost per call passes.)"""
+    slower = _cache_scenario(0.1, latency_median_ms=900 * 1.3, cost_multiplier=0.84)
+    route = judge(synth.calls(slower)).routes["chat"]
+
+    assert route.verdict == Verdict.ROLLBACK
+    assert next(m for m in route.metrics if m.name == "cost_per_call").status == "pass"
+    assert route.reasons[0].startswith("latency p95 +")
+    assert route.reasons[-1].startswith("prompt cache: production read 60% of its input")

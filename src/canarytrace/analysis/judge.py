@@ -48,9 +48,9 @@ What is tested, and how (every choice here is the documented default):
   than the pinned one (alias drift: a deployment upgraded under it), latency and cost
   compare something else than the models: HOLD, naming what differs, listing what would
   have failed. A canary's colder prompt cache (its share of input read from the cache
-  `CONFOUNDED_SHARE` or more below production's) makes it dearer whatever its model: a
-  cost failure that warmth could explain holds instead of rolling back
-  (`_cache_warmth`).
+  `CONFOUNDED_SHARE` or more below production's) makes it dearer and slower whatever
+  its model: the reasons say so where cost or latency did not pass, and a cost failure
+  that warmth could explain holds instead of rolling back (`_cache_warmth`).
 * **Calls still running**: an OpenAI background call whose result has not been traced
   yet has no outcome, cost or latency. It is left out of every metric (counting it as
   a free success would flatter its tier) and the reasons say how many there are.
@@ -66,7 +66,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -120,6 +120,8 @@ class MetricSpec:
 
 
 COST = "cost_per_call"
+#: The metrics a cold prompt cache moves whatever the model (`_cache_warmth`).
+_CACHE_SENSITIVE = (COST, "latency_p95", "latency_typical")
 
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -751,16 +753,20 @@ def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | N
 CACHED_INPUT_PRICE = 0.1
 
 
-def _cache_warmth(cost: MetricResult, shares: Mapping[str, float]) -> tuple[str, bool] | None:
-    """What the prompt caches say of a cost per call that did not pass: None when the
-    tiers read shares of their input from the cache (`metrics.cache_read_shares`) within
-    `CONFOUNDED_SHARE` of each other, else the reason to give and whether the cost's
-    failure could be the caches' warmth alone.
+def _cache_warmth(
+    not_passed: Sequence[MetricResult], shares: Mapping[str, float]
+) -> tuple[str, MetricResult | None] | None:
+    """What the prompt caches say of the cost and latency metrics that did not pass:
+    None when the tiers read shares of their input from the cache
+    (`metrics.cache_read_shares`) within `CONFOUNDED_SHARE` of each other, else the
+    reason to give and the cost result whose failure the caches' warmth alone could be.
 
-    A canary with little traffic finds its cache cold more often. Were all of a call's
-    cost its input, at the deepest discount, reading share c instead of p would change
-    its cost by (1 - 0.9c) / (1 - 0.9p) - 1 and no more; a failure whose interval stays
-    beyond the margin after dividing that out is the model's own.
+    A canary with little traffic finds its cache cold more often, and an uncached long
+    prompt is slower as well as dearer. Were all of a call's cost its input, at the
+    deepest discount, reading share c instead of p would change its cost by
+    (1 - 0.9c) / (1 - 0.9p) - 1 and no more; a cost failure whose interval stays beyond
+    the margin after dividing that out is the model's own. Latency has no such bound:
+    the reason names the caches, the verdict stands.
     """
     production, canary = shares.get("production"), shares.get("canary")
     if production is None or canary is None or abs(production - canary) < CONFOUNDED_SHARE:
@@ -769,14 +775,18 @@ def _cache_warmth(cost: MetricResult, shares: Mapping[str, float]) -> tuple[str,
     up_to = (1 - discount * canary) / (1 - discount * production) - 1
     note = (
         f"prompt cache: production read {production:.0%} of its input from it, the canary "
-        f"{canary:.0%}, which alone can move cost per call by up to {up_to:+.0%}"
+        f"{canary:.0%}, which alone can move cost per call by up to {up_to:+.0%} and the "
+        "latency of long prompts"
     )
+    cost = next((r for r in not_passed if r.name == COST and r.status == "fail"), None)
+    if cost is None:
+        return note, None
     beyond = (
         cost.relative and cost.low is not None and cost.low > (1 + up_to) * (1 + cost.margin) - 1
     )
-    if cost.status == "fail" and not beyond:
-        return f"(would have failed) {_describe(cost)}: {note}", True
-    return note, False
+    if beyond:
+        return note, None
+    return f"(would have failed) {_describe(cost)}: {note}", cost
 
 
 def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:
@@ -1068,11 +1078,14 @@ def _judge_route(
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
     undecided = [r for r in results if r.status == "inconclusive"]
-    cost = next((r for r in undecided + failed_critical + failed_other if r.name == COST), None)
-    warmth = _cache_warmth(cost, M.cache_read_shares(lazy, route)) if cost else None
-    if warmth and warmth[1]:  # the cost's failure could be a cold cache: not a rollback
-        failed_critical = [r for r in failed_critical if r is not cost]
-        failed_other = [r for r in failed_other if r is not cost]
+    sensitive = [
+        r for r in undecided + failed_critical + failed_other if r.name in _CACHE_SENSITIVE
+    ]
+    warmth = _cache_warmth(sensitive, M.cache_read_shares(lazy, route)) if sensitive else None
+    explained = warmth[1] if warmth else None
+    if explained:  # the cost's failure could be a cold cache: not a rollback
+        failed_critical = [r for r in failed_critical if r is not explained]
+        failed_other = [r for r in failed_other if r is not explained]
     if calls_c == 0:
         verdict = Verdict.HOLD
         reasons.append(f"no canary calls on route {route!r} in the window")
