@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from canarytrace import attributes as A
-from canarytrace.simulator import Simulator
+from canarytrace.analysis.load import load
+from canarytrace.instrumentation import instrument, uninstrument
+from canarytrace.simulator import Simulator, count_tokens
+from canarytrace.simulator.anthropic_api import CACHE_MIN_TOKENS
+from canarytrace.telemetry import OtlpJsonLinesExporter
 from tests.instrumentation.conftest import Telemetry
 
 PROMPT = [{"role": "user", "content": "What is the capital of Australia?"}]
@@ -113,3 +120,31 @@ def test_a_background_response_polled_over_http_gets_its_result_recorded(
     for name in (A.GEN_AI_USAGE_INPUT_TOKENS, A.GEN_AI_USAGE_OUTPUT_TOKENS, A.COST_USD):
         assert record.attributes[name] == foreground.attributes[name]
     assert record.attributes[A.BACKGROUND_DURATION_MS] > 0
+
+
+def test_the_input_read_from_the_prompt_cache_reaches_the_frame_of_calls(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    """What the judge weighs a cold cache by: the second call reads the system prompt the
+    first one cached, and the loader gives it in `cache_read_tokens`."""
+    manual = "Our refund policy. " * (CACHE_MIN_TOKENS // 3)
+    system: Any = [{"type": "text", "text": manual, "cache_control": {"type": "ephemeral"}}]
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OtlpJsonLinesExporter(tmp_path)))
+    instrument(tracer_provider=provider)
+    try:
+        client = anthropic.Anthropic(
+            base_url=simulator.anthropic_base_url, api_key="test-key", max_retries=0
+        )
+        for _ in range(2):
+            client.messages.create(
+                model="claude-3-5-sonnet-20241022", max_tokens=50, system=system, messages=PROMPT
+            )
+    finally:
+        uninstrument()
+        provider.shutdown()
+
+    first, second = load(tmp_path).calls.sort("start").to_dicts()
+    assert first["cache_read_tokens"] is None  # written to the cache, none read
+    assert second["cache_read_tokens"] == count_tokens(manual)
+    assert second["input_tokens"] > second["cache_read_tokens"]  # the input counts them
