@@ -247,7 +247,8 @@ def test_the_embedded_folder_is_the_default(
 
 def test_zstd_writer_output_is_a_real_zstd_frame(frame: pl.DataFrame, tmp_path: Path) -> None:
     path = synth.write_otlp(frame.head(3), tmp_path / "t.jsonl.zst", compress=True)
-    text = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().decode()
+    with path.open("rb") as compressed:
+        text = zstandard.ZstdDecompressor().stream_reader(compressed).read().decode()
     assert text.count("\n") == 1 and '"resourceSpans"' in text
 
 
