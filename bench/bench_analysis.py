@@ -33,7 +33,9 @@ What each contender does on the same files:
   outcomes, wrong answers, refusals no fallback answered, refusals a fallback answered,
   mean log-latency, calls at or below the tier's p95 and the widest rollout stage; the
   five slowest and five latest failing (error, wrong answer, refused) canary calls with
-  their trace ids; each tier's most frequent model. Their JSON path parses OTLP the
+  their trace ids; each tier's most frequent model. (Not repeated: the judge's count of
+  pending background calls, a filter the inputs never pass, and the tiers' prompt-cache
+  shares, read only where cost or latency does not pass.) Their JSON path parses OTLP the
   straightforward way: `json.loads` per line with pandas, `read_json` with an explicit
   nested schema and `unnest` with DuckDB.
 """
