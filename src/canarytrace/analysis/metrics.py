@@ -10,6 +10,9 @@ engine reduces the source to them without holding calls; `judged_routes`,
 `route_facts` and `main_model` are the few other facts it needs, each read by a query
 that costs a fraction of a grouped one.
 
+Background calls still pending (`ENDED`) are counted apart in `summary`'s `pending`,
+not in its calls, users, error rate or cost (they have no latency or tokens yet).
+
 Satisfaction: `satisfaction` is the mean feedback score; `positive_share` the share of
 scores at or above `positive_threshold`, by default three quarters of the way up the
 observed score range (4 on a 1-5 scale, 1 for thumbs 0/1). Regression rate is the
