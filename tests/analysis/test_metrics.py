@@ -40,6 +40,8 @@ def test_summary_counts_by_hand() -> None:
                 "status": "ok",
                 "duration_ms": 300.0,
                 "start": T0,
+                "input_tokens": 300,
+                "cache_read_tokens": 100,
                 "cost_usd": 0.03,
                 "feedback_score": 5.0,
                 "feedback_count": 1,
@@ -50,6 +52,7 @@ def test_summary_counts_by_hand() -> None:
                 "status": "ok",
                 "duration_ms": 200.0,
                 "start": T0 + dt.timedelta(hours=1),
+                "input_tokens": 100,
                 "cost_usd": 0.02,
                 "feedback_score": 1.0,
                 "feedback_count": 1,
@@ -61,6 +64,7 @@ def test_summary_counts_by_hand() -> None:
                 "status": "ok",
                 "duration_ms": 50.0,
                 "start": T0,
+                "input_tokens": 50,
                 "cost_usd": 0.01,
             },
             # A background call with no result yet: counted apart, in no number per call.
@@ -71,6 +75,7 @@ def test_summary_counts_by_hand() -> None:
     canary = rows["canary"]
     assert (canary["calls"], canary["users"], canary["errors"]) == (3, 2, 1)
     assert (canary["pending"], rows["production"]["pending"]) == (1, 0)
+    assert (canary["cache_read_share"], rows["production"]["cache_read_share"]) == (0.25, 0.0)
     assert canary["error_rate"] == pytest.approx(1 / 3)
     assert canary["latency_p50_ms"] == 200.0
     assert canary["cost_per_1k_calls_usd"] == pytest.approx(20.0)

@@ -52,6 +52,11 @@ def positive_threshold(calls: Frame) -> float | None:
     return float(lo + 0.75 * (hi - lo)) if hi > lo else float(hi)
 
 
+#: The share of the input tokens read from the provider's prompt cache (the input count
+#: includes them).
+_CACHE_READ_SHARE = pl.col("cache_read_tokens").fill_null(0).sum() / pl.col("input_tokens").sum()
+
+
 def _aggregations(threshold: float | None) -> list[pl.Expr]:
     error = pl.col("status") == "error"
     fb = pl.col("feedback_score")
@@ -69,6 +74,7 @@ def _aggregations(threshold: float | None) -> list[pl.Expr]:
         pl.col("ttft_ms").quantile(0.95, "linear").alias("ttft_p95_ms"),
         pl.col("input_tokens").mean().alias("input_tokens_per_call"),
         pl.col("output_tokens").mean().alias("output_tokens_per_call"),
+        _CACHE_READ_SHARE.alias("cache_read_share"),
         pl.col("cost_usd").fill_null(0).filter(ENDED).mean().alias("cost_per_call_usd"),
         (pl.col("cost_usd").fill_null(0).filter(ENDED).mean() * 1000).alias(
             "cost_per_1k_calls_usd"
@@ -262,12 +268,11 @@ def cache_read_shares(calls: Frame, route: str) -> dict[str, float]:
     """For each judged tier, the share of its input tokens read from the provider's
     prompt cache (`{"production": 0.62, "canary": 0.18}`); tiers without input tokens
     are left out."""
-    reads = pl.col("cache_read_tokens").fill_null(0).sum() / pl.col("input_tokens").sum()
     shares = (
         _judged(calls, route)
         .filter(pl.col("input_tokens") > 0)
         .group_by("tier")
-        .agg(reads.alias("share"))
+        .agg(_CACHE_READ_SHARE.alias("share"))
     )
     return dict(shares.collect(engine="streaming").iter_rows())
 
