@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
@@ -427,7 +427,7 @@ def test_background_calls_still_pending_are_left_out_and_counted() -> None:
     route = judge(pending).routes["chat"]
     ended = judge(calls.filter(~waiting)).routes["chat"]
 
-    _assert_same(route.metrics, ended.metrics)
+    _assert_same([asdict(m) for m in route.metrics], [asdict(m) for m in ended.metrics])
     assert (route.verdict, route.canary_calls) == (ended.verdict, ended.canary_calls)
     assert route.pending_calls == {"canary": calls.filter(waiting).height}
     assert route.reasons[-1] == (
