@@ -460,7 +460,8 @@ def test_a_canary_dearer_only_by_its_colder_prompt_cache_holds_and_says_so() -> 
     assert route.reasons[-1].startswith("(would have failed) cost per call +")
     assert route.reasons[-1].endswith(
         ": prompt cache: production read 60% of its input from it, the canary 10%, which "
-        "alone can move cost per call by up to +98% and the latency of long prompts"
+        "alone can move cost per call by up to +98% and the latency of long prompts; judge "
+        "again once the canary's cache has warmed"
     )
 
 

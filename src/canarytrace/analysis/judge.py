@@ -786,7 +786,8 @@ def _cache_warmth(
     )
     if beyond:
         return note, None
-    return f"(would have failed) {_describe(cost)}: {note}", cost
+    wait = "judge again once the canary's cache has warmed"
+    return f"(would have failed) {_describe(cost)}: {note}; {wait}", cost
 
 
 def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:
