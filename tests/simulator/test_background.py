@@ -222,6 +222,7 @@ def test_unknown_and_foreground_ids_are_404(oai: openai.OpenAI) -> None:
         with pytest.raises(openai.NotFoundError) as caught:
             oai.responses.retrieve(unknown)
         assert caught.value.message.endswith(f"Response with id '{unknown}' not found.")
+        assert caught.value.code is None  # not `model_not_found`: no model is missing
         with pytest.raises(openai.NotFoundError):
             oai.responses.cancel(unknown)
 

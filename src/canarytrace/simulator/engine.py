@@ -167,12 +167,14 @@ class Engine:
                 "not_found",
                 f"The model `{model}` does not exist or you do not have access to it.",
                 param="model",
+                code="model_not_found",
             )
         if profile.retired:
             raise SimulatedError(
                 "not_found",
                 f"The model `{model}` has been deprecated and retired; use a current model.",
                 param="model",
+                code="model_not_found",
             )
         return snapshot, profile
 

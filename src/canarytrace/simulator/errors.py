@@ -6,10 +6,13 @@ body), so each kind maps to the status the provider really uses:
     kind              OpenAI                    Anthropic
     invalid_request   400 invalid_request_error 400 invalid_request_error
     authentication    401 invalid_request_error 401 authentication_error
-    not_found         404 model_not_found       404 not_found_error
+    not_found         404 (model_not_found)     404 not_found_error
     rate_limit        429 + retry-after         429 rate_limit_error + retry-after
     server_error      500 server_error          500 api_error
     overloaded        503 server_error          529 overloaded_error
+
+OpenAI's error `code` is the kind's unless the error names its own: a missing model is
+`model_not_found`; an unknown response id or URL is no missing model and gets no code.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
 _OPENAI: dict[ErrorKind, tuple[int, str, str | None]] = {
     "invalid_request": (400, "invalid_request_error", None),
     "authentication": (401, "invalid_request_error", "invalid_api_key"),
-    "not_found": (404, "invalid_request_error", "model_not_found"),
+    "not_found": (404, "invalid_request_error", None),
     "rate_limit": (429, "requests", "rate_limit_exceeded"),
     "server_error": (500, "server_error", None),
     "overloaded": (503, "server_error", None),
@@ -63,12 +66,14 @@ class SimulatedError(Exception):
         message: str = "",
         *,
         param: str | None = None,
+        code: str | None = None,
         retry_after_s: float | None = None,
         delay_s: float = 0.0,
     ) -> None:
         self.kind: ErrorKind = kind
         self.text = message or _DEFAULT_MESSAGES[kind]
         self.param = param
+        self.code = code  # OpenAI's error code, where it is not the kind's
         self.retry_after_s = retry_after_s
         self.delay_s = delay_s  # wall seconds the simulated provider takes to refuse
         super().__init__(f"{kind}: {self.text}")
@@ -77,6 +82,7 @@ class SimulatedError(Exception):
 def openai_error(error: SimulatedError, request_id: str) -> tuple[int, dict[str, str], Any]:
     """Status, headers and JSON body of `error` as the OpenAI API sends it."""
     status, type_, code = _OPENAI[error.kind]
+    code = error.code or code
     body = {"error": {"message": error.text, "type": type_, "param": error.param, "code": code}}
     return status, {"x-request-id": request_id, **_retry_headers(error)}, body
 

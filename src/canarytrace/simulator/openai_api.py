@@ -459,7 +459,12 @@ def retrieve_model(engine: Engine, body: dict[str, Any], model: str) -> Reply:
     """GET /v1/models/{model}."""
     found = next((m for m in _openai_models(engine) if m["id"] == model), None)
     if found is None:
-        raise SimulatedError("not_found", f"The model '{model}' does not exist", param="model")
+        raise SimulatedError(
+            "not_found",
+            f"The model '{model}' does not exist",
+            param="model",
+            code="model_not_found",
+        )
     return JsonReply(found)
 
 
