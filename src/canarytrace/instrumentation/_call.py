@@ -268,6 +268,16 @@ class _Running(NamedTuple):
 
 #: Calls still running in the background, by response id, oldest first (bounded).
 _running: OrderedDict[str, _Running] = OrderedDict()
+#: How many response ids a process keeps, at most, in each such map.
+REMEMBERED_RESPONSES = 10_000
+
+
+def remember(store: OrderedDict[str, Any], response_id: str, value: Any, bound: int) -> None:
+    """Keep `value` under `response_id` in `store`, forgetting the oldest past `bound`
+    (responses never seen again here must not pile up)."""
+    if len(store) >= bound:
+        store.popitem(last=False)  # atomic, so safe across threads
+    store[response_id] = value
 
 
 def _await_end_if_running(
@@ -280,9 +290,8 @@ def _await_end_if_running(
         return False
     response_id = attributes.get(A.GEN_AI_RESPONSE_ID)
     if isinstance(response_id, str):
-        if len(_running) >= 10_000:  # never retrieved here: forget the oldest
-            _running.popitem(last=False)  # atomic, so safe across threads
-        _running[response_id] = _Running(call.ins, call.target, call.route, call.tier)
+        running = _Running(call.ins, call.target, call.route, call.tier)
+        remember(_running, response_id, running, REMEMBERED_RESPONSES)
     return True
 
 

@@ -26,9 +26,11 @@ from typing import Any
 from canarytrace import attributes as A
 from canarytrace.instrumentation import _extract as X
 from canarytrace.instrumentation._call import (
+    REMEMBERED_RESPONSES,
     Instruments,
     add_usage,
     background_end,
+    remember,
     report,
 )
 from canarytrace.instrumentation.providers import provider_name
@@ -36,7 +38,7 @@ from canarytrace.instrumentation.streams import AsyncIteratingProxy, IteratingPr
 
 #: The response ids recorded by this process, oldest first.
 _recorded: OrderedDict[str, None] = OrderedDict()
-_REMEMBERED = 10_000
+_REMEMBERED = REMEMBERED_RESPONSES
 
 
 def sync_wrapper(ins: Instruments, legacy_raw: type[Any]) -> Callable[..., Any]:
@@ -124,16 +126,10 @@ def _record_quietly(ins: Instruments, instance: Any, response_of: Callable[[], A
     try:
         response = response_of()
         if X.finished_in_background(response) and response.id not in _recorded:
-            _remember(response.id)
+            remember(_recorded, response.id, None, _REMEMBERED)
             record(ins, instance._client, response)
     except Exception:
         report("openai.background")
-
-
-def _remember(response_id: str) -> None:
-    if len(_recorded) >= _REMEMBERED:
-        _recorded.popitem(last=False)  # atomic, so safe across threads
-    _recorded[response_id] = None
 
 
 def record(ins: Instruments, client: Any, response: Any) -> None:
