@@ -400,17 +400,15 @@ def _key(trace_id: str, span_id: str) -> pl.Expr:
 
 #: What joins a background call to its result: a hash of its response id.
 _RESULT_KEY = pl.col("response_id").hash(seed=0)
+#: The call's columns its background result replaces where it has them.
+_FROM_RESULT = ("input_tokens", "output_tokens", "cache_read_tokens", "cost_usd", "response_model")
 _RESULT_COLUMNS = (
     "start",
     "background_status",
     "background_ms",
     "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cost_usd",
     "refused",
-    "response_model",
+    *_FROM_RESULT,
 )
 
 
@@ -957,20 +955,13 @@ def _with_results(calls: pl.LazyFrame, results: pl.DataFrame) -> pl.LazyFrame:
     and has no result yet is "pending", with no duration: its span timed only the
     queuing (one streamed to its end timed the answer itself)."""
     joined = calls.join(results.lazy(), on="_result", how="left", suffix="_result")
-    from_result = (
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cost_usd",
-        "response_model",
-    )
     has_result = pl.col("background_status").is_not_null()
     failed = pl.col("background_status") == "failed"
     only_queued = (
         pl.col("background") & (pl.col("status") == "ok") & pl.col("input_tokens").is_null()
     )
     return joined.with_columns(
-        *(pl.coalesce(f"{name}_result", name).alias(name) for name in from_result),
+        *(pl.coalesce(f"{name}_result", name).alias(name) for name in _FROM_RESULT),
         (pl.col("refused") | pl.col("refused_result").fill_null(False)).alias("refused"),
         pl.when(failed)
         .then(pl.lit("error"))
