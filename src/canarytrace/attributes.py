@@ -50,6 +50,9 @@ ERROR_TYPE: Final = "error.type"
 OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
 OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
 OPENAI_RESPONSE_SYSTEM_FINGERPRINT: Final = "openai.response.system_fingerprint"
+# The `x-request-id` OpenAI's support asks for; the registry names none, so it is
+# spelt as anthropic's span spells its own.
+OPENAI_REQUEST_ID: Final = "openai.request.id"
 ANTHROPIC_REQUEST_SERVICE_TIER: Final = "anthropic.request.service_tier"
 ANTHROPIC_RESPONSE_SERVICE_TIER: Final = "anthropic.response.service_tier"
 ANTHROPIC_THINKING_TYPE: Final = "anthropic.thinking.type"

@@ -435,7 +435,15 @@ def reply_as(model: str, path: str) -> httpx2.Response:
 
 
 def fake_api(request: httpx2.Request) -> httpx2.Response:
-    """The in-process OpenAI + Anthropic API."""
+    """The in-process OpenAI + Anthropic API; OpenAI's replies, failures included, carry
+    its `x-request-id` (Anthropic's own carry `request-id`)."""
+    reply = _answer(request)
+    if not request.url.path.endswith("/messages"):
+        reply.headers["x-request-id"] = REQUEST_ID
+    return reply
+
+
+def _answer(request: httpx2.Request) -> httpx2.Response:
     path = request.url.path
     if "/responses/" in path:  # retrieve or cancel a background response
         response_id = path.split("/responses/")[1].removesuffix("/cancel")

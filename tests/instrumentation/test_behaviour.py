@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from canarytrace import current_call
 from canarytrace.instrumentation import _extract, _wrappers, instrument, uninstrument
 from tests.instrumentation.conftest import (
+    REQUEST_ID,
     Telemetry,
     anthropic_client,
     openai_client,
@@ -118,6 +119,9 @@ def test_exceptions_are_identical_and_recorded(telemetry: Telemetry, call: Any) 
     assert span.status.status_code.name == "ERROR"
     assert span.attributes["error.type"] == "BadRequestError"
     assert "gen_ai.usage.input_tokens" not in span.attributes
+    # The id a provider's support asks for about a failure, from the SDK's error.
+    provider = "anthropic" if isinstance(traced, anthropic.BadRequestError) else "openai"
+    assert span.attributes[f"{provider}.request.id"] == REQUEST_ID == traced.request_id
 
 
 def test_instrument_twice_gives_one_span_per_call(telemetry: Telemetry) -> None:

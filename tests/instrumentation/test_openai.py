@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.instrumentation.conftest import TEXT_CHUNKS, Telemetry, openai_client
+from tests.instrumentation.conftest import REQUEST_ID, TEXT_CHUNKS, Telemetry, openai_client
 
 MODEL = "gpt-4o-2024-08-06"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -145,6 +145,7 @@ def test_each_method_gives_one_client_span_with_genai_attributes(
     assert attrs["server.address"] == "api.test"
     assert attrs["server.port"] == 443
     assert attrs["canarytrace.pinned"] is ("2024" in request_model)
+    assert attrs["openai.request.id"] == REQUEST_ID
     assert span.status.status_code.name == "UNSET"
     assert attrs["gen_ai.request.stream"] is ("stream" in method.__name__)
     if "stream" in method.__name__:
@@ -196,6 +197,7 @@ def test_with_raw_response_returns_the_raw_object_and_traces(instrumented: Telem
     attrs = instrumented.one_span().attributes
     assert attrs["gen_ai.response.id"] == "chatcmpl-1"
     assert attrs["gen_ai.usage.output_tokens"] == 3
+    assert attrs["openai.request.id"] == REQUEST_ID
 
 
 def test_with_streaming_response_leaves_the_body_to_the_application(

@@ -18,6 +18,7 @@ from canarytrace.instrumentation import _call
 from canarytrace.instrumentation.openai import ChatAccumulator
 from canarytrace.instrumentation.streams import sdk_iterator
 from tests.instrumentation.conftest import (
+    REQUEST_ID,
     TEXT_CHUNKS,
     Telemetry,
     _sse,
@@ -59,7 +60,17 @@ def test_stream_broken_off_after_one_chunk_and_closed_ends_span(instrumented: Te
     span = instrumented.one_span()
     assert span.status.status_code.name == "UNSET"
     assert span.attributes["gen_ai.response.id"] == "chatcmpl-1"
+    assert span.attributes["openai.request.id"] == REQUEST_ID  # from the stream's headers
     assert ended_calls(instrumented) == 1
+
+
+def test_responses_stream_closed_unread_keeps_its_request_id(instrumented: Telemetry) -> None:
+    """The Responses stream's reader takes the API's `Response` from its events: a stream
+    closed before any still names the request that support would ask about."""
+    openai_client().responses.create(model=MODEL, input="Say hello", stream=True).close()
+    attributes = instrumented.one_span().attributes
+    assert "gen_ai.response.id" not in attributes
+    assert attributes["openai.request.id"] == REQUEST_ID
 
 
 def test_stream_broken_off_and_dropped_ends_span_when_collected(instrumented: Telemetry) -> None:

@@ -63,6 +63,30 @@ def test_streams_over_http_end_with_usage_and_first_token_time(
         assert span.attributes["gen_ai.request.stream"] is True
 
 
+def test_each_span_names_the_request_id_the_provider_sent(
+    instrumented: Telemetry, simulator: Simulator
+) -> None:
+    """The id a provider's support asks for, taken from the HTTP reply, streamed or not."""
+    claude = anthropic.Anthropic(
+        base_url=simulator.anthropic_base_url, api_key="test-key", max_retries=0
+    )
+    gpt = openai.OpenAI(base_url=simulator.openai_base_url, api_key="test-key", max_retries=0)
+    message = claude.messages.create(
+        model="claude-3-5-sonnet-20241022", max_tokens=9, messages=PROMPT
+    )
+    completion = gpt.chat.completions.create(model="gpt-4o-2024-08-06", messages=PROMPT)
+    stream = gpt.chat.completions.create(model="gpt-4o-2024-08-06", messages=PROMPT, stream=True)
+    with stream:
+        list(stream)
+    sent = [message._request_id, completion._request_id, stream.response.headers["x-request-id"]]
+    keys = ["anthropic.request.id", "openai.request.id", "openai.request.id"]
+    recorded = [
+        span.attributes.get(key) for span, key in zip(instrumented.llm_spans(), keys, strict=True)
+    ]
+    assert recorded == sent
+    assert len(set(sent)) == 3 and all(isinstance(request_id, str) for request_id in sent)
+
+
 def test_a_refused_request_answered_by_a_fallback_over_http(instrumented: Telemetry) -> None:
     """The simulator's Claude Fable 5 declines everything; its fallback answers, streamed."""
     from canarytrace.simulator.profiles import load_profiles

@@ -259,19 +259,21 @@ def add_output_messages(attributes: dict[str, Any], texts: list[str]) -> None:
 # --- responses -----------------------------------------------------------------------
 
 
-def _set_common(out: dict[str, Any], response: Any) -> None:
+def _set_common(out: dict[str, Any], response: Any, request_id_attribute: str) -> None:
+    """The response's id and model, and the request id the SDK put on it."""
     response_id = getattr(response, "id", None)
     if isinstance(response_id, str):
         out[A.GEN_AI_RESPONSE_ID] = response_id
     model = getattr(response, "model", None)
     if isinstance(model, str):
         out[A.GEN_AI_RESPONSE_MODEL] = model
+    request_id(out, request_id_attribute, getattr(response, "_request_id", None))
 
 
 def openai_chat_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a `ChatCompletion` (or `ParsedChatCompletion`)."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    _set_common(out, response, A.OPENAI_REQUEST_ID)
     reasons = []  # a loop, not a comprehension: no function call for one choice
     for choice in response.choices or ():
         if choice.finish_reason:
@@ -348,9 +350,10 @@ _FINISHED = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
-    """Attributes and usage of a Responses API `Response`."""
+    """Attributes and usage of a Responses API `Response` (a stream's final event holds
+    one with no request id: the stream's reader takes it from the stream)."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    _set_common(out, response, A.OPENAI_REQUEST_ID)
     status = getattr(response, "status", None)
     if status in _FINISHED:
         details = getattr(response, "incomplete_details", None)
@@ -415,7 +418,7 @@ def openai_responses_text(response: Any) -> list[str]:
 def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of a `CreateEmbeddingResponse`."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    _set_common(out, response, A.OPENAI_REQUEST_ID)
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
@@ -425,9 +428,8 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
     """Attributes and usage of an Anthropic `Message` (finish reasons as the provider's)."""
     out: dict[str, Any] = {}
-    _set_common(out, response)
+    _set_common(out, response, A.ANTHROPIC_REQUEST_ID)
     anthropic_stop_reason(out, response.stop_reason, response)
-    anthropic_request_id(out, getattr(response, "_request_id", None))
     return out, anthropic_usage(response.usage, None, out)
 
 
@@ -501,10 +503,18 @@ def anthropic_iterations(out: dict[str, Any], iterations: Any, usage: Usage | No
     return usage._replace(compaction=_new_usage(counts))
 
 
-def anthropic_request_id(out: dict[str, Any], request_id: Any) -> None:
-    """The id Anthropic's support asks for, as anthropic's own span records it."""
-    if isinstance(request_id, str) and request_id:
-        out[A.ANTHROPIC_REQUEST_ID] = request_id
+def request_id(out: dict[str, Any], attribute: str, value: Any) -> None:
+    """The id a provider's support asks for about one call (the SDKs' `_request_id` of a
+    parsed response, or a stream's response header), under the provider's `attribute`."""
+    if isinstance(value, str) and value:
+        out[attribute] = value
+
+
+def header_request_id(out: dict[str, Any], attribute: str, http: Any, header: str) -> None:
+    """`request_id` from `header` of a stream's HTTP response `http` (None: unknown); a
+    stream broken off before its last event still has it."""
+    if http is not None:
+        request_id(out, attribute, http.headers.get(header))
 
 
 def anthropic_usage(

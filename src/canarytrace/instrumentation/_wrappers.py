@@ -36,6 +36,7 @@ from canarytrace.instrumentation._extract import (
     add_output_messages,
     input_messages,
     request_attributes,
+    request_id,
     request_user_id,
     server_attributes,
 )
@@ -60,10 +61,11 @@ class Spec:
     accumulator: Callable[[bool, Any], Accumulator] | None  # (capture, the SDK stream)
     raw_types: tuple[type, ...]
     site: str
+    # The provider's attribute for a call's request id, which `failed` takes from the
+    # SDK's error (`extract` and the accumulator from a response).
+    request_id_attribute: str
     suppress_native: bool = False
     stream: bool = False  # the method always streams (Anthropic's `messages.stream`)
-    # Where a failed call's request id goes (the SDKs' errors carry it), if anywhere.
-    request_id_attribute: str | None = None
     static: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -131,13 +133,10 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
 
 def failed(spec: Spec, call: Call, error: BaseException) -> None:
     """End the span of a call that raised `error`, with the request id the error names
-    (the id a provider's support asks for) where `spec` records one."""
-    attributes = None
-    if spec.request_id_attribute is not None:
-        request_id = getattr(error, "request_id", None)
-        if isinstance(request_id, str) and request_id:
-            attributes = {spec.request_id_attribute: request_id}
-    end_call(call, attributes, None, error)
+    (the id a provider's support asks for about a failure)."""
+    attributes: dict[str, Any] = {}
+    request_id(attributes, spec.request_id_attribute, getattr(error, "request_id", None))
+    end_call(call, attributes or None, None, error)
 
 
 def _raw_mode(kwargs: dict[str, Any]) -> str | None:

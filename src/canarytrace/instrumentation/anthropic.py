@@ -62,11 +62,11 @@ class AnthropicAccumulator(Accumulator):
         "final_delta",
         "final_usage",
         "first_token",
+        "http",
         "id",
         "model",
         "parts",
         "reason",
-        "response",
         "start_usage",
     )
 
@@ -74,7 +74,7 @@ class AnthropicAccumulator(Accumulator):
 
     def __init__(self, capture: bool, stream: Any = None) -> None:
         self.capture = capture
-        self.response = getattr(stream, "response", None)
+        self.http = getattr(stream, "response", None)  # its headers hold the request id
         self.first_token: float | None = None
         self.id: str | None = None
         self.model: str | None = None
@@ -117,8 +117,7 @@ class AnthropicAccumulator(Accumulator):
         if self.fallback is not None:
             X.anthropic_fallback(out, self.model, getattr(self.fallback, "trigger", None))
         X.anthropic_stop_reason(out, self.reason, self.final_delta)
-        if self.response is not None:
-            X.anthropic_request_id(out, self.response.headers.get("request-id"))
+        X.header_request_id(out, A.ANTHROPIC_REQUEST_ID, self.http, "request-id")
         return out, X.anthropic_usage(self.final_usage, self.start_usage, out)
 
     def texts(self) -> list[str]:
@@ -152,9 +151,9 @@ def _spec(site: str, stream: bool = False, beta: bool = False) -> Spec:
         AnthropicBetaAccumulator if beta else AnthropicAccumulator,
         (BaseAPIResponse,),
         site,
+        A.ANTHROPIC_REQUEST_ID,
         suppress_native=True,
         stream=stream,
-        request_id_attribute=A.ANTHROPIC_REQUEST_ID,
     )
 
 

@@ -26,6 +26,7 @@ SUPPORTED = "openai >= 3.40, < 4"
 _CHAT = "openai.resources.chat.completions.completions"
 _RESPONSES = "openai.resources.responses.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
+_REQUEST_ID_HEADER = "x-request-id"
 
 
 class ChatAccumulator(Accumulator):
@@ -35,6 +36,7 @@ class ChatAccumulator(Accumulator):
         "capture",
         "fingerprint",
         "first_token",
+        "http",
         "id",
         "model",
         "parts",
@@ -47,7 +49,8 @@ class ChatAccumulator(Accumulator):
     late = None  # no type: the reader hands over the chunks that end a choice or have none
 
     def __init__(self, capture: bool, stream: Any = None) -> None:
-        self.capture = capture  # the stream's events say all: `stream` is not read
+        self.capture = capture
+        self.http = getattr(stream, "response", None)  # its headers hold the request id
         self.first_token: float | None = None
         self.id: str | None = None
         self.model: str | None = None
@@ -98,6 +101,7 @@ class ChatAccumulator(Accumulator):
         if self.refused:
             out[A.REFUSED] = True
         X.openai_served(out, self.tier, self.fingerprint)
+        X.header_request_id(out, A.OPENAI_REQUEST_ID, self.http, _REQUEST_ID_HEADER)
         return out, X.openai_chat_usage(self.usage, self.tier, out)
 
     def texts(self) -> list[str]:
@@ -107,15 +111,16 @@ class ChatAccumulator(Accumulator):
 class ResponsesAccumulator(Accumulator):
     """Reads Responses API stream events; the final `response.*` event has the usage."""
 
-    __slots__ = ("capture", "first_token", "parts", "response")
+    __slots__ = ("capture", "first_token", "http", "parts", "response")
 
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
     late = _FINAL | {"response.created"}
 
     def __init__(self, capture: bool, stream: Any = None) -> None:
-        self.capture = capture  # the stream's events say all: `stream` is not read
+        self.capture = capture
+        self.http = getattr(stream, "response", None)  # its headers hold the request id
         self.first_token: float | None = None
-        self.response: Any = None
+        self.response: Any = None  # the API's `Response`, from the final event
         self.parts: list[str] = []
 
     def process(self, event: Any) -> None:
@@ -129,9 +134,12 @@ class ResponsesAccumulator(Accumulator):
             self.response = event.response
 
     def result(self) -> tuple[dict[str, Any], X.Usage | None]:
-        if self.response is None:
-            return {}, None
-        return X.openai_responses_response(self.response)
+        out: dict[str, Any] = {}
+        usage = None
+        if self.response is not None:
+            out, usage = X.openai_responses_response(self.response)
+        X.header_request_id(out, A.OPENAI_REQUEST_ID, self.http, _REQUEST_ID_HEADER)
+        return out, usage
 
     def texts(self) -> list[str]:
         return ["".join(self.parts)] if self.parts else []
@@ -152,6 +160,7 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         ChatAccumulator,
         raw,
         "openai.chat",
+        A.OPENAI_REQUEST_ID,
     )
     responses = Spec(
         "openai",
@@ -162,6 +171,7 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         ResponsesAccumulator,
         raw,
         "openai.responses",
+        A.OPENAI_REQUEST_ID,
     )
     embeddings = Spec(
         "openai",
@@ -172,6 +182,7 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         None,
         raw,
         "openai.embeddings",
+        A.OPENAI_REQUEST_ID,
     )
     return [
         (_CHAT, "Completions.create", chat, False),
