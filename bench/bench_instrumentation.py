@@ -11,15 +11,16 @@ counting no-op exporter, in a fresh interpreter per variant:
 
 - `bare (by hand)` the floor that decides the goal: the most direct code a careful
                 engineer would write inline around one call for a span with the same
-                attributes as canarytrace's (18 to 20): the request attributes read from
+                attributes as canarytrace's (19 to 21): the request attributes read from
                 the call's kwargs, the span made current (attach/detach, as
                 `start_as_current_span` does, so child spans nest), the response
                 attributes read from the response object (id, model, finish reasons,
-                usage, drift, cost from a price per token), a stream iterated directly
-                with its first chunk's time and its finish reason and usage taken from
-                the chunks, no error handling beyond a try/finally that ends the span; what
-                is known when such code is written (server, route, tier, pin, prices) is
-                set once;
+                usage, drift, cost from a price per token, the request id the SDK
+                kept), a stream iterated directly with its first chunk's time and its
+                finish reason and usage taken from the chunks (its request id from its
+                HTTP response's headers), no error handling beyond a try/finally that
+                ends the span; what is known when such code is written (server, route,
+                tier, pin, prices) is set once;
 - `bare (wrapt)`  (synchronous calls only) the by-hand span's code moved behind the
                 mechanism issue 5 asks for: a `wrapt` wrapper on the SDKs' `create`
                 methods and, for a stream, a
@@ -131,6 +132,7 @@ OPENAI_MODEL = "gpt-4o-2024-11-20"
 CLAUDE_MODEL = "claude-3-5-sonnet-20241022"
 # USD per input and output token, as a span written for these models would hard-code them.
 PRICES = {OPENAI_MODEL: (2.5e-6, 10e-6), CLAUDE_MODEL: (3e-6, 15e-6)}
+REQUEST_ID = "req_bench"
 # Events of each streamed reply; `--stream-chunks` changes it (every process gets it).
 STREAM_CHUNKS = 20
 REPO = Path(__file__).resolve().parent.parent
@@ -252,14 +254,22 @@ def _handler() -> Callable[[Any], Any]:
     import httpx2
 
     bodies = _bodies()
-    sse = {"content-type": "text/event-stream"}
-    plain = {"content-type": "application/json"}
+    # Each reply names its request, as the providers' do: OpenAI in `x-request-id`,
+    # Anthropic in `request-id`.
+    headers = {
+        f"{kind}{stream}": {
+            "content-type": "text/event-stream" if stream else "application/json",
+            "x-request-id" if kind == "chat" else "request-id": REQUEST_ID,
+        }
+        for kind in ("chat", "messages")
+        for stream in ("", " stream")
+    }
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         stream = b'"stream":true' in request.content or b'"stream": true' in request.content
         kind = "chat" if request.url.path.endswith("/chat/completions") else "messages"
         key = f"{kind} stream" if stream else kind
-        return httpx2.Response(200, headers=sse if stream else plain, content=bodies[key])
+        return httpx2.Response(200, headers=headers[key], content=bodies[key])
 
     return handler
 
@@ -391,6 +401,7 @@ def _constants(tracer: Any, calls: dict[str, Any]) -> dict[str, Any]:
             "gen_ai.usage.output_tokens": 20,
             "canarytrace.alias_drift": False,
             "canarytrace.cost_usd": 0.0003,
+            f"{provider}.request.id": REQUEST_ID,
         }
         if stream:  # and, for a stream, when its first chunk and first token came
             attrs["gen_ai.response.time_to_first_chunk"] = 0.0004
@@ -474,6 +485,7 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
             usage = response.usage
             span.set_attributes(
                 {
+                    "openai.request.id": response._request_id,
                     "gen_ai.response.id": response.id,
                     "gen_ai.response.model": response.model,
                     "gen_ai.response.finish_reasons": [c.finish_reason for c in response.choices],
@@ -506,7 +518,8 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
         try:
             first = response_id = response_model = None
             reasons = []
-            for chunk in oa.chat.completions.create(**kwargs):
+            stream = oa.chat.completions.create(**kwargs)
+            for chunk in stream:
                 if first is None:
                     first = time.perf_counter() - start
                     response_id, response_model = chunk.id, chunk.model
@@ -515,6 +528,7 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
                         reasons.append(choice.finish_reason)
             span.set_attributes(
                 {
+                    "openai.request.id": stream.response.headers.get("x-request-id"),
                     "gen_ai.response.id": response_id,
                     "gen_ai.response.model": response_model,
                     "gen_ai.response.finish_reasons": reasons,
@@ -543,6 +557,7 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
             usage = response.usage
             span.set_attributes(
                 {
+                    "anthropic.request.id": response._request_id,
                     "gen_ai.response.id": response.id,
                     "gen_ai.response.model": response.model,
                     "gen_ai.response.finish_reasons": [response.stop_reason],
@@ -573,7 +588,8 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
         try:
             first = message = reason = None
             output_tokens = 0
-            for event in an.messages.create(**kwargs):
+            stream = an.messages.create(**kwargs)
+            for event in stream:
                 if first is None:
                     first = time.perf_counter() - start
                 kind = event.type
@@ -584,6 +600,7 @@ def _by_hand(tracer: Any, oa: Any, an: Any) -> dict[str, Any]:
             input_tokens = message.usage.input_tokens
             span.set_attributes(
                 {
+                    "anthropic.request.id": stream.response.headers.get("request-id"),
                     "gen_ai.response.id": message.id,
                     "gen_ai.response.model": message.model,
                     "gen_ai.response.finish_reasons": [reason],
@@ -636,7 +653,8 @@ def _by_hand_async(tracer: Any, oa: Any, an: Any, run: Callable[[Any], Any]) -> 
         try:
             first = response_id = response_model = None
             reasons = []
-            async for chunk in await oa.chat.completions.create(**kwargs):
+            stream = await oa.chat.completions.create(**kwargs)
+            async for chunk in stream:
                 if first is None:
                     first = time.perf_counter() - start
                     response_id, response_model = chunk.id, chunk.model
@@ -645,6 +663,7 @@ def _by_hand_async(tracer: Any, oa: Any, an: Any, run: Callable[[Any], Any]) -> 
                         reasons.append(choice.finish_reason)
             span.set_attributes(
                 {
+                    "openai.request.id": stream.response.headers.get("x-request-id"),
                     "gen_ai.response.id": response_id,
                     "gen_ai.response.model": response_model,
                     "gen_ai.response.finish_reasons": reasons,
@@ -673,6 +692,7 @@ def _by_hand_async(tracer: Any, oa: Any, an: Any, run: Callable[[Any], Any]) -> 
             usage = response.usage
             span.set_attributes(
                 {
+                    "anthropic.request.id": response._request_id,
                     "gen_ai.response.id": response.id,
                     "gen_ai.response.model": response.model,
                     "gen_ai.response.finish_reasons": [response.stop_reason],
@@ -737,6 +757,7 @@ def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
                 yield chunk
             span.set_attributes(
                 {
+                    "openai.request.id": stream.response.headers.get("x-request-id"),
                     "gen_ai.response.id": response_id,
                     "gen_ai.response.model": response_model,
                     "gen_ai.response.finish_reasons": reasons,
@@ -764,6 +785,7 @@ def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
             input_tokens = message.usage.input_tokens
             span.set_attributes(
                 {
+                    "anthropic.request.id": stream.response.headers.get("request-id"),
                     "gen_ai.response.id": message.id,
                     "gen_ai.response.model": message.model,
                     "gen_ai.response.finish_reasons": [reason],
@@ -787,6 +809,7 @@ def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
     def openai_response(response: Any, model: str) -> dict[str, Any]:
         usage = response.usage
         return {
+            "openai.request.id": response._request_id,
             "gen_ai.response.id": response.id,
             "gen_ai.response.model": response.model,
             "gen_ai.response.finish_reasons": [c.finish_reason for c in response.choices],
@@ -803,6 +826,7 @@ def _wrapt_floor(tracer: Any, oa: Any, an: Any) -> Any:
     def anthropic_response(response: Any, model: str) -> dict[str, Any]:
         usage = response.usage
         return {
+            "anthropic.request.id": response._request_id,
             "gen_ai.response.id": response.id,
             "gen_ai.response.model": response.model,
             "gen_ai.response.finish_reasons": [response.stop_reason],
@@ -927,6 +951,27 @@ def _opcodes(function: Any) -> int:
     finally:
         sys.settrace(None)
     return count
+
+
+def attribute_names(variant: str) -> dict[str, list[list[str]]]:
+    """The attribute names of the LLM spans (those naming a request model) that one call
+    of each scenario gives under `variant`. The floors compare with canarytrace only if
+    they record the same attributes on the same calls (tests/test_bench_goal.py)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider, _ = _provider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    _, traced, enable = _variant_calls(variant, provider)
+    enable()
+    names = {}
+    for scenario, call in traced.items():
+        memory.clear()
+        call()
+        spans = [span.attributes or {} for span in memory.get_finished_spans()]
+        names[scenario] = [sorted(a) for a in spans if "gen_ai.request.model" in a]
+    return names
 
 
 def _settle(functions: dict[str, Any], scenarios: list[str], times: int = SETTLE) -> None:
@@ -1121,8 +1166,13 @@ def main() -> None:
     )
     parser.add_argument("--counted-worker", help=argparse.SUPPRESS)
     parser.add_argument("--scenarios", help=argparse.SUPPRESS)
+    parser.add_argument("--attribute-names", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _set_stream_chunks(args.stream_chunks)
+
+    if args.attribute_names:
+        print(json.dumps(attribute_names(args.attribute_names)))
+        return
 
     if args.counted_worker:
         counted_worker(args.counted_worker, json.loads(args.scenarios)[0], args.calls)
