@@ -320,6 +320,61 @@ def test_the_span_keeps_what_anthropics_own_span_records(
     assert ours.attributes["anthropic.usage.compaction.output_tokens"] == 200
 
 
+BETA_CALL = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": MESSAGES}
+BETA_HEADER_CALLS = {
+    # The betas of older code, which set the header itself.
+    "extra_headers": lambda client: client.messages.create(
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07, fast-mode-2026-02-01"},
+        **BETA_CALL,
+    ),
+    "default_headers": lambda client: client.with_options(
+        default_headers={"anthropic-beta": "context-1m-2025-08-07"}
+    ).messages.create(**BETA_CALL),
+    # The SDK sends a call's extra headers over `betas=`, and `betas=` over the client's.
+    "extra_headers over betas": lambda client: client.beta.messages.create(
+        betas=["fast-mode-2026-02-01"],
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
+        **BETA_CALL,
+    ),
+    "betas over default_headers": lambda client: client.with_options(
+        default_headers={"anthropic-beta": "fast-mode-2026-02-01"}
+    ).beta.messages.create(betas=["context-1m-2025-08-07"], **BETA_CALL),
+    "stream() with extra_headers": lambda client: _streamed(
+        client, extra_headers={"Anthropic-Beta": "context-1m-2025-08-07"}
+    ),
+}
+
+
+def _streamed(client: Any, **kwargs: Any) -> Any:
+    with client.messages.stream(**kwargs, **BETA_CALL) as stream:
+        return stream.get_final_message()
+
+
+@pytest.mark.parametrize("call", BETA_HEADER_CALLS.values(), ids=BETA_HEADER_CALLS.keys())
+def test_the_betas_a_request_sends_are_those_recorded_however_they_were_set(
+    telemetry: Telemetry, call: Callable[[Any], Any]
+) -> None:
+    """As anthropic's own span records them: from the header the request sent."""
+    native, ours = _native_and_ours(telemetry, call)
+    assert _lost(native, ours) == {}
+    assert ours.attributes["anthropic.beta"][0] == "context-1m-2025-08-07"
+    assert ours.attributes["anthropic.beta"] == native.attributes["anthropic.beta"]
+
+
+def test_a_beta_header_the_call_omits_is_not_recorded(telemetry: Telemetry) -> None:
+    """The SDKs' `Omit` takes a client's default header out of one call."""
+
+    def call(client: Any) -> Any:
+        with_beta = client.with_options(default_headers={"anthropic-beta": "fast-mode-2026-02-01"})
+        return with_beta.messages.create(
+            extra_headers={"anthropic-beta": anthropic.Omit()}, **BETA_CALL
+        )
+
+    native, ours = _native_and_ours(telemetry, call)
+    assert "anthropic.beta" not in native.attributes
+    assert "anthropic.beta" not in ours.attributes
+
+
 def _failing_call(client: Any) -> None:
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="error-model", max_tokens=5, messages=MESSAGES)

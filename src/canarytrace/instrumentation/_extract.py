@@ -92,6 +92,14 @@ def _texts(value: Any) -> Any:
     return None
 
 
+def _comma_texts(value: Any) -> Any:
+    """A header's comma-separated list (`anthropic-beta: a,b`) as a list."""
+    if not isinstance(value, str):
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items or None
+
+
 _FORMAT_OUTPUT = {"json_object": "json", "json_schema": "json", "text": "text"}
 
 
@@ -168,6 +176,14 @@ PARAMS: dict[str, dict[str, tuple[Setting, ...]]] = {
     "anthropic.messages": _ANTHROPIC_PARAMS,
 }
 
+#: A request header recorded as a setting: (attribute, reader), by lowercase name.
+HeaderSetting = tuple[str, Callable[[Any], Any]]
+
+#: The headers that say how a request is served, as anthropic's own span records them:
+#: the betas a call uses, whether set by `betas=`, a call's `extra_headers` or a client's
+#: `default_headers`.
+ANTHROPIC_HEADERS: dict[str, HeaderSetting] = {"anthropic-beta": (A.ANTHROPIC_BETA, _comma_texts)}
+
 
 def request_attributes(
     kwargs: Mapping[str, Any], params: Mapping[str, tuple[Setting, ...]], into: dict[str, Any]
@@ -185,6 +201,26 @@ def request_attributes(
                 into[attribute] = value
     if kwargs.get("stream") is True:
         into[A.GEN_AI_REQUEST_STREAM] = True
+
+
+def header_attributes(
+    headers: Any, settings: Mapping[str, HeaderSetting], into: dict[str, Any]
+) -> None:
+    """Copy the settings that request `headers` set into `into`, over what it holds, as
+    the SDKs send a call's `extra_headers` over the headers of its arguments (`betas=`)
+    and those over the client's `default_headers`. A header set to anything but text
+    (the SDKs' `Omit`) is not sent: the setting it named is taken out."""
+    if not isinstance(headers, Mapping):
+        return
+    for name, value in headers.items():
+        setting = settings.get(name.lower()) if isinstance(name, str) else None
+        if setting is not None:
+            attribute, read = setting
+            recorded = read(value)
+            if recorded is None:
+                into.pop(attribute, None)
+            else:
+                into[attribute] = recorded
 
 
 #: The request parameters that can name the end user.

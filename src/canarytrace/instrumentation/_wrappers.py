@@ -31,9 +31,11 @@ from canarytrace.instrumentation._call import (
     start_call,
 )
 from canarytrace.instrumentation._extract import (
+    HeaderSetting,
     Setting,
     Usage,
     add_output_messages,
+    header_attributes,
     input_messages,
     request_attributes,
     request_id,
@@ -66,6 +68,8 @@ class Spec:
     request_id_attribute: str
     suppress_native: bool = False
     stream: bool = False  # the method always streams (Anthropic's `messages.stream`)
+    # Request headers recorded as settings (`_extract.ANTHROPIC_HEADERS`).
+    headers: Mapping[str, HeaderSetting] = field(default_factory=dict)
     static: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +105,8 @@ def _target(spec: Spec, client: Any, base_url: Any, model: str) -> Target:
     attributes[A.GEN_AI_PROVIDER_NAME] = attributes[A.GEN_AI_SYSTEM] = provider
     attributes[A.GEN_AI_REQUEST_MODEL] = model
     attributes[A.PINNED] = pinned
+    if spec.headers:
+        header_attributes(getattr(client, "_custom_headers", None), spec.headers, attributes)
     target = Target(provider, spec.operation, model, pinned, base_url, attributes)
     if len(_targets) >= 1024:  # an application that makes a client per request
         _targets.clear()
@@ -124,6 +130,10 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
         target = _target(spec, client, base_url, model)
     attributes = target.attributes.copy()
     request_attributes(kwargs, spec.params, attributes)
+    if spec.headers:
+        extra_headers = kwargs.get("extra_headers")
+        if extra_headers:
+            header_attributes(extra_headers, spec.headers, attributes)
     if ins.capture_content:
         prompt = input_messages(kwargs)
         if prompt is not None:

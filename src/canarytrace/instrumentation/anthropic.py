@@ -154,6 +154,7 @@ def _spec(site: str, stream: bool = False, beta: bool = False) -> Spec:
         A.ANTHROPIC_REQUEST_ID,
         suppress_native=True,
         stream=stream,
+        headers=X.ANTHROPIC_HEADERS,
     )
 
 
