@@ -16,7 +16,8 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from canarytrace.analysis import synth
-from canarytrace.analysis.judge import JudgeConfig, RouteVerdict, Verdict, _srm, holm, judge
+from canarytrace.analysis.estimates import holm
+from canarytrace.analysis.judge import JudgeConfig, RouteVerdict, Verdict, _srm, judge
 from canarytrace.analysis.settings import route_configs
 from canarytrace.errors import RegistryError
 from canarytrace.registry import load_registry
