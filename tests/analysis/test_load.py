@@ -279,7 +279,7 @@ def test_a_tempo_trace_missing_on_fetch_is_reported(
 def test_the_typed_decoder_reads_every_line_as_the_generic_one(
     frame: pl.DataFrame, tmp_path: Path
 ) -> None:
-    from canarytrace.analysis import load as loader
+    from canarytrace.analysis import otlp
 
     path = synth.write_otlp(frame.head(200), tmp_path / "traces.jsonl")
     lines = path.read_bytes().splitlines()
@@ -292,6 +292,6 @@ def test_the_typed_decoder_reads_every_line_as_the_generic_one(
             if "intValue" in kv["value"]:
                 kv["value"]["intValue"] = int(kv["value"]["intValue"])
     for line in [*lines, json.dumps(doc).encode()]:
-        generic = loader._span_rows(json.loads(line))
+        generic = otlp._generic_rows(json.loads(line))
         assert generic
-        assert loader._typed_rows(loader._DECODER.decode(line)) == generic
+        assert otlp._typed_rows(otlp._DECODER.decode(line)) == generic

@@ -12,14 +12,12 @@ Sources (`load(source)`):
 * `tempo+http://HOST:PORT?q=TRACEQL&lookback=1h[&limit=N]`: Tempo's HTTP API
   (`GET /api/search?q=` for trace ids, then `GET /api/traces/{id}` for each trace).
 
-How JSON is read: lines are taken in chunks of a bounded number of bytes; each line is
-decoded by msgspec into typed OTLP structs that skip every field the frame does not
-need, and its spans are flattened to row tuples holding only the attributes the frame
-needs, which polars turns into typed columns per chunk (ids, times, coalesced names
-are polars expressions). A line of another shape falls back to the standard library's
-decoder, which reads it or says why not. Measured on OTLP lines of a few hundred spans,
-this is about twice as fast as `json.loads` and five times faster than polars'
-`read_ndjson` on the nested schema, with a fraction of its memory. Only each chunk's LLM
+How JSON is read: lines are taken in chunks of a bounded number of bytes; each line's
+spans become row tuples (`otlp.line_rows`: msgspec into typed OTLP structs that skip
+every field the frame does not need), which polars turns into typed columns per chunk
+(`otlp.span_frame`). Measured on OTLP lines of a few hundred spans, this is about twice
+as fast as `json.loads` and five times faster than polars' `read_ndjson` on the nested
+schema, with a fraction of its memory. Only each chunk's LLM
 calls and feedback/outcome records are kept. Past `SPILL_CALLS` calls they go to
 temporary Parquet parts instead of memory; repeated and nested calls are found from the
 calls' id hashes one bucket of hashes at a time, and each part then gets its kept calls
@@ -57,12 +55,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import polars as pl
 
 from canarytrace import attributes as A
+from canarytrace.analysis.otlp import line_rows, span_frame, span_rows
 from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform, missing_columns
 from canarytrace.errors import TraceSourceError
 
@@ -83,68 +80,6 @@ _RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME, A.BACKGROUND_RESULT_
 DEFAULT_TRACEQL = (
     f'{{ span.{A.TIER} != nil || name = "{A.FEEDBACK_SPAN_NAME}"'
     f' || name = "{A.OUTCOME_SPAN_NAME}" || name = "{A.BACKGROUND_RESULT_SPAN_NAME}" }}'
-)
-
-# The span attributes read, by column, grouped by the type they are converted to.
-_STR_ATTRS = {
-    "error_type": A.ERROR_TYPE,
-    "provider_name": A.GEN_AI_PROVIDER_NAME,
-    "system": A.GEN_AI_SYSTEM,
-    "operation": A.GEN_AI_OPERATION_NAME,
-    "route": A.ROUTE,
-    "tier": A.TIER,
-    "request_model": A.GEN_AI_REQUEST_MODEL,
-    "response_model": A.GEN_AI_RESPONSE_MODEL,
-    "user_hash": A.USER_HASH,
-    "openai_service_tier": A.OPENAI_RESPONSE_SERVICE_TIER,
-    "anthropic_service_tier": A.ANTHROPIC_RESPONSE_SERVICE_TIER,
-    "fallback_model": A.FALLBACK_MODEL,
-    "refusal_category": A.REFUSAL_CATEGORY,
-    "target_trace": A.TARGET_TRACE_ID,
-    "target_span": A.TARGET_SPAN_ID,
-    "kind": A.OUTCOME_KIND,
-    "response_id": A.GEN_AI_RESPONSE_ID,
-    "background_status": A.BACKGROUND_STATUS,
-}
-_BOOL_ATTRS = {
-    "pinned": A.PINNED,
-    "alias_drift": A.ALIAS_DRIFT,
-    "refused": A.REFUSED,
-    "stream": A.GEN_AI_REQUEST_STREAM,
-    "ok": A.OUTCOME_OK,
-    "background": A.BACKGROUND,
-}
-_INT_ATTRS = {
-    "input_tokens": A.GEN_AI_USAGE_INPUT_TOKENS,
-    "output_tokens": A.GEN_AI_USAGE_OUTPUT_TOKENS,
-    "cache_read_tokens": A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-    "bucket": A.COHORT_BUCKET,
-    "rollout_percent": A.ROLLOUT_PERCENT,
-}
-_FLOAT_ATTRS = {
-    "cost_usd": A.COST_USD,
-    "ttft_ms": A.TIME_TO_FIRST_TOKEN_MS,
-    "score": A.FEEDBACK_SCORE,
-    "background_ms": A.BACKGROUND_DURATION_MS,
-}
-_SPAN_FIELDS = (
-    "trace",
-    "span",
-    "parent",
-    "service",
-    "name",
-    "start_ns",
-    "end_ns",
-    "code",
-    "link_trace",
-    "link_span",
-)
-_COLUMNS = (*_SPAN_FIELDS, *_STR_ATTRS, *_BOOL_ATTRS, *_INT_ATTRS, *_FLOAT_ATTRS)
-_ATTR_KEYS = (
-    *_STR_ATTRS.values(),
-    *_BOOL_ATTRS.values(),
-    *_INT_ATTRS.values(),
-    *_FLOAT_ATTRS.values(),
 )
 
 
@@ -168,223 +103,6 @@ class Loaded:
     calls: pl.DataFrame
     problems: list[Problem] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
-
-
-# --- OTLP JSON → rows -------------------------------------------------------------------
-
-
-def _span_rows(doc: object) -> list[tuple[object, ...]]:
-    """One request's spans as row tuples in `_COLUMNS` order; raises on a foreign shape.
-
-    The OTLP attribute value is a one-key object ({"stringValue": ...}, {"intValue":
-    "12"}, ...); its single value is kept as is and typed later by polars, so int64
-    written as strings (the spec) or as numbers (some producers) both read.
-    """
-    if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans"), list):
-        raise ValueError("not an OTLP ExportTraceServiceRequest (no resourceSpans list)")
-    rows: list[tuple[object, ...]] = []
-    for resource_spans in doc["resourceSpans"]:
-        service = None
-        for kv in (resource_spans.get("resource") or {}).get("attributes") or ():
-            if kv.get("key") == "service.name":
-                service = (kv.get("value") or {}).get("stringValue")
-        for scope_spans in resource_spans.get("scopeSpans") or ():
-            for span in scope_spans.get("spans") or ():
-                attrs: dict[str, object] = {}
-                for kv in span.get("attributes") or ():
-                    for value in (kv.get("value") or {}).values():
-                        attrs[kv.get("key")] = value
-                        break
-                link: dict[str, Any] = (span.get("links") or ({},))[0]
-                rows.append(
-                    (
-                        span.get("traceId"),
-                        span.get("spanId"),
-                        span.get("parentSpanId"),
-                        service,
-                        span.get("name"),
-                        span.get("startTimeUnixNano"),
-                        span.get("endTimeUnixNano"),
-                        (span.get("status") or {}).get("code"),
-                        link.get("traceId"),
-                        link.get("spanId"),
-                        *map(attrs.get, _ATTR_KEYS),
-                    )
-                )
-    return rows
-
-
-# Typed OTLP shapes for msgspec: decoding straight into these skips every field the
-# frame does not need (events, resource attributes other than the service, scopes) and
-# is about twice as fast as `json.loads` plus dict lookups, with far smaller transients.
-class _Status(msgspec.Struct, gc=False):
-    code: int | str | None = None
-
-
-class _Link(msgspec.Struct, gc=False):
-    traceId: str | None = None
-    spanId: str | None = None
-
-
-class _AnyValue(msgspec.Struct, gc=False, frozen=True):
-    stringValue: str | None = None
-    boolValue: bool | None = None
-    intValue: str | int | None = None
-    doubleValue: float | str | None = None
-
-    def scalar(self) -> object:
-        """The one value set (OTLP sets exactly one); arrays and maps are not read."""
-        if self.stringValue is not None:
-            return self.stringValue
-        if self.intValue is not None:
-            return self.intValue
-        if self.doubleValue is not None:
-            return self.doubleValue
-        return self.boolValue
-
-
-_EMPTY = _AnyValue()
-
-
-class _KeyValue(msgspec.Struct, gc=False):
-    key: str | None = None
-    value: _AnyValue = _EMPTY
-
-
-class _Span(msgspec.Struct, gc=False):
-    traceId: str | None = None
-    spanId: str | None = None
-    parentSpanId: str | None = None
-    name: str | None = None
-    startTimeUnixNano: str | int | None = None
-    endTimeUnixNano: str | int | None = None
-    status: _Status | None = None
-    attributes: list[_KeyValue] | None = None
-    links: list[_Link] | None = None
-
-
-class _ScopeSpans(msgspec.Struct, gc=False):
-    spans: list[_Span] | None = None
-
-
-class _Resource(msgspec.Struct, gc=False):
-    attributes: list[_KeyValue] | None = None
-
-
-class _ResourceSpans(msgspec.Struct, gc=False):
-    resource: _Resource | None = None
-    scopeSpans: list[_ScopeSpans] | None = None
-
-
-class _Request(msgspec.Struct, gc=False):
-    resourceSpans: list[_ResourceSpans]
-
-
-_DECODER = msgspec.json.Decoder(_Request)
-
-
-def _typed_rows(request: _Request) -> list[tuple[object, ...]]:
-    """`_span_rows` for a request msgspec decoded: the same tuples, values as found."""
-    rows: list[tuple[object, ...]] = []
-    for resource_spans in request.resourceSpans:
-        service = None
-        resource = resource_spans.resource
-        for kv in (resource.attributes if resource else None) or ():
-            if kv.key == "service.name":
-                service = kv.value.stringValue
-        for scope_spans in resource_spans.scopeSpans or ():
-            for span in scope_spans.spans or ():
-                attrs = {kv.key: kv.value.scalar() for kv in span.attributes or ()}
-                link = span.links[0] if span.links else _NO_LINK
-                rows.append(
-                    (
-                        span.traceId,
-                        span.spanId,
-                        span.parentSpanId,
-                        service,
-                        span.name,
-                        span.startTimeUnixNano,
-                        span.endTimeUnixNano,
-                        span.status.code if span.status else None,
-                        link.traceId,
-                        link.spanId,
-                        *map(attrs.get, _ATTR_KEYS),
-                    )
-                )
-    return rows
-
-
-_NO_LINK = _Link()
-
-
-def _hex_id(expr: pl.Expr, nbytes: int) -> pl.Expr:
-    """Lowercase hex for hex ids; base64 ids decoded; empty ids become null."""
-    is_hex = expr.str.contains(f"^[0-9a-fA-F]{{{2 * nbytes}}}$")
-    decoded = expr.str.decode("base64", strict=False).bin.encode("hex")
-    return (
-        pl.when(expr.is_null() | (expr == ""))
-        .then(None)
-        .when(is_hex)
-        .then(expr.str.to_lowercase())
-        .otherwise(decoded.str.zfill(2 * nbytes))
-    )
-
-
-def _frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
-    """Row tuples (values as found) → typed span columns the calls and records come from."""
-    raw = pl.DataFrame(rows, schema=dict.fromkeys(_COLUMNS, pl.String), orient="row", strict=False)
-    start = raw["start_ns"].cast(pl.Int64, strict=False)
-    end = raw["end_ns"].cast(pl.Int64, strict=False)
-    raw = raw.with_columns(
-        *(pl.col(c).str.to_lowercase() == "true" for c in _BOOL_ATTRS),
-        *(pl.col(c).cast(pl.Float64, strict=False).cast(pl.Int64) for c in _INT_ATTRS),
-        *(pl.col(c).cast(pl.Float64, strict=False) for c in _FLOAT_ATTRS),
-    )
-    return raw.select(
-        _hex_id(pl.col("trace"), 16).alias("trace_id"),
-        _hex_id(pl.col("span"), 8).alias("span_id"),
-        _hex_id(pl.col("parent"), 8).alias("parent_span_id"),
-        "service",
-        "name",
-        pl.from_epoch(start // 1000, time_unit="us").dt.replace_time_zone("UTC").alias("start"),
-        ((end - start) / 1e6).alias("duration_ms"),
-        # Enums arrive as numbers (collector) or names (grpc-gateway, e.g. Jaeger's API).
-        pl.when(pl.col("code").is_in(["2", "STATUS_CODE_ERROR"]))
-        .then(pl.lit("error"))
-        .otherwise(pl.lit("ok"))
-        .alias("status"),
-        "error_type",
-        pl.coalesce("provider_name", "system").alias("provider"),
-        "operation",
-        "route",
-        "tier",
-        "request_model",
-        "response_model",
-        "pinned",
-        "alias_drift",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cost_usd",
-        "user_hash",
-        "bucket",
-        "rollout_percent",
-        "stream",
-        "ttft_ms",
-        pl.coalesce("openai_service_tier", "anthropic_service_tier").alias("service_tier"),
-        pl.col("refused").fill_null(False),  # recorded only when true
-        "fallback_model",
-        "refusal_category",
-        _hex_id(pl.coalesce("target_trace", "link_trace"), 16).alias("target_trace_id"),
-        _hex_id(pl.coalesce("target_span", "link_span"), 8).alias("target_span_id"),
-        "score",
-        "ok",
-        "kind",
-        "response_id",
-        pl.col("background").fill_null(False),
-        "background_status",
-        "background_ms",
-    )
 
 
 _CALL_COLUMNS = [c for c in CALLS_SCHEMA if c not in ("feedback_score", "feedback_count")]
@@ -497,7 +215,7 @@ class _Parts:
     def add_rows(self, rows: list[tuple[object, ...]]) -> None:
         if not rows:
             return
-        spans = _frame(rows)
+        spans = span_frame(rows)
         calls = _calls_of(spans)
         self.calls.append(calls)
         self.feedback.append(_records_of(spans, A.FEEDBACK_SPAN_NAME, "score"))
@@ -530,37 +248,10 @@ def _parse_lines(lines: list[bytes], source: str, first_line: int, parts: _Parts
         if not line.strip():
             continue
         try:
-            rows.extend(_typed_rows(_DECODER.decode(line)))
-            continue
-        except msgspec.MsgspecError:
-            pass  # not the common shape: the generic path below reads it or says why
-        try:
-            doc = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            message = getattr(exc, "msg", str(exc))
-            parts.problems.append(
-                Problem(
-                    source,
-                    first_line + offset,
-                    f"malformed or truncated JSON ({message}); line skipped",
-                )
-            )
-            continue
-        _add_doc(doc, source, first_line + offset, rows, parts)
+            rows.extend(line_rows(line))
+        except ValueError as exc:
+            parts.problems.append(Problem(source, first_line + offset, str(exc)))
     parts.add_rows(rows)
-
-
-def _add_doc(
-    doc: object, source: str, line: int, rows: list[tuple[object, ...]], parts: _Parts
-) -> None:
-    try:
-        rows.extend(_span_rows(doc))
-    except ValueError as exc:
-        parts.problems.append(Problem(source, line, str(exc)))
-    except (AttributeError, TypeError) as exc:
-        parts.problems.append(
-            Problem(source, line, f"does not fit the OTLP JSON schema ({exc}); line skipped")
-        )
 
 
 # --- files -----------------------------------------------------------------------------
@@ -821,7 +512,10 @@ def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> None:
         if spans is None:
             parts.problems.append(Problem(url, number, "no resourceSpans/batches in the response"))
             continue
-        _add_doc({"resourceSpans": spans}, url, number, rows, parts)
+        try:
+            rows.extend(span_rows({"resourceSpans": spans}))
+        except ValueError as exc:
+            parts.problems.append(Problem(url, number, str(exc)))
     parts.add_rows(rows)
 
 
@@ -1002,7 +696,7 @@ def _concat(frames: list[pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
 
 def _join(parts: _Parts) -> pl.LazyFrame:
     """The frame of calls from chunks kept in memory (an input below `spill_calls`)."""
-    no_spans = _frame([])
+    no_spans = span_frame([])
     calls = _concat(parts.calls, _calls_of(no_spans))
     parts.calls.clear()
     feedback = _concat(parts.feedback, _records_of(no_spans, "", "score"))
