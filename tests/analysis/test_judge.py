@@ -96,6 +96,42 @@ def test_a_large_aa_canary_is_promoted() -> None:
     assert all(m.status == "pass" for m in route.metrics)
 
 
+def _without_on_canary(calls: pl.DataFrame, column: str) -> pl.DataFrame:
+    canary = pl.col("tier") == "canary"
+    return calls.with_columns(pl.when(canary).then(None).otherwise(pl.col(column)).alias(column))
+
+
+def test_a_canary_measured_without_cost_or_feedback_is_not_promoted() -> None:
+    """The canary of the promoted A/A run above, its model unknown to genai-prices (its
+    calls have no cost) or its feedback not wired: nothing to compare a critical metric
+    with is no licence to promote."""
+    calls = synth.calls(synth.aa(users=3000, seed=4))
+    unpriced = judge(_without_on_canary(calls, "cost_usd")).routes["chat"]
+    assert unpriced.verdict == Verdict.HOLD
+    assert unpriced.reasons == [
+        "cost per call: measured on production only, not on the canary (a model "
+        "genai-prices does not price has no cost; the instrumentation warns once); a "
+        "critical metric must be compared before a promotion"
+    ]
+    no_feedback = judge(_without_on_canary(calls, "feedback_score")).routes["chat"]
+    assert no_feedback.verdict == Verdict.HOLD
+    assert no_feedback.reasons == [
+        "satisfaction: measured on production only, not on the canary; a critical metric "
+        "must be compared before a promotion",
+        "positive feedback: measured on production only, not on the canary, not judged",
+    ]
+
+
+def test_a_metric_neither_tier_has_does_not_hold_the_canary() -> None:
+    """Self-hosted models without a price: cost per call cannot be judged on either."""
+    calls = synth.calls(synth.aa(users=3000, seed=4)).with_columns(
+        pl.lit(None, pl.Float64).alias("cost_usd")
+    )
+    route = judge(calls).routes["chat"]
+    assert route.verdict == Verdict.PROMOTE
+    assert route.reasons[-1] == "cost per call: no data on either tier, not judged"
+
+
 def test_a_skewed_split_is_a_sample_ratio_mismatch_and_holds() -> None:
     skewed = synth.with_canary(
         synth.Scenario(users=3000, seed=5, observed_canary_share=0.44), error_rate=0.03

@@ -108,6 +108,24 @@ def seen(spec: MetricSpec, prod: Tier, can: Tier) -> bool:
     return bool(np.nansum(prod[spec.numerator]) + np.nansum(can[spec.numerator]) > 0)
 
 
+def measured_on_one_tier(spec: MetricSpec, prod: Tier, can: Tier) -> str | None:
+    """The tier ("production" or "canary") that `spec` can be measured on when the other
+    cannot, else None. A proportion or a ratio needs two users with its denominator and,
+    relative (cost), a numerator above 0: the calls of a model without a price have no
+    cost, which sums to 0. Latency is measured wherever two users made calls."""
+
+    def has_data(tier: Tier) -> bool:
+        if spec.kind in ("quantile", "shift"):
+            return len(tier["calls"]) >= 2
+        measured = _measured(tier, spec)
+        return measured is not None and (not spec.relative or measured[0].sum() > 0)
+
+    on_production, on_canary = has_data(prod), has_data(can)
+    if on_production == on_canary:
+        return None
+    return "production" if on_production else "canary"
+
+
 def _measured(tier: Tier, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray] | None:
     """(numerator, denominator) per user, for users with a non-zero denominator."""
     den = tier[spec.denominator]

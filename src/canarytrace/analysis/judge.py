@@ -35,8 +35,9 @@ What is tested, and how (every choice here is the documented default):
 * **Multiplicity**: Holm across the metrics' harm p-values. Non-inferiority needs every
   metric to pass (an intersection-union test), which is valid without adjustment.
 * **Verdict**: ROLLBACK when a critical metric is worse beyond its margin (Holm-adjusted
-  harm p < α); PROMOTE when every measured metric is shown non-inferior, the split is
-  sound and each tier has `min_users` users; otherwise HOLD, with a normal-theory power
+  harm p < α); PROMOTE when every measured metric is shown non-inferior, no critical
+  metric is measured on one tier only (a canary model without a price has no cost),
+  the split is sound and each tier has `min_users` users; otherwise HOLD, with a normal-theory power
   estimate of how many more canary calls (and hours at the current rate) would decide.
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
@@ -82,6 +83,7 @@ from canarytrace.analysis.estimates import (
     Histograms,
     MetricSpec,
     holm,
+    measured_on_one_tier,
     msprt_halfwidth,
     msprt_p,
     proportion_estimate,
@@ -518,6 +520,21 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
 
 
+def _unmeasured(r: MetricResult, measured_tier: str | None) -> str:
+    """Why a metric has no result: no data on either tier, or on one only. A critical one
+    measured on production alone holds the canary: a canary whose model has no price
+    must not be promoted on the strength of its other metrics."""
+    if measured_tier is None:
+        return f"{r.label}: no data on either tier, not judged"
+    other = "canary" if measured_tier == "production" else "production"
+    text = f"{r.label}: measured on {measured_tier} only, not on the {other}"
+    if r.name == COST:
+        text += " (a model genai-prices does not price has no cost; the instrumentation warns once)"
+    if r.critical:
+        return text + "; a critical metric must be compared before a promotion"
+    return text + ", not judged"
+
+
 def _describe(r: MetricResult) -> str:
     """A metric's change, interval and margin, as a verdict's reason names them."""
     change, low, high = (change_text(r, v, missing="n/a") for v in (r.change, r.low, r.high))
@@ -652,6 +669,13 @@ def _judge_route(
             estimates[spec.name] = shift_estimate(spec, prod, can, alpha, rng)
 
     measured = [s for s in judged if estimates[s.name] is not None]
+    # Measured on one tier and not the other: nothing to compare, but not "no data".
+    one_tier = {
+        spec.name: tier
+        for spec in judged
+        if estimates[spec.name] is None
+        and (tier := measured_on_one_tier(spec, prod, can)) is not None
+    }
     m = max(1, len(measured))
     z_a = stats.norm.ppf(1 - alpha)
     p_harm: dict[str, float] = {}
@@ -781,7 +805,9 @@ def _judge_route(
         ]
     else:
         others = [r for r in results if r.status not in ("pass", "no data")]
-        if not others and not thin and any(r.status == "pass" for r in results):
+        unmeasured_critical = [r for r in results if r.critical and r.name in one_tier]
+        passed = any(r.status == "pass" for r in results)
+        if not others and not thin and not unmeasured_critical and passed:
             verdict = Verdict.PROMOTE
             reasons.append(
                 f"every measured metric is within its margin at {config.confidence:.0%} "
@@ -801,7 +827,7 @@ def _judge_route(
             reasons += [f"{_describe(r)}: not decided yet" for r in undecided]
     for r in results:
         if r.status == "no data":
-            reasons.append(f"{r.label}: no data on one of the tiers, not judged")
+            reasons.append(_unmeasured(r, one_tier.get(r.name)))
     if warmth:
         reasons.append(warmth[0])
     if pending_calls:
