@@ -7,7 +7,9 @@ once: for the usual flat per-token prices, the four per-token rates are read off
 `genai-prices` by probing it with unit usages, and a call's cost is four multiplications
 (the same figure `calc_price` gives, see tests/instrumentation/test_pricing.py). Models
 with tiered prices keep `genai-prices`' exact calculation. Prices are resolved at first
-use and kept for the life of the process.
+use and kept until genai-prices' price data changes: its `UpdatePrices` replaces the data
+in the background (the way a process learns a model released after its genai-prices
+version, or a new price), and every model is then resolved again from the new data.
 
 A call served at another price than the standard one names its `price_variant`, a key
 and value of genai-prices' price context: OpenAI's `("service_tier", "flex")` (half
@@ -56,6 +58,12 @@ _PROBE = 1000  # tokens: small enough to stay below any price tier
 PriceVariant = tuple[str, str]
 _pricers: dict[tuple[str, str, PriceVariant | None], Pricer | None] = {}
 _lock = threading.Lock()
+#: genai-prices' `get_snapshot`, once the first model is resolved (importing genai-prices
+#: takes 0.3 s), and the price data `_pricers` were resolved from.
+_current_data: Callable[[], object] | None = None
+_resolved_from: object = None
+#: The models warned about as unknown: once each, whatever data comes later.
+_warned: set[tuple[str, str]] = set()
 
 
 def _forked() -> None:
@@ -85,6 +93,8 @@ def cost_usd(
     `cache_write_1h_tokens` are the part of `cache_write_tokens` kept an hour (Anthropic
     prices them above the five-minute writes); `web_searches` are the calls of the
     provider's web search tool, billed apiece."""
+    if _current_data is not None and _current_data() is not _resolved_from:
+        _pricers.clear()  # new price data: each model is resolved again at its next call
     try:
         pricer = _pricers[(provider, model, price_variant)]
     except KeyError:
@@ -114,19 +124,29 @@ def _load_catalogue() -> None:
 
 
 def _resolve(provider: str, model: str, variant: PriceVariant | None) -> Pricer | None:
+    global _current_data, _resolved_from
+    from genai_prices.data_snapshot import get_snapshot
+
     key = (provider, model, variant)
     with _lock:
+        data = get_snapshot()
+        if data is not _resolved_from:
+            _pricers.clear()
+            _current_data, _resolved_from = get_snapshot, data
         if key in _pricers:
             return _pricers[key]
         try:
             pricer: Pricer | None = _build_pricer(provider, model, variant)
         except LookupError:
-            _log.warning(
-                "canarytrace: genai-prices has no price for %s model %r; its calls get no "
-                "cost attribute (upgrade genai-prices if the model is new)",
-                provider,
-                model,
-            )
+            if (provider, model) not in _warned:
+                _warned.add((provider, model))
+                _log.warning(
+                    "canarytrace: genai-prices has no price for %s model %r; its calls get "
+                    "no cost attribute (upgrade genai-prices if the model is new, or run "
+                    "its UpdatePrices)",
+                    provider,
+                    model,
+                )
             pricer = None
         except Exception:
             _log.warning("canarytrace: pricing %s model %r failed", provider, model, exc_info=True)

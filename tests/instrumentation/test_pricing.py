@@ -4,10 +4,13 @@ a price that fails loses the cost attribute, nothing else."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from genai_prices import Usage, calc_price
+from genai_prices import Usage, calc_price, data_snapshot
+from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice
 
 from canarytrace import pricing
 from tests.instrumentation.conftest import Telemetry, anthropic_client, openai_client
@@ -81,6 +84,38 @@ def test_unknown_model_has_no_cost_and_warns_once(
         assert span.attributes["gen_ai.usage.input_tokens"] == 12
     warnings = [r for r in caplog.records if "acme-unreleased-model-7" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_price_data_that_genai_prices_updates_while_running_is_used() -> None:
+    """genai-prices' `UpdatePrices` swaps its price data in the background: how a process
+    learns the price of a model released after its genai-prices version (the newest
+    model, the usual canary). The next call is priced from the new data."""
+    model = "gpt-7-2027-01-01"
+    assert pricing.cost_usd("openai", model, 1000, 100) is None
+    bundled = data_snapshot.get_snapshot()
+    released = ModelInfo(
+        id=model,
+        match=ClauseEquals(equals=model),
+        prices=ModelPrice(input_mtok=Decimal(4), output_mtok=Decimal(16)),
+    )
+    providers = [
+        replace(provider, models=[*provider.models, released])
+        if provider.id == "openai"
+        else provider
+        for provider in bundled.providers
+    ]
+    known = pricing.cost_usd("openai", "gpt-4o-2024-08-06", 1000, 100)
+    data_snapshot.set_custom_snapshot(
+        data_snapshot.DataSnapshot(providers=providers, from_auto_update=True)
+    )
+    try:
+        assert pricing.cost_usd("openai", model, 1000, 100) == pytest.approx(
+            1000 * 4e-6 + 100 * 16e-6
+        )
+        assert pricing.cost_usd("openai", "gpt-4o-2024-08-06", 1000, 100) == known
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert pricing.cost_usd("openai", model, 1000, 100) is None  # the bundled data again
 
 
 def test_a_price_that_fails_costs_the_span_only_its_cost(
