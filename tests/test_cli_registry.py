@@ -32,6 +32,25 @@ def test_validate_accepts_a_good_registry_and_warns_of_a_coming_retirement() -> 
     assert "warning" in result.stderr and "retires on 2026-01-05, in 35 days" in result.stderr
 
 
+def test_validate_warns_of_a_model_genai_prices_cannot_price(tmp_path: Path) -> None:
+    """A canary released after the installed genai-prices: its calls would have no cost
+    and the judge would hold it, which is better known before the rollout."""
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        (FIXTURES / "registry" / "valid.yaml")
+        .read_text()
+        .replace("claude-opus-4-8", "claude-opus-9-20270101")
+    )
+    result = runner.invoke(app, ["validate", str(path), "--as-of", "2025-12-01"])
+    assert result.exit_code == 0, result.output  # a warning, not an error
+    unpriced = [line for line in result.stderr.splitlines() if "no price" in line]
+    assert len(unpriced) == 1
+    assert unpriced[0].startswith(f"warning {path}:5: routes.chat.canary: genai-prices ")
+    assert "has no price for claude-opus-9-20270101: its calls will have no cost" in unpriced[0]
+    priced = runner.invoke(app, ["validate", str(FIXTURES / "registry" / "valid.yaml")])
+    assert "no price" not in priced.stderr
+
+
 def test_validate_refuses_a_retired_model_with_file_line_and_key() -> None:
     path = FIXTURES / "registry" / "valid.yaml"
     result = runner.invoke(app, ["validate", str(path), "--as-of", "2026-01-05"])

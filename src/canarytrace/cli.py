@@ -76,6 +76,10 @@ def _registry_path(option: Path | None) -> Path:
     return option or Path(os.environ.get("CANARYTRACE_REGISTRY") or "models.yaml")
 
 
+#: The registry's providers whose models genai-prices prices under the same name.
+_PRICED_PROVIDERS = ("openai", "anthropic", "google")
+
+
 def _say(label: str, style: str, message: str) -> None:
     """One diagnostic line on stderr; the message is plain text (no rich markup)."""
     from rich.text import Text
@@ -158,7 +162,11 @@ def validate(
     as_of: AsOfOpt = None,
     deprecations: DeprecationsOpt = None,
 ) -> None:
-    """Check a registry: schema, rules, aliases, and retirement dates. Exit 1 on any error."""
+    """Check a registry: schema, rules, aliases, retirement dates and prices. Exit 1 on any
+    error."""
+    from importlib.metadata import version
+
+    from canarytrace.pricing import has_price
     from canarytrace.registry import is_known_alias, is_pinned, key_lines
 
     path, day, table, reg = _read_registry(registry, as_of, deprecations)
@@ -179,6 +187,20 @@ def validate(
                 f"{where}: {model_id} has no snapshot date or version; if the provider "
                 "documents it as a fixed snapshot, say so in your deprecation file "
                 "(snapshot: true)",
+            )
+        entry = reg.model(model_id)
+        if (
+            entry
+            and entry.provider in _PRICED_PROVIDERS
+            and not has_price(entry.provider, model_id)
+        ):
+            _say(
+                "warning",
+                "yellow",
+                f"{where}: genai-prices {version('genai-prices')} has no price for {model_id}: "
+                "its calls will have no cost, and the judge holds a canary whose cost it "
+                "cannot compare (upgrade genai-prices, or run its UpdatePrices in the "
+                "application)",
             )
     if errors:
         raise typer.Exit(code=1)

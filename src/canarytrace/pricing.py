@@ -111,6 +111,16 @@ def cost_usd(
     )
 
 
+def has_price(provider: str, model: str) -> bool:
+    """Whether genai-prices prices `model` at all (`validate` asks before a rollout);
+    logs and keeps nothing."""
+    try:
+        _exact_model_price(provider, model, None)
+    except LookupError:
+        return False
+    return True
+
+
 def warm() -> None:
     """Load the `genai-prices` catalogue now (in a daemon thread), not during the first call."""
     threading.Thread(target=_load_catalogue, name="canarytrace-prices", daemon=True).start()
