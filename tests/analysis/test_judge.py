@@ -113,6 +113,14 @@ def test_a_canary_measured_without_cost_or_feedback_is_not_promoted() -> None:
         "genai-prices does not price has no cost; the instrumentation warns once); a "
         "critical metric must be compared before a promotion"
     ]
+    production_unpriced = calls.with_columns(
+        pl.when(pl.col("tier") == "production").then(None).otherwise("cost_usd").alias("cost_usd")
+    )
+    route = judge(production_unpriced).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    assert route.reasons[0].startswith(
+        "cost per call: measured on the canary only, not on production"
+    )
     no_feedback = judge(_without_on_canary(calls, "feedback_score")).routes["chat"]
     assert no_feedback.verdict == Verdict.HOLD
     assert no_feedback.reasons == [

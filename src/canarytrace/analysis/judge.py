@@ -520,14 +520,17 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
 
 
+_TIER_NAMES = {"production": "production", "canary": "the canary"}
+
+
 def _unmeasured(r: MetricResult, measured_tier: str | None) -> str:
     """Why a metric has no result: no data on either tier, or on one only. A critical one
-    measured on production alone holds the canary: a canary whose model has no price
-    must not be promoted on the strength of its other metrics."""
+    measured on one tier alone holds the canary: a canary whose model has no price must
+    not be promoted on the strength of its other metrics."""
     if measured_tier is None:
         return f"{r.label}: no data on either tier, not judged"
     other = "canary" if measured_tier == "production" else "production"
-    text = f"{r.label}: measured on {measured_tier} only, not on the {other}"
+    text = f"{r.label}: measured on {_TIER_NAMES[measured_tier]} only, not on {_TIER_NAMES[other]}"
     if r.name == COST:
         text += " (a model genai-prices does not price has no cost; the instrumentation warns once)"
     if r.critical:
