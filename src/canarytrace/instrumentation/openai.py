@@ -120,7 +120,7 @@ class ResponsesAccumulator(Accumulator):
         self.capture = capture
         self.http = getattr(stream, "response", None)  # its headers hold the request id
         self.first_token: float | None = None
-        self.response: Any = None  # the API's `Response`, from the final event
+        self.response: Any = None  # the API's `Response`, as created, then as it ended
         self.parts: list[str] = []
 
     def process(self, event: Any) -> None:
