@@ -108,6 +108,8 @@ def test_a_canary_measured_without_cost_or_feedback_is_not_promoted() -> None:
     calls = synth.calls(synth.aa(users=3000, seed=4))
     unpriced = judge(_without_on_canary(calls, "cost_usd")).routes["chat"]
     assert unpriced.verdict == Verdict.HOLD
+    cost = next(m for m in unpriced.metrics if m.name == "cost_per_call")
+    assert (cost.status, cost.measured_only_on) == ("no data", "production")  # for machines
     assert unpriced.reasons == [
         "cost per call: measured on production only, not on the canary (a model "
         "genai-prices does not price has no cost; the instrumentation warns once); a "
@@ -138,6 +140,8 @@ def test_a_metric_neither_tier_has_does_not_hold_the_canary() -> None:
     route = judge(calls).routes["chat"]
     assert route.verdict == Verdict.PROMOTE
     assert route.reasons[-1] == "cost per call: no data on either tier, not judged"
+    cost = next(m for m in route.metrics if m.name == "cost_per_call")
+    assert (cost.status, cost.measured_only_on) == ("no data", None)
 
 
 def test_a_skewed_split_is_a_sample_ratio_mismatch_and_holds() -> None:

@@ -264,7 +264,9 @@ class MetricResult:
 
     `change` is canary minus production for absolute margins and canary / production - 1
     for relative ones; `low`/`high` bound it. `status`: "fail" (worse beyond the margin),
-    "pass" (non-inferior), "inconclusive", or "no data".
+    "pass" (non-inferior), "inconclusive", or "no data"; with no data, `measured_only_on`
+    names the tier that has it when the other does not (an unpriced canary model's calls
+    have no cost), which holds a canary on a critical metric.
     """
 
     name: str
@@ -286,6 +288,7 @@ class MetricResult:
     production_users: int = 0
     canary_users: int = 0
     more_canary_calls: float | None = None
+    measured_only_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -523,14 +526,15 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
 _TIER_NAMES = {"production": "production", "canary": "the canary"}
 
 
-def _unmeasured(r: MetricResult, measured_tier: str | None) -> str:
+def _unmeasured(r: MetricResult) -> str:
     """Why a metric has no result: no data on either tier, or on one only. A critical one
     measured on one tier alone holds the canary: a canary whose model has no price must
     not be promoted on the strength of its other metrics."""
-    if measured_tier is None:
+    on = r.measured_only_on
+    if on is None:
         return f"{r.label}: no data on either tier, not judged"
-    other = "canary" if measured_tier == "production" else "production"
-    text = f"{r.label}: measured on {_TIER_NAMES[measured_tier]} only, not on {_TIER_NAMES[other]}"
+    other = "canary" if on == "production" else "production"
+    text = f"{r.label}: measured on {_TIER_NAMES[on]} only, not on {_TIER_NAMES[other]}"
     if r.name == COST:
         text += " (a model genai-prices does not price has no cost; the instrumentation warns once)"
     if r.critical:
@@ -672,13 +676,6 @@ def _judge_route(
             estimates[spec.name] = shift_estimate(spec, prod, can, alpha, rng)
 
     measured = [s for s in judged if estimates[s.name] is not None]
-    # Measured on one tier and not the other: nothing to compare, but not "no data".
-    one_tier = {
-        spec.name: tier
-        for spec in judged
-        if estimates[spec.name] is None
-        and (tier := measured_on_one_tier(spec, prod, can)) is not None
-    }
     m = max(1, len(measured))
     z_a = stats.norm.ppf(1 - alpha)
     p_harm: dict[str, float] = {}
@@ -730,8 +727,8 @@ def _judge_route(
             production_users=n_prod,
             canary_users=n_can,
         )
-        if est is None:
-            results.append(base)
+        if est is None:  # on one tier only, maybe: nothing to compare either way
+            results.append(replace(base, measured_only_on=measured_on_one_tier(spec, prod, can)))
             continue
         low, high = bounds[spec.name]
         status = "inconclusive"
@@ -808,7 +805,7 @@ def _judge_route(
         ]
     else:
         others = [r for r in results if r.status not in ("pass", "no data")]
-        unmeasured_critical = [r for r in results if r.critical and r.name in one_tier]
+        unmeasured_critical = [r for r in results if r.critical and r.measured_only_on]
         passed = any(r.status == "pass" for r in results)
         if not others and not thin and not unmeasured_critical and passed:
             verdict = Verdict.PROMOTE
@@ -830,7 +827,7 @@ def _judge_route(
             reasons += [f"{_describe(r)}: not decided yet" for r in undecided]
     for r in results:
         if r.status == "no data":
-            reasons.append(_unmeasured(r, one_tier.get(r.name)))
+            reasons.append(_unmeasured(r))
     if warmth:
         reasons.append(warmth[0])
     if pending_calls:
