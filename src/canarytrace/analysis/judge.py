@@ -37,8 +37,9 @@ What is tested, and how (every choice here is the documented default):
 * **Verdict**: ROLLBACK when a critical metric is worse beyond its margin (Holm-adjusted
   harm p < α); PROMOTE when every measured metric is shown non-inferior, no critical
   metric is measured on one tier only (a canary model without a price has no cost),
-  the split is sound and each tier has `min_users` users; otherwise HOLD, with a normal-theory power
-  estimate of how many more canary calls (and hours at the current rate) would decide.
+  the split is sound and each tier has `min_users` users; otherwise HOLD, with a
+  normal-theory power estimate of how many more canary calls (and hours at the current
+  rate) would decide.
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
   in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.

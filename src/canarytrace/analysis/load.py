@@ -17,15 +17,15 @@ spans become row tuples (`otlp.line_rows`: msgspec into typed OTLP structs that 
 every field the frame does not need), which polars turns into typed columns per chunk
 (`otlp.span_frame`). Measured on OTLP lines of a few hundred spans, this is about twice
 as fast as `json.loads` and five times faster than polars' `read_ndjson` on the nested
-schema, with a fraction of its memory. Only each chunk's LLM
-calls and feedback/outcome records are kept. Past `SPILL_CALLS` calls they go to
-temporary Parquet parts instead of memory; repeated and nested calls are found from the
-calls' id hashes one bucket of hashes at a time, and each part then gets its kept calls
-joined to the per-call feedback/outcomes, so memory no longer holds the calls; `scan`
-reads the finished parts as it reads Parquet input (see `scan` for their lifetime). Held
-whole meanwhile: the per-call feedback and outcomes (a few dozen bytes for each call
-that has some). A malformed or truncated line costs only that line: it is recorded in
-`Loaded.problems` with its file and line number, every other line kept.
+schema, with a fraction of its memory. Only each chunk's LLM calls and feedback/outcome
+records are kept. Past `SPILL_CALLS` calls they go to temporary Parquet parts instead of
+memory; repeated and nested calls are found from the calls' id hashes one bucket of
+hashes at a time, and each part then gets its kept calls joined to the per-call
+feedback/outcomes, so memory no longer holds the calls; `scan` reads the finished parts
+as it reads Parquet input (see `scan` for their lifetime). Held whole meanwhile: the
+per-call feedback and outcomes (a few dozen bytes for each call that has some). A
+malformed or truncated line costs only that line: it is recorded in `Loaded.problems`
+with its file and line number, every other line kept.
 
 Trace and span ids are normalised to lowercase hex; base64 ids (what Tempo's
 `/api/traces` returns for the proto `bytes` fields) are decoded. An LLM call is a span

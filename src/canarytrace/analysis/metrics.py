@@ -61,6 +61,7 @@ def _aggregations(threshold: float | None) -> list[pl.Expr]:
     error = pl.col("status") == "error"
     fb = pl.col("feedback_score")
     positive = (fb >= threshold) if threshold is not None else pl.lit(None, pl.Boolean)
+    cost_per_call = pl.col("cost_usd").fill_null(0).filter(ENDED).mean()
     return [
         ENDED.sum().alias("calls"),
         (~ENDED).sum().alias("pending"),
@@ -75,10 +76,8 @@ def _aggregations(threshold: float | None) -> list[pl.Expr]:
         pl.col("input_tokens").mean().alias("input_tokens_per_call"),
         pl.col("output_tokens").mean().alias("output_tokens_per_call"),
         _CACHE_READ_SHARE.alias("cache_read_share"),
-        pl.col("cost_usd").fill_null(0).filter(ENDED).mean().alias("cost_per_call_usd"),
-        (pl.col("cost_usd").fill_null(0).filter(ENDED).mean() * 1000).alias(
-            "cost_per_1k_calls_usd"
-        ),
+        cost_per_call.alias("cost_per_call_usd"),
+        (cost_per_call * 1000).alias("cost_per_1k_calls_usd"),
         fb.count().alias("feedback"),
         fb.mean().alias("satisfaction"),
         positive.filter(fb.is_not_null()).mean().alias("positive_share"),
