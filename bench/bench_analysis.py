@@ -28,16 +28,18 @@ What each contender does on the same files:
 * pandas and DuckDB: the same aggregation, no statistics: every number the judge reads
   from the calls, each computed the way a user of that library would write it. Per
   route with canary calls: each tier's p95 latency (exact), the window and the calls
-  without a user, per (tier, user) the calls, errors, cost, output tokens, feedback
-  count, score sum and positive count (the judge's threshold, from the scores' range),
-  outcomes, wrong answers, refusals no fallback answered, refusals a fallback answered,
-  mean log-latency, calls at or below the tier's p95 and the widest rollout stage; the
-  five slowest and five latest failing (error, wrong answer, refused) canary calls with
-  their trace ids; each tier's most frequent model. (Not repeated: the judge's count of
-  pending background calls, a filter the inputs never pass, and the tiers' prompt-cache
-  shares, read only where cost or latency does not pass.) Their JSON path parses OTLP the
-  straightforward way: `json.loads` per line with pandas, `read_json` with an explicit
-  nested schema and `unnest` with DuckDB.
+  without a user, per (tier, user) the calls, errors, cost, output tokens, the calls
+  whose cost and whose output tokens are known (a success with them, or a failure),
+  feedback count, score sum and positive count (the judge's threshold, from the
+  scores' range), outcomes, wrong answers, refusals no fallback answered, refusals a
+  fallback answered, mean log-latency, calls at or below the tier's p95 and the widest
+  rollout stage; the five slowest and five latest failing (error, wrong answer,
+  refused) canary calls with their trace ids; each tier's most frequent model. (Not
+  repeated: the judge's count of pending background calls, a filter the inputs never
+  pass, and the tiers' prompt-cache shares, read only where cost or latency does not
+  pass, and the models of calls without a cost, read only where there are some.) Their
+  JSON path parses OTLP the straightforward way: `json.loads` per line with pandas,
+  `read_json` with an explicit nested schema and `unnest` with DuckDB.
 """
 
 from __future__ import annotations
@@ -182,6 +184,8 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
         window = (judged["start"].min(), judged["start"].max(), judged["user_hash"].isna().sum())
         per_call = judged.assign(
             error=judged["status"] == "error",
+            cost_known=judged["cost_usd"].notna() | (judged["status"] == "error"),
+            tokens_known=judged["output_tokens"].notna() | (judged["status"] == "error"),
             positive=judged["feedback_score"] >= positive_at,
             has_outcome=judged["outcome_ok"].notna(),
             wrong=judged["outcome_ok"].eq(False),
@@ -194,7 +198,9 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
             calls=("span_id", "size"),
             errors=("error", "sum"),
             cost=("cost_usd", "sum"),
+            cost_known=("cost_known", "sum"),
             output_tokens=("output_tokens", "sum"),
+            tokens_known=("tokens_known", "sum"),
             feedback=("feedback_score", "count"),
             score_sum=("feedback_score", "sum"),
             positive=("positive", "sum"),
@@ -378,6 +384,8 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
             f"""
             SELECT tier, user_hash, count(*) AS calls, count_if(status = 'error') AS errors,
               sum(cost_usd) AS cost, sum(output_tokens) AS output_tokens,
+              count_if(cost_usd IS NOT NULL OR status = 'error') AS cost_known,
+              count_if(output_tokens IS NOT NULL OR status = 'error') AS tokens_known,
               count(feedback_score) AS feedback, sum(feedback_score) AS score_sum,
               count_if(feedback_score >= ?) AS positive,
               count(outcome_ok) AS outcomes, count_if(NOT outcome_ok) AS wrong,

@@ -110,10 +110,16 @@ def test_a_canary_measured_without_cost_or_feedback_is_not_promoted() -> None:
     assert unpriced.verdict == Verdict.HOLD
     cost = next(m for m in unpriced.metrics if m.name == "cost_per_call")
     assert (cost.status, cost.measured_only_on) == ("no data", "production")  # for machines
+    canary_model = calls.filter(pl.col("tier") == "canary")["response_model"].drop_nulls()[0]
+    canary_ok = calls.filter((pl.col("tier") == "canary") & (pl.col("status") == "ok")).height
+    canary_calls = calls.filter(pl.col("tier") == "canary").height
     assert unpriced.reasons == [
-        "cost per call: measured on production only, not on the canary (a model "
-        "genai-prices does not price has no cost; the instrumentation warns once); a "
-        "critical metric must be compared before a promotion"
+        "cost per call: measured on production only, not on the canary; a critical metric "
+        "must be compared before a promotion",
+        f"successful calls without a cost, left out of cost per call: the canary "
+        f"{canary_ok:,} of {canary_calls:,} (99%): {canary_ok:,} answered by {canary_model}; "
+        "genai-prices did not price those models when the calls were made (update "
+        "genai-prices or add their prices)",
     ]
     production_unpriced = calls.with_columns(
         pl.when(pl.col("tier") == "production").then(None).otherwise("cost_usd").alias("cost_usd")
@@ -130,6 +136,68 @@ def test_a_canary_measured_without_cost_or_feedback_is_not_promoted() -> None:
         "must be compared before a promotion",
         "positive feedback: measured on production only, not on the canary, not judged",
     ]
+
+
+def _unpriced(calls: pl.DataFrame, tier: str, share: float, served: str) -> pl.DataFrame:
+    """`calls` with the first `share` of `tier`'s successful calls answered by `served`
+    and without a cost (genai-prices priced it only later)."""
+    ok = (pl.col("tier") == tier) & (pl.col("status") == "ok")
+    hit = ok & (pl.int_range(pl.len()).over(ok) < share * ok.sum())
+    return calls.sort("start").with_columns(
+        pl.when(hit).then(pl.lit(served)).otherwise("response_model").alias("response_model"),
+        pl.when(hit).then(None).otherwise("cost_usd").alias("cost_usd"),
+    )
+
+
+def test_calls_without_a_cost_are_left_out_not_counted_as_free() -> None:
+    """A canary 30 % dearer whose first 40 % of calls were made before genai-prices knew
+    its model: counted as free, those calls made it look cheaper than production."""
+    scenario = synth.with_canary(synth.Scenario(users=3000, seed=4), cost_multiplier=1.3)
+    calls = synth.calls(scenario)
+    route = judge(_unpriced(calls, "canary", 0.4, "gpt-new-2026-11-01")).routes["chat"]
+    cost = next(m for m in route.metrics if m.name == "cost_per_call")
+    assert cost.change is not None and 0.2 < cost.change < 0.4
+    assert (cost.status, route.verdict) == ("fail", Verdict.ROLLBACK)
+    assert route.reasons[-1].startswith(
+        "successful calls without a cost, left out of cost per call: the canary "
+    )
+    assert "answered by gpt-new-2026-11-01; genai-prices did not price" in route.reasons[-1]
+
+
+@pytest.mark.parametrize(("share", "verdict"), [(0.05, Verdict.PROMOTE), (0.2, Verdict.HOLD)])
+def test_a_canary_partly_unpriced_is_held_from_a_tenth_of_its_calls(
+    share: float, verdict: Verdict
+) -> None:
+    """The promoted A/A run: its cost compares the priced calls, which stand for the tier
+    while few are missing; from a tenth they may not."""
+    calls = _unpriced(synth.calls(synth.aa(users=3000, seed=4)), "canary", share, "gpt-new")
+    route = judge(calls).routes["chat"]
+    assert route.verdict == verdict
+    cost = next(m for m in route.metrics if m.name == "cost_per_call")
+    assert cost.status == "pass"
+    holds = "a critical metric must be compared before a promotion"
+    assert route.reasons[-1].startswith("successful calls without a cost")
+    assert route.reasons[-1].endswith(holds) == (verdict == Verdict.HOLD)
+
+
+def test_streams_without_usage_are_left_out_of_cost_and_tokens() -> None:
+    """Calls that reported no usage (OpenAI streams not asked for it) on both tiers: cost
+    and output tokens per call are those of the calls that did."""
+    calls = synth.calls(synth.aa(users=3000, seed=4))
+    no_usage = (pl.col("status") == "ok") & (pl.int_range(pl.len()) % 10 < 3)
+    blanked = calls.with_columns(
+        pl.when(no_usage).then(None).otherwise(pl.col(c)).alias(c)
+        for c in ("input_tokens", "output_tokens", "cost_usd")
+    )
+    route = judge(blanked).routes["chat"]
+    assert route.verdict == Verdict.PROMOTE
+    known = blanked.filter(pl.col("tier") == "production", ~no_usage)
+    cost = next(m for m in route.metrics if m.name == "cost_per_call")
+    tokens = next(m for m in route.metrics if m.name == "output_tokens")
+    assert cost.production == pytest.approx(known["cost_usd"].fill_null(0).mean())
+    assert tokens.production == pytest.approx(known["output_tokens"].fill_null(0).mean())
+    assert "that reported no token usage" in route.reasons[-1]
+    assert "instrument(include_stream_usage=True)" in route.reasons[-1]
 
 
 def test_a_metric_neither_tier_has_does_not_hold_the_canary() -> None:

@@ -67,15 +67,31 @@ def test_summary_counts_by_hand() -> None:
                 "input_tokens": 50,
                 "cost_usd": 0.01,
             },
+            # Successful calls without a cost, left out of cost per call: a model
+            # genai-prices did not price, a stream that reported no usage.
+            {
+                "tier": "production",
+                "user_hash": "c",
+                "status": "ok",
+                "start": T0,
+                "input_tokens": 80,
+                "response_model": "gpt-new",
+            },
+            {"tier": "production", "user_hash": "e", "status": "ok", "start": T0},
             # A background call with no result yet: counted apart, in no number per call.
             {"tier": "canary", "user_hash": "d", "status": "pending", "start": T0},
         ]
     )
     rows = {r["tier"]: r for r in metrics.summary(frame).iter_rows(named=True)}
-    canary = rows["canary"]
+    canary, production = rows["canary"], rows["production"]
     assert (canary["calls"], canary["users"], canary["errors"]) == (3, 2, 1)
+    assert (production["cost_per_call_usd"], production["calls_without_cost"]) == (0.01, 2)
+    assert canary["calls_without_cost"] == 0
+    assert metrics.calls_without_cost(frame, "chat") == {
+        "production": metrics.WithoutCost(2, {"gpt-new": 1}, 1)
+    }
     assert (canary["pending"], rows["production"]["pending"]) == (1, 0)
-    assert (canary["cache_read_share"], rows["production"]["cache_read_share"]) == (0.25, 0.0)
+    assert (canary["cache_read_share"], production["cache_read_share"]) == (0.25, 0.0)
     assert canary["error_rate"] == pytest.approx(1 / 3)
     assert canary["latency_p50_ms"] == 200.0
     assert canary["cost_per_1k_calls_usd"] == pytest.approx(20.0)

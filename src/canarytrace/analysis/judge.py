@@ -15,7 +15,10 @@ What is tested, and how (every choice here is the documented default):
   variance, at least 1).
 * **Means per call** (cost, output tokens, satisfaction): ratio of per-user sums with a
   delta-method variance, compared on the log scale by Welch's t with
-  Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin).
+  Welch-Satterthwaite degrees of freedom; relative margins are log(1 ± margin). Cost
+  and output tokens are per call whose value is known (`metrics.COST_KNOWN`): a
+  successful call without a cost (its model unpriced, or a stream without usage) is
+  left out, not counted as free, and the reasons say which calls and why.
 * **Latency**: the p95 by its log-ratio, from histograms with 0.5 % bins (their size
   does not grow with the input), with a Poisson bootstrap standard error over users in
   1,024 random clusters (`bootstrap_resamples`, default 200): each replicate of the
@@ -37,9 +40,10 @@ What is tested, and how (every choice here is the documented default):
 * **Verdict**: ROLLBACK when a critical metric is worse beyond its margin (Holm-adjusted
   harm p < α); PROMOTE when every measured metric is shown non-inferior, no critical
   metric is measured on one tier only (a canary model without a price has no cost),
-  the split is sound and each tier has `min_users` users; otherwise HOLD, with a
-  normal-theory power estimate of how many more canary calls (and hours at the current
-  rate) would decide.
+  no tier has `CONFOUNDED_SHARE` or more of its calls unpriced (cost would describe
+  part of it), the split is sound and each tier has `min_users` users; otherwise HOLD,
+  with a normal-theory power estimate of how many more canary calls (and hours at the
+  current rate) would decide.
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
   in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.
@@ -159,7 +163,8 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("latency_p95", "latency p95", "quantile", True, 0.10, True, True, quantile=0.95),
     MetricSpec("latency_typical", "latency (typical)", "shift", True, 0.10, True, False),
-    MetricSpec(COST, "cost per call", "ratio", True, 0.10, True, True, "cost", "calls"),
+    # Per call whose cost is known: a successful call without a cost is not free.
+    MetricSpec(COST, "cost per call", "ratio", True, 0.10, True, True, "cost", "cost_known"),
     MetricSpec(
         "output_tokens",
         "output tokens per call",
@@ -169,7 +174,7 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
         True,
         False,
         "output_tokens",
-        "calls",
+        "tokens_known",
     ),
     MetricSpec(
         "satisfaction", "satisfaction", "ratio", False, 0.03, True, True, "score_sum", "feedback"
@@ -536,11 +541,65 @@ def _unmeasured(r: MetricResult) -> str:
         return f"{r.label}: no data on either tier, not judged"
     other = "canary" if on == "production" else "production"
     text = f"{r.label}: measured on {_TIER_NAMES[on]} only, not on {_TIER_NAMES[other]}"
-    if r.name == COST:
-        text += " (a model genai-prices does not price has no cost; the instrumentation warns once)"
     if r.critical:
         return text + "; a critical metric must be compared before a promotion"
     return text + ", not judged"
+
+
+def _without_cost(
+    lazy: pl.LazyFrame, route: str, parts: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, M.WithoutCost]:
+    """The tiers' successful calls without a cost (`metrics.calls_without_cost`), asked
+    only when the per-user sums show some."""
+    if "cost_known" not in parts["canary"]:  # the configured metrics judge no cost
+        return {}
+    if all(tier["calls"].sum() == tier["cost_known"].sum() for tier in parts.values()):
+        return {}
+    return M.calls_without_cost(lazy, route)
+
+
+def _unpriced_share(without: M.WithoutCost | None, calls: int) -> float:
+    """The share of a tier's calls answered by a model genai-prices did not price."""
+    return sum(without.unpriced.values()) / calls if without and calls else 0.0
+
+
+def _without_cost_reason(
+    without: Mapping[str, M.WithoutCost], calls: Mapping[str, int], holds: bool
+) -> str:
+    """Which successful calls had no cost and why, by tier: cost per call is compared on
+    the others. With `holds`, why that keeps the canary from a promotion."""
+    tiers = []
+    for tier in ("canary", "production"):
+        found = without.get(tier)
+        if found is None:
+            continue
+        why = [f"{n:,} answered by {model}" for model, n in found.unpriced.items()]
+        if found.without_usage:
+            why.append(f"{found.without_usage:,} that reported no token usage")
+        share = found.calls / calls[tier]
+        tiers.append(
+            f"{_TIER_NAMES[tier]} {found.calls:,} of {calls[tier]:,} ({share:.0%}): "
+            + ", ".join(why)
+        )
+    text = "successful calls without a cost, left out of cost per call: " + "; ".join(tiers)
+    if any(found.unpriced for found in without.values()):
+        text += (
+            "; genai-prices did not price those models when the calls were made "
+            "(update genai-prices or add their prices)"
+        )
+    if any(found.without_usage for found in without.values()):
+        text += (
+            "; a stream reports its usage only when asked "
+            "(instrument(include_stream_usage=True)), and a call without it is left out "
+            "of output tokens per call too"
+        )
+    if holds:
+        text += (
+            f"; with {CONFOUNDED_SHARE:.0%} or more of a tier's calls unpriced, cost per "
+            "call does not describe the tier (judge the calls made since the price was "
+            "known, with --since): a critical metric must be compared before a promotion"
+        )
+    return text
 
 
 def _describe(r: MetricResult) -> str:
@@ -770,6 +829,21 @@ def _judge_route(
     mismatch = _service_tier_mismatch(M.service_tier_shares(lazy, route))
     if mismatch is not None:
         confounders.append(mismatch)
+    cost = next((r for r in results if r.name == COST), None)
+    # Calls without a cost on a route whose calls have none (its models self-hosted, say)
+    # need no more words than "no data".
+    cost_measured = cost is not None and (cost.status != "no data" or cost.measured_only_on)
+    without_cost = _without_cost(lazy, route, parts) if cost_measured else {}
+    tier_calls = {"production": calls_p, "canary": calls_c}
+    partly_priced = (
+        cost is not None
+        and cost.critical
+        and cost.status != "no data"
+        and any(
+            _unpriced_share(without_cost.get(tier), n) >= CONFOUNDED_SHARE
+            for tier, n in tier_calls.items()
+        )
+    )
     reasons: list[str] = []
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
     failed_other = [r for r in results if r.status == "fail" and not r.critical]
@@ -808,7 +882,7 @@ def _judge_route(
         others = [r for r in results if r.status not in ("pass", "no data")]
         unmeasured_critical = [r for r in results if r.critical and r.measured_only_on]
         passed = any(r.status == "pass" for r in results)
-        if not others and not thin and not unmeasured_critical and passed:
+        if not others and not thin and not unmeasured_critical and not partly_priced and passed:
             verdict = Verdict.PROMOTE
             reasons.append(
                 f"every measured metric is within its margin at {config.confidence:.0%} "
@@ -829,6 +903,8 @@ def _judge_route(
     for r in results:
         if r.status == "no data":
             reasons.append(_unmeasured(r))
+    if without_cost:
+        reasons.append(_without_cost_reason(without_cost, tier_calls, partly_priced))
     if warmth:
         reasons.append(warmth[0])
     if pending_calls:

@@ -11,7 +11,9 @@ engine reduces the source to them without holding calls; `judged_routes`,
 that costs a fraction of a grouped one.
 
 Background calls still pending (`ENDED`) are counted apart in `summary`'s `pending`,
-not in its calls, users, error rate or cost (they have no latency or tokens yet).
+not in its calls, users, error rate or cost (they have no latency or tokens yet). Cost
+per call is the mean over the calls whose cost is known (`COST_KNOWN`);
+`calls_without_cost` counts the successful calls without one.
 
 Satisfaction: `satisfaction` is the mean feedback score; `positive_share` the share of
 scores at or above `positive_threshold`, by default three quarters of the way up the
@@ -34,6 +36,14 @@ Frame = pl.DataFrame | pl.LazyFrame
 #: A pending call is neither a success nor a failure and has no cost or latency yet, so
 #: the numbers per call leave it out rather than count it as a free success.
 ENDED = pl.col("status").ne_missing("pending")
+
+#: The calls whose cost is known: those with one, and the failed ones (a failed request
+#: is not billed). A successful call without a cost was answered by a model genai-prices
+#: did not price when it was made, or reported no token usage (an OpenAI stream without
+#: `include_usage`): counted as free, it would make its tier look cheaper than it is.
+COST_KNOWN = pl.col("cost_usd").is_not_null() | (pl.col("status") == "error")
+#: Likewise the calls whose output tokens are known.
+TOKENS_KNOWN = pl.col("output_tokens").is_not_null() | (pl.col("status") == "error")
 
 # Latency histograms: log-spaced bins 0.5 % wide, so a quantile read from them is
 # within ±0.25 % of the exact one, far below any margin worth judging.
@@ -61,7 +71,7 @@ def _aggregations(threshold: float | None) -> list[pl.Expr]:
     error = pl.col("status") == "error"
     fb = pl.col("feedback_score")
     positive = (fb >= threshold) if threshold is not None else pl.lit(None, pl.Boolean)
-    cost_per_call = pl.col("cost_usd").fill_null(0).filter(ENDED).mean()
+    cost_per_call = pl.col("cost_usd").fill_null(0).filter(COST_KNOWN).mean()
     return [
         ENDED.sum().alias("calls"),
         (~ENDED).sum().alias("pending"),
@@ -77,6 +87,7 @@ def _aggregations(threshold: float | None) -> list[pl.Expr]:
         pl.col("output_tokens").mean().alias("output_tokens_per_call"),
         _CACHE_READ_SHARE.alias("cache_read_share"),
         cost_per_call.alias("cost_per_call_usd"),
+        (ENDED & ~COST_KNOWN).sum().alias("calls_without_cost"),
         (cost_per_call * 1000).alias("cost_per_1k_calls_usd"),
         fb.count().alias("feedback"),
         fb.mean().alias("satisfaction"),
@@ -292,6 +303,36 @@ def refusal_categories(calls: Frame, route: str) -> dict[str, dict[str, int]]:
     return result
 
 
+class WithoutCost(NamedTuple):
+    """A judged tier's successful calls that have no cost (not `COST_KNOWN`)."""
+
+    calls: int
+    unpriced: dict[str, int]  # calls with usage, by the model genai-prices did not price
+    without_usage: int  # calls that reported no token usage
+
+
+def calls_without_cost(calls: Frame, route: str) -> dict[str, WithoutCost]:
+    """For each judged tier with successful calls that have no cost, what they were; the
+    judge asks only when its per-user sums show some."""
+    model = pl.coalesce("response_model", "request_model").fill_null("unknown model")
+    counts = (
+        _judged(calls, route)
+        .filter(ENDED & ~COST_KNOWN)
+        .group_by("tier", pl.col("input_tokens").is_null().alias("no_usage"), model)
+        .agg(pl.len().alias("calls"))
+        .sort("calls", "response_model", descending=[True, False])
+    )
+    result: dict[str, WithoutCost] = {}
+    for tier, no_usage, served, n in counts.collect(engine="streaming").iter_rows():
+        seen = result.get(tier, WithoutCost(0, {}, 0))
+        if no_usage:
+            seen = seen._replace(without_usage=seen.without_usage + n)
+        else:
+            seen.unpriced[served] = n
+        result[tier] = seen._replace(calls=seen.calls + n)
+    return result
+
+
 class Drift(NamedTuple):
     """A judged tier's calls that another model answered than the pinned one asked for."""
 
@@ -347,7 +388,9 @@ def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
         "refusals": pl.col("refused") & pl.col("fallback_model").is_null(),
         "fallbacks": pl.col("fallback_model").is_not_null(),
         "cost": pl.col("cost_usd"),
+        "cost_known": COST_KNOWN,
         "output_tokens": pl.col("output_tokens"),
+        "tokens_known": TOKENS_KNOWN,
         "input_tokens": pl.col("input_tokens"),
         "feedback": fb.is_not_null(),
         "score_sum": fb,
