@@ -2,7 +2,8 @@
 
 Proportions (error, regression and positive-feedback rates) read in % and their changes
 and margins in percentage points; relative changes and margins in %; latencies in ms,
-cost in USD. A missing or non-finite number is written as `missing`.
+cost in USD. A missing or non-finite number is written as `missing`. `describe` writes
+a metric's result as the judge's reasons name it.
 """
 
 from __future__ import annotations
@@ -57,3 +58,16 @@ def margin_text(result: MetricResult, *, signed: bool = True) -> str:
 def p_text(value: float | None) -> str:
     """A p-value to two significant digits."""
     return "–" if value is None else f"{value:.2g}"
+
+
+def describe(result: MetricResult) -> str:
+    """A metric's change, interval and margin, as a verdict's reason names them."""
+    change, low, high = (
+        change_text(result, v, missing="n/a") for v in (result.change, result.low, result.high)
+    )
+    margin = margin_text(result, signed=False)
+    return f"{result.label} {change} (interval {low} to {high}; margin {margin})"
+
+
+#: How a reason names a tier.
+TIER_NAMES = {"production": "production", "canary": "the canary"}

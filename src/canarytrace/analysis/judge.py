@@ -47,16 +47,17 @@ What is tested, and how (every choice here is the documented default):
 * **Sample-ratio mismatch**: chi-square of canary vs production users against the
   stage's share (`canarytrace.rollout_percent`, the widest each user saw; a user is
   in the canary if any of its calls was); p < `srm_alpha` (0.001) forces HOLD.
-* **Confounders**: the comparison is of two pinned models, served alike. When the
-  provider served the two tiers at different service tiers (OpenAI's flex or priority,
-  Anthropic's priority; a share that differs by `CONFOUNDED_SHARE`, 10 points, or
-  more), or answered `CONFOUNDED_SHARE` or more of a tier's calls with another model
-  than the pinned one (alias drift: a deployment upgraded under it), latency and cost
-  compare something else than the models: HOLD, naming what differs, listing what would
-  have failed. A canary's colder prompt cache (its share of input read from the cache
-  `CONFOUNDED_SHARE` or more below production's) makes it dearer and slower whatever
-  its model: the reasons say so where cost or latency did not pass, and a cost failure
-  that warmth could explain holds instead of rolling back (`_cache_warmth`).
+* **Confounders** (`confounders.py`): the comparison is of two pinned models, served
+  alike. When the provider served the two tiers at different service tiers (OpenAI's
+  flex or priority, Anthropic's priority; a share that differs by `CONFOUNDED_SHARE`,
+  10 points, or more), or answered `CONFOUNDED_SHARE` or more of a tier's calls with
+  another model than the pinned one (alias drift: a deployment upgraded under it),
+  latency and cost compare something else than the models: HOLD, naming what differs,
+  listing what would have failed. A canary's colder prompt cache (its share of input
+  read from the cache `CONFOUNDED_SHARE` or more below production's) makes it dearer
+  and slower whatever its model: the reasons say so where cost or latency did not
+  pass, and a cost failure that warmth could explain holds instead of rolling back
+  (`confounders.cache_warmth`).
 * **Calls still running**: an OpenAI background call whose result has not been traced
   yet has no outcome, cost or latency. It is left out of every metric (counting it as
   a free success would flatter its tier) and the reasons say how many there are.
@@ -71,7 +72,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -81,6 +82,7 @@ import numpy as np
 import polars as pl
 from scipy import special, stats
 
+from canarytrace.analysis import confounders as C
 from canarytrace.analysis import metrics as M
 from canarytrace.analysis.estimates import (
     BOOTSTRAP_CLUSTERS,
@@ -101,7 +103,7 @@ from canarytrace.analysis.estimates import (
     t_pvalues,
     tier_histograms,
 )
-from canarytrace.analysis.formats import change_text, margin_text, p_text
+from canarytrace.analysis.formats import TIER_NAMES, describe, p_text
 
 
 class Verdict(StrEnum):
@@ -116,7 +118,7 @@ _SEVERITY = {Verdict.PROMOTE: 0, Verdict.HOLD: 1, Verdict.ROLLBACK: 2}
 
 
 COST = "cost_per_call"
-#: The metrics a cold prompt cache moves whatever the model (`_cache_warmth`).
+#: The metrics a cold prompt cache moves whatever the model (`confounders.cache_warmth`).
 _CACHE_SENSITIVE = (COST, "latency_p95", "latency_typical")
 
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
@@ -403,85 +405,6 @@ def _change(spec: MetricSpec, value: float | None) -> float | None:
     return math.expm1(value) if spec.relative else value
 
 
-#: The share of calls (a difference in the share of a service tier between the tiers,
-#: or the share of a tier's calls answered by another model) from which the comparison
-#: is held as confounded.
-CONFOUNDED_SHARE = 0.10
-
-
-def _service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | None:
-    """Why production and canary, served at different service tiers, cannot be compared
-    (`metrics.service_tier_shares`), or None when they were served alike."""
-    production, canary = shares.get("production", {}), shares.get("canary", {})
-    if not production or not canary:
-        return None
-    gap = max(abs(production.get(t, 0.0) - canary.get(t, 0.0)) for t in {*production, *canary})
-    if gap < CONFOUNDED_SHARE:
-        return None
-
-    def mix(tier: Mapping[str, float]) -> str:
-        return ", ".join(f"{name} {share:.0%}" for name, share in sorted(tier.items()))
-
-    return (
-        f"served at different service tiers (production: {mix(production)}; canary: "
-        f"{mix(canary)}): latency and cost compare the tiers as much as the models; "
-        "serve both alike"
-    )
-
-
-#: What a cached input token costs against an uncached one, at the deepest discount the
-#: providers give (Anthropic's cache reads and GPT-5's cached input: a tenth).
-CACHED_INPUT_PRICE = 0.1
-
-
-def _cache_warmth(
-    not_passed: Sequence[MetricResult], shares: Mapping[str, float]
-) -> tuple[str, MetricResult | None] | None:
-    """What the prompt caches say of the cost and latency metrics that did not pass:
-    None when the tiers read shares of their input from the cache
-    (`metrics.cache_read_shares`) within `CONFOUNDED_SHARE` of each other, else the
-    reason to give and the cost result whose failure the caches' warmth alone could be.
-
-    A canary with little traffic finds its cache cold more often, and an uncached long
-    prompt is slower as well as dearer. Were all of a call's cost its input, at the
-    deepest discount, reading share c instead of p would change its cost by
-    (1 - 0.9c) / (1 - 0.9p) - 1 and no more; a cost failure whose interval stays beyond
-    the margin after dividing that out is the model's own. Latency has no such bound:
-    the reason names the caches, the verdict stands.
-    """
-    production, canary = shares.get("production"), shares.get("canary")
-    if production is None or canary is None or abs(production - canary) < CONFOUNDED_SHARE:
-        return None
-    discount = 1 - CACHED_INPUT_PRICE
-    up_to = (1 - discount * canary) / (1 - discount * production) - 1
-    note = (
-        f"prompt cache: production read {production:.0%} of its input from it, the canary "
-        f"{canary:.0%}, which alone can move cost per call by up to {up_to:+.0%} and the "
-        "latency of long prompts"
-    )
-    cost = next((r for r in not_passed if r.name == COST and r.status == "fail"), None)
-    if cost is None:
-        return note, None
-    beyond = (
-        cost.relative and cost.low is not None and cost.low > (1 + up_to) * (1 + cost.margin) - 1
-    )
-    if beyond:
-        return note, None
-    wait = "judge again once the canary's cache has warmed"
-    return f"(would have failed) {_describe(cost)}: {note}; {wait}", cost
-
-
-def _drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:
-    """Why a tier whose calls another model answered than its pinned one (`metrics.drift`)
-    does not stand for that model, one reason per such tier."""
-    return [
-        f"{tier}: {found.share:.0%} of its calls were answered by {found.served}, not by "
-        f"the pinned {models[tier]} (alias drift): the comparison is not of the pinned models"
-        for tier, found in sorted(drift.items())
-        if found.share >= CONFOUNDED_SHARE
-    ]
-
-
 _REFUSAL_METRICS = ("refusal_rate", "fallback_rate")
 
 
@@ -529,9 +452,6 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
 
 
-_TIER_NAMES = {"production": "production", "canary": "the canary"}
-
-
 def _unmeasured(r: MetricResult) -> str:
     """Why a metric has no result: no data on either tier, or on one only. A critical one
     measured on one tier alone holds the canary: a canary whose model has no price must
@@ -540,72 +460,10 @@ def _unmeasured(r: MetricResult) -> str:
     if on is None:
         return f"{r.label}: no data on either tier, not judged"
     other = "canary" if on == "production" else "production"
-    text = f"{r.label}: measured on {_TIER_NAMES[on]} only, not on {_TIER_NAMES[other]}"
+    text = f"{r.label}: measured on {TIER_NAMES[on]} only, not on {TIER_NAMES[other]}"
     if r.critical:
         return text + "; a critical metric must be compared before a promotion"
     return text + ", not judged"
-
-
-def _without_cost(
-    lazy: pl.LazyFrame, route: str, parts: Mapping[str, Mapping[str, np.ndarray]]
-) -> dict[str, M.WithoutCost]:
-    """The tiers' successful calls without a cost (`metrics.calls_without_cost`), asked
-    only when the per-user sums show some."""
-    if "cost_known" not in parts["canary"]:  # the configured metrics judge no cost
-        return {}
-    if all(tier["calls"].sum() == tier["cost_known"].sum() for tier in parts.values()):
-        return {}
-    return M.calls_without_cost(lazy, route)
-
-
-def _unpriced_share(without: M.WithoutCost | None, calls: int) -> float:
-    """The share of a tier's calls answered by a model genai-prices did not price."""
-    return sum(without.unpriced.values()) / calls if without and calls else 0.0
-
-
-def _without_cost_reason(
-    without: Mapping[str, M.WithoutCost], calls: Mapping[str, int], holds: bool
-) -> str:
-    """Which successful calls had no cost and why, by tier: cost per call is compared on
-    the others. With `holds`, why that keeps the canary from a promotion."""
-    tiers = []
-    for tier in ("canary", "production"):
-        found = without.get(tier)
-        if found is None:
-            continue
-        why = [f"{n:,} answered by {model}" for model, n in found.unpriced.items()]
-        if found.without_usage:
-            why.append(f"{found.without_usage:,} that reported no token usage")
-        share = found.calls / calls[tier]
-        tiers.append(
-            f"{_TIER_NAMES[tier]} {found.calls:,} of {calls[tier]:,} ({share:.0%}): "
-            + ", ".join(why)
-        )
-    text = "successful calls without a cost, left out of cost per call: " + "; ".join(tiers)
-    if any(found.unpriced for found in without.values()):
-        text += (
-            "; genai-prices did not price those models when the calls were made "
-            "(update genai-prices or add their prices)"
-        )
-    if any(found.without_usage for found in without.values()):
-        text += (
-            "; a stream reports its usage only when asked "
-            "(instrument(include_stream_usage=True)), and a call without it is left out "
-            "of output tokens per call too"
-        )
-    if holds:
-        text += (
-            f"; with {CONFOUNDED_SHARE:.0%} or more of a tier's calls unpriced, cost per "
-            "call does not describe the tier (judge the calls made since the price was "
-            "known, with --since): a critical metric must be compared before a promotion"
-        )
-    return text
-
-
-def _describe(r: MetricResult) -> str:
-    """A metric's change, interval and margin, as a verdict's reason names them."""
-    change, low, high = (change_text(r, v, missing="n/a") for v in (r.change, r.low, r.high))
-    return f"{r.label} {change} (interval {low} to {high}; margin {margin_text(r, signed=False)})"
 
 
 def _span_of(hours: float) -> str:
@@ -825,24 +683,21 @@ def _judge_route(
         "production": M.main_model(lazy, route, "production"),
         "canary": M.main_model(lazy, route, "canary"),
     }
-    confounders = _drifted(M.drift(lazy, route), models)
-    mismatch = _service_tier_mismatch(M.service_tier_shares(lazy, route))
+    confounders = C.drifted(M.drift(lazy, route), models)
+    mismatch = C.service_tier_mismatch(M.service_tier_shares(lazy, route))
     if mismatch is not None:
         confounders.append(mismatch)
     cost = next((r for r in results if r.name == COST), None)
     # Calls without a cost on a route whose calls have none (its models self-hosted, say)
     # need no more words than "no data".
     cost_measured = cost is not None and (cost.status != "no data" or cost.measured_only_on)
-    without_cost = _without_cost(lazy, route, parts) if cost_measured else {}
+    without_cost = C.calls_without_cost(lazy, route, parts) if cost_measured else {}
     tier_calls = {"production": calls_p, "canary": calls_c}
     partly_priced = (
         cost is not None
         and cost.critical
         and cost.status != "no data"
-        and any(
-            _unpriced_share(without_cost.get(tier), n) >= CONFOUNDED_SHARE
-            for tier, n in tier_calls.items()
-        )
+        and C.partly_unpriced(without_cost, tier_calls)
     )
     reasons: list[str] = []
     failed_critical = [r for r in results if r.status == "fail" and r.critical]
@@ -851,11 +706,11 @@ def _judge_route(
     sensitive = [
         r for r in undecided + failed_critical + failed_other if r.name in _CACHE_SENSITIVE
     ]
-    warmth = _cache_warmth(sensitive, M.cache_read_shares(lazy, route)) if sensitive else None
-    explained = warmth[1] if warmth else None
-    if explained:  # the cost's failure could be a cold cache: not a rollback
-        failed_critical = [r for r in failed_critical if r is not explained]
-        failed_other = [r for r in failed_other if r is not explained]
+    cost_failure = cost if cost is not None and cost.status == "fail" else None
+    warmth = C.cache_warmth(cost_failure, M.cache_read_shares(lazy, route)) if sensitive else None
+    if warmth and warmth[1]:  # the cost's failure could be a cold cache: not a rollback
+        failed_critical = [r for r in failed_critical if r is not cost_failure]
+        failed_other = [r for r in failed_other if r is not cost_failure]
     if calls_c == 0:
         verdict = Verdict.HOLD
         reasons.append(f"no canary calls on route {route!r} in the window")
@@ -866,15 +721,15 @@ def _judge_route(
             f"but the stage is {srm.expected_share:.0%} (chi-square p = {srm.p_value:.2g}); "
             "routing or tracing is broken, so no comparison can be trusted until it is fixed"
         )
-        reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
+        reasons += [f"(would have failed) {describe(r)}" for r in failed_critical]
     elif confounders:
         verdict = Verdict.HOLD
         reasons += confounders
-        reasons += [f"(would have failed) {_describe(r)}" for r in failed_critical]
+        reasons += [f"(would have failed) {describe(r)}" for r in failed_critical]
     elif failed_critical:
         verdict = Verdict.ROLLBACK
         reasons += [
-            f"{_describe(r)}: significantly worse beyond the margin "
+            f"{describe(r)}: significantly worse beyond the margin "
             f"(adjusted p = {p_text(r.p_harm_adjusted)})"
             for r in failed_critical
         ]
@@ -896,15 +751,15 @@ def _judge_route(
                     f"(at least {config.min_users} each are needed)"
                 )
             reasons += [
-                f"{_describe(r)}: worse beyond the margin (not critical, needs a look)"
+                f"{describe(r)}: worse beyond the margin (not critical, needs a look)"
                 for r in failed_other
             ]
-            reasons += [f"{_describe(r)}: not decided yet" for r in undecided]
+            reasons += [f"{describe(r)}: not decided yet" for r in undecided]
     for r in results:
         if r.status == "no data":
             reasons.append(_unmeasured(r))
     if without_cost:
-        reasons.append(_without_cost_reason(without_cost, tier_calls, partly_priced))
+        reasons.append(C.without_cost_reason(without_cost, tier_calls, partly_priced))
     if warmth:
         reasons.append(warmth[0])
     if pending_calls:
