@@ -89,6 +89,7 @@ from canarytrace.analysis.estimates import (
     Estimate,
     Histograms,
     MetricSpec,
+    Tier,
     holm,
     measured_on_one_tier,
     msprt_halfwidth,
@@ -521,64 +522,17 @@ def _canary_traces(
     )
 
 
-def _judge_route(
-    route: str,
-    lazy: pl.LazyFrame,
-    config: JudgeConfig,
-    threshold: float | None,
-    traces: Executor,
-) -> RouteVerdict:
-    """The verdict for one route.
-
-    `traces` runs the query for the canary's slowest and failing calls.
-    """
+def _metric_results(
+    config: JudgeConfig, prod: Tier, can: Tier, histograms: Histograms, thin: bool
+) -> tuple[list[MetricResult], list[tuple[float, str]]]:
+    """Every configured metric compared on the tiers' per-user columns: its estimate,
+    harm and non-inferiority p-values (Holm-adjusted, or always-valid in sequential
+    mode), interval and status. Also, per undecided metric, how many more canary calls
+    would decide it, with its label. A `thin` route passes no metric."""
     rng = np.random.default_rng(config.seed)
     alpha = config.alpha
-    pending_calls = M.pending_calls(lazy, route)
-    if pending_calls:  # no outcome, cost or latency yet: out of every number below
-        lazy = lazy.filter(M.ENDED)
-    sums = _sums_read(config)
-    # Each query on the streaming engine: the source is scanned in batches and reduced to
-    # per-bin and per-user state. One after the other, not in one collect_all: run
-    # together, their states are held at once (measured: 10M calls of 200k users peak
-    # at 1.7 GB together, 0.6 GB in turn). The histograms come first: the per-user
-    # query counts calls below the quantiles they give.
-    histograms = tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
-    cuts = quantile_cuts(config.metrics, histograms)
-    facts = M.route_facts(lazy, route)
-    users = M.user_aggregates(
-        lazy,
-        route,
-        threshold,
-        sums,
-        latency_cuts=cuts,
-        every_call_has_a_user=facts.calls_without_user == 0,
-    ).collect(engine="streaming")
-    # The trace queries run in a thread beside the statistics below, which are Python
-    # and numpy on one core (polars releases the GIL while it scans).
-    canary_traces = traces.submit(_canary_traces, lazy, route, histograms)
-    parts = {
-        tier: {
-            **{
-                c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
-                for c in ("calls", *sums, *cuts)
-            },
-            "cluster": (frame["user"] % BOOTSTRAP_CLUSTERS).cast(pl.Int64).to_numpy(),
-        }
-        for tier, frame in (
-            ("production", users.filter(pl.col("tier") == "production")),
-            ("canary", users.filter(pl.col("tier") == "canary")),
-        )
-    }
-    prod, can = parts["production"], parts["canary"]
     n_prod, n_can = len(prod["calls"]), len(can["calls"])
-    calls_p, calls_c = int(prod["calls"].sum()), int(can["calls"].sum())
-    window_start, window_end = facts.first, facts.last
-    hours = 0.0
-    if window_start is not None and window_end is not None:
-        hours = (window_end - window_start).total_seconds() / 3600
-    canary_rate = calls_c / hours if hours > 0 else None
-
+    calls_c = int(can["calls"].sum())
     judged = [spec for spec in config.metrics if seen(spec, prod, can)]
     estimates: dict[str, Estimate | None] = {}
     for spec in judged:
@@ -630,7 +584,6 @@ def _judge_route(
         adjusted = {}
 
     results: list[MetricResult] = []
-    thin = n_prod < config.min_users or n_can < config.min_users
     needed: list[tuple[float, str]] = []
     for spec in judged:
         est = estimates[spec.name]
@@ -677,6 +630,67 @@ def _judge_route(
                 more_canary_calls=more,
             )
         )
+    return results, needed
+
+
+def _judge_route(
+    route: str,
+    lazy: pl.LazyFrame,
+    config: JudgeConfig,
+    threshold: float | None,
+    traces: Executor,
+) -> RouteVerdict:
+    """The verdict for one route.
+
+    `traces` runs the query for the canary's slowest and failing calls.
+    """
+    pending_calls = M.pending_calls(lazy, route)
+    if pending_calls:  # no outcome, cost or latency yet: out of every number below
+        lazy = lazy.filter(M.ENDED)
+    sums = _sums_read(config)
+    # Each query on the streaming engine: the source is scanned in batches and reduced to
+    # per-bin and per-user state. One after the other, not in one collect_all: run
+    # together, their states are held at once (measured: 10M calls of 200k users peak
+    # at 1.7 GB together, 0.6 GB in turn). The histograms come first: the per-user
+    # query counts calls below the quantiles they give.
+    histograms = tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
+    cuts = quantile_cuts(config.metrics, histograms)
+    facts = M.route_facts(lazy, route)
+    users = M.user_aggregates(
+        lazy,
+        route,
+        threshold,
+        sums,
+        latency_cuts=cuts,
+        every_call_has_a_user=facts.calls_without_user == 0,
+    ).collect(engine="streaming")
+    # The trace queries run in a thread beside the statistics below, which are Python
+    # and numpy on one core (polars releases the GIL while it scans).
+    canary_traces = traces.submit(_canary_traces, lazy, route, histograms)
+    parts = {
+        tier: {
+            **{
+                c: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                for c in ("calls", *sums, *cuts)
+            },
+            "cluster": (frame["user"] % BOOTSTRAP_CLUSTERS).cast(pl.Int64).to_numpy(),
+        }
+        for tier, frame in (
+            ("production", users.filter(pl.col("tier") == "production")),
+            ("canary", users.filter(pl.col("tier") == "canary")),
+        )
+    }
+    prod, can = parts["production"], parts["canary"]
+    n_prod, n_can = len(prod["calls"]), len(can["calls"])
+    calls_p, calls_c = int(prod["calls"].sum()), int(can["calls"].sum())
+    window_start, window_end = facts.first, facts.last
+    hours = 0.0
+    if window_start is not None and window_end is not None:
+        hours = (window_end - window_start).total_seconds() / 3600
+    canary_rate = calls_c / hours if hours > 0 else None
+
+    thin = n_prod < config.min_users or n_can < config.min_users
+    results, needed = _metric_results(config, prod, can, histograms, thin)
 
     srm = _srm(users, config.srm_alpha)
     models = {
