@@ -32,7 +32,8 @@ What each contender does on the same files:
   whose cost and whose output tokens are known (a success with them, or a failure),
   feedback count, score sum and positive count (the judge's threshold, from the
   scores' range), outcomes, wrong answers, refusals no fallback answered, refusals a
-  fallback answered, mean log-latency, calls at or below the tier's p95 and the widest
+  fallback answered, mean log-latency, calls at or below the tier's p95, calls with a
+  time to first token and those at or below the tier's p95 of it, and the widest
   rollout stage; the five slowest and five latest failing (error, wrong answer,
   refused) canary calls with their trace ids; each tier's most frequent model. (Not
   repeated: the judge's count of pending background calls, a filter the inputs never
@@ -161,7 +162,7 @@ _TRACE_COLUMNS = [
 _PEER_COLUMNS = [
     *_TRACE_COLUMNS,
     *("route", "tier", "user_hash", "cost_usd", "output_tokens", "feedback_score"),
-    *("outcome_ok", "rollout_percent", "request_model", "fallback_model"),
+    *("outcome_ok", "rollout_percent", "request_model", "fallback_model", "ttft_ms"),
 ]
 
 
@@ -181,6 +182,7 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
     for route in routes:
         judged = calls[(calls["route"] == route) & calls["tier"].isin(["production", "canary"])]
         p95 = judged.groupby("tier")["duration_ms"].quantile(0.95)
+        ttft_p95 = judged.groupby("tier")["ttft_ms"].quantile(0.95)
         window = (judged["start"].min(), judged["start"].max(), judged["user_hash"].isna().sum())
         per_call = judged.assign(
             error=judged["status"] == "error",
@@ -193,6 +195,8 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
             fallbacks=judged["fallback_model"].notna(),
             log_latency=np.log(judged["duration_ms"].clip(lower=0.01)),
             under_p95=judged["duration_ms"] <= judged["tier"].map(p95),
+            ttft_calls=judged["ttft_ms"].notna(),
+            under_ttft_p95=judged["ttft_ms"] <= judged["tier"].map(ttft_p95),
         )
         per_user = per_call.groupby(["tier", "user_hash"]).agg(
             calls=("span_id", "size"),
@@ -210,6 +214,8 @@ def run_pandas(folder: Path, fmt: str, names: dict[str, str]) -> dict[str, objec
             fallbacks=("fallbacks", "sum"),
             log_latency_mean=("log_latency", "mean"),
             under_p95=("under_p95", "sum"),
+            ttft_calls=("ttft_calls", "sum"),
+            under_ttft_p95=("under_ttft_p95", "sum"),
             rollout_percent=("rollout_percent", "max"),
         )
         canary = judged[judged["tier"] == "canary"]
@@ -273,6 +279,7 @@ def _pandas_calls_from_json(folder: Path, n: dict[str, str]):  # type: ignore[no
                                         "refused": bool(attrs.get(n["refused"], False)),
                                         "fallback_model": attrs.get(n["fallback_model"]),
                                         "refusal_category": attrs.get(n["refusal_category"]),
+                                        "ttft_ms": attrs.get(n["ttft"]),
                                     }
                                 )
     calls = pd.DataFrame(rows)
@@ -333,7 +340,8 @@ def run_duckdb(folder: Path, fmt: str, n: dict[str, str]) -> dict[str, object]:
               {attr(n["kind"])} AS kind,
               coalesce({attr(n["refused"], "boolValue")}, false) AS refused,
               {attr(n["fallback_model"])} AS fallback_model,
-              {attr(n["refusal_category"])} AS refusal_category
+              {attr(n["refusal_category"])} AS refusal_category,
+              {attr(n["ttft"], "doubleValue")} AS ttft_ms
             FROM sp
             """
         )
@@ -376,6 +384,13 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
                 route,
             )
         )
+        ttft_p95 = dict(
+            rows(
+                f"SELECT tier, quantile_cont(ttft_ms, 0.95) FROM calls WHERE {judged} "
+                "GROUP BY tier",
+                route,
+            )
+        )
         window = rows(
             f"SELECT min(start), max(start), count(*) - count(user_hash) FROM calls WHERE {judged}",
             route,
@@ -394,12 +409,17 @@ def _duckdb_judge_reads(con) -> dict[str, object]:  # type: ignore[no-untyped-de
               avg(ln(greatest(duration_ms, 0.01))) AS log_latency_mean,
               count_if(duration_ms <= CASE WHEN tier = 'canary' THEN ? ELSE ? END)
                 AS under_p95,
+              count(ttft_ms) AS ttft_calls,
+              count_if(ttft_ms <= CASE WHEN tier = 'canary' THEN ? ELSE ? END)
+                AS under_ttft_p95,
               max(rollout_percent) AS rollout_percent
             FROM calls WHERE {judged} GROUP BY ALL
             """,
             positive_at,
             p95.get("canary"),
             p95.get("production"),
+            ttft_p95.get("canary"),
+            ttft_p95.get("production"),
             route,
         )
         slowest = rows(
@@ -473,6 +493,7 @@ def _names() -> dict[str, str]:
         "refused": A.REFUSED,
         "fallback_model": A.FALLBACK_MODEL,
         "refusal_category": A.REFUSAL_CATEGORY,
+        "ttft": A.TIME_TO_FIRST_TOKEN_MS,
     }
 
 

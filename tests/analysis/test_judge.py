@@ -47,12 +47,14 @@ def test_an_aa_canary_is_not_rolled_back_in_99_percent_of_200_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["latency_p95", "ttft_p95"])
 def test_the_p95_interval_covers_the_true_change_as_often_as_it_says(
-    aa_runs: list[RouteVerdict],
+    aa_runs: list[RouteVerdict], name: str
 ) -> None:
     """Shown intervals are two-sided 90 %: on A/A canaries they hold zero in 90 % of runs
-    (84-96 % is three binomial standard errors of 200 runs)."""
-    p95 = [next(m for m in run.metrics if m.name == "latency_p95") for run in aa_runs]
+    (84-96 % is three binomial standard errors of 200 runs). The time to first token's
+    quantile is over the streamed half of the calls."""
+    p95 = [next(m for m in run.metrics if m.name == name) for run in aa_runs]
     covered = sum(m.low is not None and m.high is not None and m.low <= 0 <= m.high for m in p95)
     assert 0.84 * len(p95) <= covered <= 0.96 * len(p95)
 
@@ -354,6 +356,34 @@ def test_a_route_without_refusals_is_not_judged_on_them() -> None:
     names = [m.name for m in route.metrics]
     assert "refusal_rate" not in names and "fallback_rate" not in names
     assert "error_rate" in names
+
+
+def test_a_canary_slower_to_its_first_token_is_rolled_back() -> None:
+    """A model that thinks before it answers: the whole call takes as long, but a user of
+    a streamed answer waits 40 % longer for its first word."""
+    scenario = synth.with_canary(synth.Scenario(users=3000, seed=4), ttft_multiplier=1.4)
+    calls = synth.calls(scenario)
+    route = judge(calls).routes["chat"]
+    ttft = next(m for m in route.metrics if m.name == "ttft_p95")
+    latency = next(m for m in route.metrics if m.name == "latency_p95")
+    assert route.verdict == Verdict.ROLLBACK
+    assert (ttft.status, latency.status) == ("fail", "pass")
+    assert ttft.change is not None and 0.25 < ttft.change < 0.5
+    streamed = calls.filter(pl.col("tier") == "production", pl.col("ttft_ms").is_not_null())
+    exact = streamed["ttft_ms"].quantile(0.95, "linear")
+    assert ttft.production == pytest.approx(exact, rel=0.01)  # from 0.5 % histogram bins
+    assert route.reasons[0].startswith("time to first token p95 +")
+    assert "significantly worse beyond the margin" in route.reasons[0]
+
+
+def test_a_route_that_never_streams_is_not_judged_on_its_first_token() -> None:
+    aa = synth.calls(synth.aa(users=3000, seed=4))
+    streams = judge(aa).routes["chat"]
+    assert next(m for m in streams.metrics if m.name == "ttft_p95").status == "pass"
+    plain = aa.with_columns(pl.lit(None, pl.Float64).alias("ttft_ms"))
+    route = judge(plain).routes["chat"]
+    assert "ttft_p95" not in [m.name for m in route.metrics]
+    assert route.verdict == Verdict.PROMOTE
 
 
 def test_holm_matches_statsmodels() -> None:

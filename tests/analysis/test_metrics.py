@@ -257,17 +257,31 @@ def test_latency_histograms_unpack_to_tier_and_bin() -> None:
 
 
 def test_user_aggregates_count_calls_within_each_tiers_latency_cut() -> None:
-    """A latency cut counts a user's calls at or below its tier's cut; no cut, none."""
+    """A latency cut counts a user's calls whose column is at or below its tier's cut;
+    no cut, none; a call without a value (no first token: not streamed), none."""
     rows = [("canary", "a", ms) for ms in (100.0, 200.0, 300.0)]
     rows += [("production", "b", ms) for ms in (100.0, 200.0, 300.0)]
     rows += [("fallback", "c", 1.0)]
     frame = _calls(
-        [{"tier": t, "user_hash": u, "duration_ms": ms, "start": T0} for t, u, ms in rows]
+        [
+            {"tier": t, "user_hash": u, "duration_ms": ms, "start": T0}
+            | ({"ttft_ms": ms / 10} if ms < 300 else {})
+            for t, u, ms in rows
+        ]
     )
-    cuts = {"fast": {"canary": 200.0, "production": 100.0}, "none": {"production": 1e9}}
-    users = metrics.user_aggregates(frame, "chat", None, sums=[], latency_cuts=cuts).collect()
-    got = {row["tier"]: (row["calls"], row["fast"], row["none"]) for row in users.to_dicts()}
-    assert got == {"canary": (3, 2, 0), "production": (3, 1, 3)}
+    cuts = {
+        "fast": ("duration_ms", {"canary": 200.0, "production": 100.0}),
+        "none": ("duration_ms", {"production": 1e9}),
+        "first": ("ttft_ms", {"canary": 1e9, "production": 10.0}),
+    }
+    users = metrics.user_aggregates(
+        frame, "chat", None, sums=["ttft_calls"], latency_cuts=cuts
+    ).collect()
+    got = {
+        row["tier"]: (row["calls"], row["fast"], row["none"], row["first"], row["ttft_calls"])
+        for row in users.to_dicts()
+    }
+    assert got == {"canary": (3, 2, 0, 2, 2), "production": (3, 1, 3, 1, 2)}
 
 
 @pytest.mark.parametrize(

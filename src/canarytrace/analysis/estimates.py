@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -29,7 +30,9 @@ class MetricSpec:
     """One judged metric: what it measures, which way is worse, and its margin.
 
     `margin` is absolute (in the metric's unit, e.g. 0.005 = 0.5 percentage points) or,
-    with `relative`, a fraction of production's value (0.10 = 10 %).
+    with `relative`, a fraction of production's value (0.10 = 10 %). A proportion or a
+    ratio divides the per-user sums `numerator` and `denominator`; a quantile is of the
+    calls' `column` (in ms), over the calls the per-user count `denominator` counts.
     """
 
     name: str
@@ -42,11 +45,18 @@ class MetricSpec:
     numerator: str = ""
     denominator: str = ""
     quantile: float = 0.95
+    column: str = "duration_ms"
     # Judged only when some call of the route has the event: a route of models that never
     # refuse is not judged on refusals, nor made stricter on the rest by Holm's correction.
     # With no event on either tier the test could not reject whatever the truth, and
     # leaving such hypotheses out of the family keeps its error rate (Tarone, 1990).
     only_if_seen: bool = False
+
+    @property
+    def event(self) -> str:
+        """The per-user count of the calls `only_if_seen` looks for: the numerator's, or
+        for a quantile the calls that have its value (a stream's time to first token)."""
+        return self.denominator if self.kind == "quantile" else self.numerator
 
 
 @dataclass(frozen=True)
@@ -105,17 +115,20 @@ def seen(spec: MetricSpec, prod: Tier, can: Tier) -> bool:
     has a call with its event."""
     if not spec.only_if_seen:
         return True
-    return bool(np.nansum(prod[spec.numerator]) + np.nansum(can[spec.numerator]) > 0)
+    return bool(np.nansum(prod[spec.event]) + np.nansum(can[spec.event]) > 0)
 
 
 def measured_on_one_tier(spec: MetricSpec, prod: Tier, can: Tier) -> str | None:
     """The tier ("production" or "canary") that `spec` can be measured on when the other
     cannot, else None. A proportion or a ratio needs two users with its denominator and,
     relative (cost), a numerator above 0: the calls of a model without a price have no
-    cost, which sums to 0. Latency is measured wherever two users made calls."""
+    cost, which sums to 0. A quantile needs two users with calls that have its value;
+    the typical latency, two users."""
 
     def has_data(tier: Tier) -> bool:
-        if spec.kind in ("quantile", "shift"):
+        if spec.kind == "quantile":
+            return int(np.count_nonzero(tier[spec.denominator] > 0)) >= 2
+        if spec.kind == "shift":
             return len(tier["calls"]) >= 2
         measured = _measured(tier, spec)
         return measured is not None and (not spec.relative or measured[0].sum() > 0)
@@ -256,15 +269,21 @@ def _within(spec: MetricSpec) -> str:
     return f"within_{spec.name}"
 
 
-def quantile_cuts(specs: tuple[MetricSpec, ...], histograms: Histograms) -> dict[str, Any]:
-    """Per quantile metric, each tier's quantile in ms (`user_aggregates`' latency_cuts)."""
+def quantile_cuts(
+    specs: tuple[MetricSpec, ...], histograms: Mapping[str, Histograms]
+) -> dict[str, tuple[str, dict[str, float]]]:
+    """Per quantile metric whose column has `histograms`, that column and each tier's
+    quantile in ms (`user_aggregates`' latency_cuts)."""
     return {
-        _within(spec): {
-            tier: math.exp(_log_quantile(bins, counts, spec.quantile))
-            for tier, (bins, counts) in histograms.items()
-        }
+        _within(spec): (
+            spec.column,
+            {
+                tier: math.exp(_log_quantile(bins, counts, spec.quantile))
+                for tier, (bins, counts) in histograms[spec.column].items()
+            },
+        )
         for spec in specs
-        if spec.kind == "quantile"
+        if spec.kind == "quantile" and spec.column in histograms
     }
 
 
@@ -278,7 +297,8 @@ def quantile_estimate(
 ) -> Estimate | None:
     """The quantile's log-ratio, canary over production, by a user bootstrap.
 
-    A tier's share of calls at or below its quantile is a ratio of per-user sums. A
+    `histograms` are those of the spec's column. A tier's share of its calls (those the
+    spec's denominator counts) at or below its quantile is a ratio of per-user sums. A
     Poisson bootstrap over its users, in `BOOTSTRAP_CLUSTERS` random clusters (by their
     hash), gives replicates of that share; each replicate's error, mapped back through
     the tier's quantile function, gives a replicate quantile (Woodruff's inversion, as
@@ -286,10 +306,11 @@ def quantile_estimate(
     """
     logs, ses = [], []
     for tier, users in (("canary", can), ("production", prod)):
-        if tier not in histograms or len(np.unique(users["cluster"])) < 2:
+        clusters = users["cluster"][users[spec.denominator] > 0]
+        if tier not in histograms or len(np.unique(clusters)) < 2:
             return None
         bins, counts = histograms[tier]
-        within, calls = users[_within(spec)], users["calls"]
+        within, calls = users[_within(spec)], users[spec.denominator]
         cluster_within = np.bincount(users["cluster"], within, BOOTSTRAP_CLUSTERS)
         cluster_calls = np.bincount(users["cluster"], calls, BOOTSTRAP_CLUSTERS)
         weights = rng.poisson(1.0, (resamples, BOOTSTRAP_CLUSTERS)).astype(float)

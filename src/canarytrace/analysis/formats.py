@@ -25,7 +25,7 @@ def value_text(result: MetricResult, value: float | None, missing: str = "–") 
         return missing
     if _is_share(result):
         return f"{value:.2%}"
-    if result.name.startswith("latency"):
+    if result.name.startswith(("latency", "ttft")):
         return f"{value:,.0f} ms"
     if result.name.startswith("cost"):
         return f"${value:.5f}"

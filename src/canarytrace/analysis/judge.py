@@ -25,7 +25,9 @@ What is tested, and how (every choice here is the documented default):
   share of calls at or below a tier's p95 (a ratio of per-user sums) is mapped back
   through the tier's quantile function (Woodruff's inversion);
   the typical latency by a Mann-Whitney test on per-user mean log-latency with the
-  Hodges-Lehmann shift and Moses' distribution-free interval.
+  Hodges-Lehmann shift and Moses' distribution-free interval. A streamed answer's
+  time to first token (what its user waits for) has its p95 judged the same way, over
+  the calls that have one, on routes where some call does.
 * **Refusals**: a model's safety classifiers decline requests with a successful
   response, so the error rate never sees them. The refusal rate counts the refusals
   the user saw (critical); the fallback rate those a server-side fallback model
@@ -120,7 +122,7 @@ _SEVERITY = {Verdict.PROMOTE: 0, Verdict.HOLD: 1, Verdict.ROLLBACK: 2}
 
 COST = "cost_per_call"
 #: The metrics a cold prompt cache moves whatever the model (`confounders.cache_warmth`).
-_CACHE_SENSITIVE = (COST, "latency_p95", "latency_typical")
+_CACHE_SENSITIVE = (COST, "latency_p95", "latency_typical", "ttft_p95")
 
 DEFAULT_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -164,8 +166,23 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
         "calls",
         only_if_seen=True,
     ),
-    MetricSpec("latency_p95", "latency p95", "quantile", True, 0.10, True, True, quantile=0.95),
+    MetricSpec(
+        "latency_p95", "latency p95", "quantile", True, 0.10, True, True, denominator="calls"
+    ),
     MetricSpec("latency_typical", "latency (typical)", "shift", True, 0.10, True, False),
+    # What a user of a streamed answer waits for; judged where the route streams.
+    MetricSpec(
+        "ttft_p95",
+        "time to first token p95",
+        "quantile",
+        True,
+        0.10,
+        True,
+        True,
+        denominator="ttft_calls",
+        column="ttft_ms",
+        only_if_seen=True,
+    ),
     # Per call whose cost is known: a successful call without a cost is not free.
     MetricSpec(COST, "cost per call", "ratio", True, 0.10, True, True, "cost", "cost_known"),
     MetricSpec(
@@ -522,8 +539,26 @@ def _canary_traces(
     )
 
 
+def _histograms(lazy: pl.LazyFrame, route: str, config: JudgeConfig) -> dict[str, Histograms]:
+    """Per column a quantile metric reads, the tiers' histograms of it (the calls'
+    duration always: the slowest calls are found with it). Another column only where a
+    call of the route has it: a route that never streams has no time to first token."""
+    columns = {"duration_ms"} | {s.column for s in config.metrics if s.kind == "quantile"}
+    return {
+        column: tier_histograms(
+            M.latency_histograms(lazy, route, column).collect(engine="streaming")
+        )
+        for column in sorted(columns)
+        if column == "duration_ms" or M.has_values(lazy, route, column)
+    }
+
+
 def _metric_results(
-    config: JudgeConfig, prod: Tier, can: Tier, histograms: Histograms, thin: bool
+    config: JudgeConfig,
+    prod: Tier,
+    can: Tier,
+    histograms: Mapping[str, Histograms],
+    thin: bool,
 ) -> tuple[list[MetricResult], list[tuple[float, str]]]:
     """Every configured metric compared on the tiers' per-user columns: its estimate,
     harm and non-inferiority p-values (Holm-adjusted, or always-valid in sequential
@@ -542,7 +577,7 @@ def _metric_results(
             estimates[spec.name] = ratio_estimate(spec, prod, can)
         elif spec.kind == "quantile":
             estimates[spec.name] = quantile_estimate(
-                spec, histograms, prod, can, config.bootstrap_resamples, rng
+                spec, histograms.get(spec.column, {}), prod, can, config.bootstrap_resamples, rng
             )
         else:
             estimates[spec.name] = shift_estimate(spec, prod, can, alpha, rng)
@@ -653,7 +688,7 @@ def _judge_route(
     # together, their states are held at once (measured: 10M calls of 200k users peak
     # at 1.7 GB together, 0.6 GB in turn). The histograms come first: the per-user
     # query counts calls below the quantiles they give.
-    histograms = tier_histograms(M.latency_histograms(lazy, route).collect(engine="streaming"))
+    histograms = _histograms(lazy, route, config)
     cuts = quantile_cuts(config.metrics, histograms)
     facts = M.route_facts(lazy, route)
     users = M.user_aggregates(
@@ -666,7 +701,7 @@ def _judge_route(
     ).collect(engine="streaming")
     # The trace queries run in a thread beside the statistics below, which are Python
     # and numpy on one core (polars releases the GIL while it scans).
-    canary_traces = traces.submit(_canary_traces, lazy, route, histograms)
+    canary_traces = traces.submit(_canary_traces, lazy, route, histograms["duration_ms"])
     parts = {
         tier: {
             **{

@@ -199,6 +199,13 @@ def route_facts(calls: Frame, route: str) -> RouteFacts:
     return RouteFacts(first, last, int(without_user))
 
 
+def has_values(calls: Frame, route: str, column: str) -> bool:
+    """Whether some judged call of the route has a value in `column` (a stream's time
+    to first token): one query, which stops at the first such call."""
+    found = _judged(calls, route).filter(pl.col(column).is_not_null()).select(column).head(1)
+    return found.collect(engine="streaming").height > 0
+
+
 def judged_routes(calls: Frame) -> list[str]:
     """The routes worth judging, sorted: those with canary calls; when no route has any,
     those with production calls (judged only to say HOLD, with the reason).
@@ -391,6 +398,7 @@ def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
         "cost_known": COST_KNOWN,
         "output_tokens": pl.col("output_tokens"),
         "tokens_known": TOKENS_KNOWN,
+        "ttft_calls": pl.col("ttft_ms").is_not_null(),
         "input_tokens": pl.col("input_tokens"),
         "feedback": fb.is_not_null(),
         "score_sum": fb,
@@ -409,16 +417,17 @@ def user_aggregates(
     route: str,
     threshold: float | None,
     sums: Collection[str] | None = None,
-    latency_cuts: Mapping[str, Mapping[str, float]] | None = None,
+    latency_cuts: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
     every_call_has_a_user: bool = False,
 ) -> pl.LazyFrame:
     """Per (tier, user): calls, widest stage seen, and the sums the judge's tests need.
 
     `sums` names the columns of `user_sums` to compute (default: all); each one is
     work over every call, so the judge asks only for those its metrics read.
-    `latency_cuts` adds, per name, the user's calls lasting at most its tier's cut
-    (`{"latency_p95": {"production": 2100.0, "canary": 2170.0}}`, in ms; a tier
-    without a cut counts none): what the interval of a latency quantile needs.
+    `latency_cuts` adds, per name, the user's calls whose column is at most its tier's
+    cut (`{"within_latency_p95": ("duration_ms", {"production": 2100.0, "canary":
+    2170.0})}`, in ms; a tier without a cut counts none): what the interval of a
+    latency quantile needs.
     `rollout_percent` is the largest the user's calls carry (stages only grow).
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing;
@@ -434,11 +443,9 @@ def user_aggregates(
     available = user_sums(threshold)
     chosen = available if sums is None else {name: available[name] for name in sums}
     is_canary = pl.col("tier") == "canary"  # the judged calls are production or canary
-    for name, cuts in (latency_cuts or {}).items():
+    for name, (column, cuts) in (latency_cuts or {}).items():
         production, canary = (cuts.get(tier, -math.inf) for tier in JUDGED_TIERS.categories)
-        chosen[name] = pl.col("duration_ms") <= pl.when(is_canary).then(canary).otherwise(
-            production
-        )
+        chosen[name] = pl.col(column) <= pl.when(is_canary).then(canary).otherwise(production)
     # One integer key: the user's hash with its lowest bit replaced by the tier code.
     key = _user_key(every_call_has_a_user) // 2 * 2 + _tier_code()
     summed = [name for name in chosen if name not in _MEANS]
@@ -475,19 +482,20 @@ _BIN_OFFSET = 1024
 _BIN_SLOTS = 8192
 
 
-def latency_histograms(calls: Frame, route: str) -> pl.LazyFrame:
-    """Per (tier, log-latency bin): call counts, for the latency quantiles (lazy).
+def latency_histograms(calls: Frame, route: str, column: str = "duration_ms") -> pl.LazyFrame:
+    """Per (tier, log-latency bin) of `column` (in ms): call counts, for the latency
+    quantiles (lazy); calls without a value are left out.
 
     At most 2 tiers x 4,146 bins, whatever the input's size. The quantiles' intervals
     need one more number per user (its calls at or below the quantile), which
     `user_aggregates` counts once the quantiles are known (`latency_cuts`).
     """
-    log_ms = pl.col("duration_ms").clip(_MIN_MS, _MAX_MS).log()
+    log_ms = pl.col(column).clip(_MIN_MS, _MAX_MS).log()
     bin_slot = ((log_ms / LOG_BIN_WIDTH).floor() + _BIN_OFFSET).cast(pl.UInt32)
     packed = pl.col("key")
     return (
         _judged(calls, route)
-        .filter(pl.col("duration_ms").is_not_null())
+        .filter(pl.col(column).is_not_null())
         .group_by((_tier_code().cast(pl.UInt32) * _BIN_SLOTS + bin_slot).alias("key"))
         .agg(pl.len().cast(pl.UInt32).alias("n"))
         .select(

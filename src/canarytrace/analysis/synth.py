@@ -46,7 +46,9 @@ class TierTruth:
     set; `fallback_model`, when set, answers each of them instead (a server-side
     fallback). Their tokens and cost are drawn as any call's. A share
     `cache_read_share` of the input tokens, when set, is read from the prompt cache and
-    billed at a tenth of the input price (Anthropic's and GPT-5's discount).
+    billed at a tenth of the input price (Anthropic's and GPT-5's discount). A streamed
+    call's first token comes after 15-40 % of its duration, times `ttft_multiplier` (a
+    model that thinks before it answers), and never after its end.
     """
 
     model: str
@@ -62,6 +64,7 @@ class TierTruth:
     refusal_category: str | None = None
     fallback_model: str | None = None
     cache_read_share: float = 0.0
+    ttft_multiplier: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ def calls(scenario: Scenario) -> pl.DataFrame:
     )
     error = rng.random(n) < user_prob("error_rate")
     stream = rng.random(n) < s.stream_share
-    ttft = np.where(stream, latency * rng.uniform(0.15, 0.4, n), np.nan)
+    first_token = np.minimum(
+        latency * rng.uniform(0.15, 0.4, n) * tier_value("ttft_multiplier"), latency
+    )
+    ttft = np.where(stream, first_token, np.nan)
     input_tokens = rng.poisson(tier_value("input_tokens_mean") * user_factor)
     output_tokens = np.where(error, 0, rng.poisson(tier_value("output_tokens_mean")))
     cost = (input_tokens * _PRICE_IN + output_tokens * _PRICE_OUT) * tier_value("cost_multiplier")
