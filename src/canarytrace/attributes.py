@@ -59,6 +59,8 @@ ANTHROPIC_THINKING_TYPE: Final = "anthropic.thinking.type"
 ANTHROPIC_THINKING_BUDGET_TOKENS: Final = "anthropic.thinking.budget_tokens"
 ANTHROPIC_BETA: Final = "anthropic.beta"
 ANTHROPIC_REQUEST_ID: Final = "anthropic.request.id"
+#: Where Anthropic ran the call (`usage.inference_geo`: "global", or "us" at 1.1x the price).
+ANTHROPIC_INFERENCE_GEO: Final = "anthropic.usage.inference_geo"
 ANTHROPIC_CACHE_WRITE_5M_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_5m_input_tokens"
 ANTHROPIC_CACHE_WRITE_1H_TOKENS: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
 # Tokens of server-side context compactions, which Anthropic bills but leaves out of the

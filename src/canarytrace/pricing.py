@@ -14,7 +14,9 @@ version, or a new price), and every model is then resolved again from the new da
 A call served at another price than the standard one names its `price_variant`, a key
 and value of genai-prices' price context: OpenAI's `("service_tier", "flex")` (half
 price) or `"priority"`, Anthropic's `("speed", "fast")`. Each variant of a model is
-resolved once, like the model itself.
+resolved once, like the model itself. Anthropic bills a call it ran in the US only
+(`inference_geo` "us", on the models that take the parameter) at 1.1x every token price,
+which genai-prices does not know: `cost_usd` applies it (`US_ONLY_INFERENCE`).
 
 `provider` is the span's `gen_ai.provider.name`; where `genai-prices` files that
 provider's prices under another id (Azure OpenAI under `azure`, Bedrock under `aws`),
@@ -54,6 +56,9 @@ PRICES_PROVIDER = {
 }
 
 _PROBE = 1000  # tokens: small enough to stay below any price tier
+#: Anthropic's price for a call run in the US only (`inference_geo` "us"), against the
+#: standard ("global") one.
+US_ONLY_INFERENCE = 1.1
 #: genai-prices' price context of a call served at a price other than the standard one.
 PriceVariant = tuple[str, str]
 _pricers: dict[tuple[str, str, PriceVariant | None], Pricer | None] = {}
@@ -87,12 +92,15 @@ def cost_usd(
     cache_write_1h_tokens: int = 0,
     web_searches: int = 0,
     price_variant: PriceVariant | None = None,
+    *,
+    inference_geo: str | None = None,
 ) -> float | None:
     """The price of one call in USD, or None when `genai-prices` does not know `model`.
 
     `cache_write_1h_tokens` are the part of `cache_write_tokens` kept an hour (Anthropic
     prices them above the five-minute writes); `web_searches` are the calls of the
-    provider's web search tool, billed apiece."""
+    provider's web search tool, billed apiece; `inference_geo` is where Anthropic ran
+    the call."""
     if _current_data is not None and _current_data() is not _resolved_from:
         _pricers.clear()  # new price data: each model is resolved again at its next call
     try:
@@ -101,7 +109,7 @@ def cost_usd(
         pricer = _resolve(provider, model, price_variant)
     if pricer is None:
         return None
-    return pricer(
+    cost = pricer(
         input_tokens,
         output_tokens,
         cache_read_tokens,
@@ -109,6 +117,7 @@ def cost_usd(
         cache_write_1h_tokens,
         web_searches,
     )
+    return cost * US_ONLY_INFERENCE if inference_geo == "us" else cost
 
 
 def has_price(provider: str, model: str) -> bool:

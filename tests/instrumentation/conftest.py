@@ -309,6 +309,8 @@ def _messages(body: dict[str, Any]) -> httpx2.Response:
     served: dict[str, Any] = {"service_tier": "standard"}
     if body.get("speed") == "fast":
         served["speed"] = "fast"
+    if geo := body.get("inference_geo"):
+        served["inference_geo"] = geo
     thinking = (body.get("thinking") or {}).get("type") == "enabled"
     details: dict[str, Any] = {"output_tokens_details": {"thinking_tokens": 3}} if thinking else {}
     if searches := _web_searches(body):

@@ -13,7 +13,7 @@ from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice
 
 from canarytrace import pricing
-from tests.instrumentation.conftest import Telemetry, anthropic_client, openai_client
+from tests.instrumentation.conftest import COMPACTION, Telemetry, anthropic_client, openai_client
 
 # (input, output, cache read, cache write, of which kept an hour)
 USAGES = [
@@ -201,6 +201,35 @@ def test_an_anthropic_call_in_fast_mode_is_priced_as_fast(
         pytest.skip("the installed genai-prices does not price Anthropic's fast mode")
     cost = instrumented.one_span().attributes["canarytrace.cost_usd"]
     assert cost == pytest.approx(float(fast), rel=1e-9)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(("geo", "factor"), [("us", 1.1), ("global", 1.0)])
+def test_an_anthropic_call_run_in_the_us_only_is_priced_at_its_premium(
+    instrumented: Telemetry, stream: bool, geo: str, factor: float
+) -> None:
+    """US-only inference costs 1.1x every token price, which genai-prices leaves out; the
+    span says where the call ran, from the usage the API answered with. The compaction
+    a call made is billed at the same premium."""
+    kwargs: dict[str, Any] = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "extra_body": {"inference_geo": geo},  # the floors' SDK may lack the parameter
+    }
+    create = anthropic_client().beta.messages.create
+    _call(create, stream, **kwargs, context_management={"edits": [{"type": "compact"}]})
+    attrs = instrumented.one_span().attributes
+    assert attrs["anthropic.usage.inference_geo"] == geo
+    tokens = Usage(input_tokens=111, output_tokens=4, cache_read_tokens=100)
+    summary = Usage(
+        input_tokens=COMPACTION["input_tokens"], output_tokens=COMPACTION["output_tokens"]
+    )
+    standard = sum(
+        calc_price(u, "claude-opus-4-8", provider_id="anthropic").total_price
+        for u in (tokens, summary)
+    )
+    assert attrs["canarytrace.cost_usd"] == pytest.approx(float(standard) * factor, rel=1e-9)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])

@@ -330,7 +330,7 @@ def add_usage(attributes: dict[str, Any], provider: str, model: str, usage: Usag
     # attributes read before.
     cost = None
     try:
-        cost = pricing.cost_usd(provider, model, *usage[:7])
+        cost = pricing.cost_usd(provider, model, *usage[:7], inference_geo=usage.inference_geo)
         if usage.compaction is not None and cost is not None:
             cost = _with_compaction(cost, provider, model, usage.compaction)
     except Exception:
@@ -343,7 +343,8 @@ def add_usage(attributes: dict[str, Any], provider: str, model: str, usage: Usag
 def _with_compaction(cost: float, provider: str, model: str, compaction: Usage) -> float | None:
     """`cost` with the price of the call's server-side context compactions added (the
     summary is written by the requested model; Anthropic bills it apart)."""
-    extra = pricing.cost_usd(provider, model, *compaction[:7])
+    geo = compaction.inference_geo
+    extra = pricing.cost_usd(provider, model, *compaction[:7], inference_geo=geo)
     return None if extra is None else cost + extra
 
 

@@ -26,7 +26,8 @@ class Usage(NamedTuple):
     at a higher price) and the web searches its server-side tool made, billed apiece.
     `price_variant` names a price other than the standard one (`pricing.PriceVariant`).
     `compaction` counts what the call's server-side context compactions read and wrote,
-    which Anthropic bills at the same model's price but leaves out of the counts above."""
+    which Anthropic bills at the same model's price but leaves out of the counts above.
+    `inference_geo` is where Anthropic ran the call, which can raise its price."""
 
     input: int
     output: int
@@ -36,10 +37,11 @@ class Usage(NamedTuple):
     web_searches: int = 0
     price_variant: tuple[str, str] | None = None
     compaction: Usage | None = None
+    inference_geo: str | None = None
 
 
 #: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, web_searches,
-#: price_variant, compaction))`: a `Usage` without the NamedTuple's own constructor,
+#: price_variant, compaction, inference_geo))`: a `Usage` without the NamedTuple's own constructor,
 #: which is Python code (0.2 µs) on every call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
@@ -357,7 +359,8 @@ def openai_chat_usage(
     if out is not None:
         _reasoning(out, getattr(usage, "completion_tokens_details", None), "reasoning_tokens")
     prompt, completion = _int(usage.prompt_tokens), _int(getattr(usage, "completion_tokens", 0))
-    return _new_usage((prompt, completion, cached, written, 0, 0, _openai_variant(tier), None))
+    variant = _openai_variant(tier)
+    return _new_usage((prompt, completion, cached, written, 0, 0, variant, None, None))
 
 
 def _openai_cache(details: Any) -> tuple[int, int]:
@@ -413,7 +416,7 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
             searches += 1
         elif kind == "message" and _refuses(item):
             out[A.REFUSED] = True
-    return out, _new_usage((*counts, searches, _openai_variant(tier), None))
+    return out, _new_usage((*counts, searches, _openai_variant(tier), None, None))
 
 
 def finished_in_background(response: Any) -> bool:
@@ -458,7 +461,7 @@ def openai_embeddings_response(response: Any) -> tuple[dict[str, Any], Usage | N
     usage = getattr(response, "usage", None)
     if usage is None:
         return out, None
-    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, 0, None, None))
+    return out, _new_usage((_int(usage.prompt_tokens), 0, 0, 0, 0, 0, None, None, None))
 
 
 def anthropic_message_response(response: Any) -> tuple[dict[str, Any], Usage | None]:
@@ -535,7 +538,8 @@ def anthropic_iterations(out: dict[str, Any], iterations: Any, usage: Usage | No
     out[A.ANTHROPIC_COMPACTION_OUTPUT_TOKENS] = output
     if usage is None:
         return None
-    counts = (fresh + read + write, output, read, write, 0, 0, usage.price_variant, None)
+    geo = usage.inference_geo
+    counts = (fresh + read + write, output, read, write, 0, 0, usage.price_variant, None, geo)
     return usage._replace(compaction=_new_usage(counts))
 
 
@@ -557,13 +561,14 @@ def anthropic_usage(
     usage: Any, earlier: Any = None, out: dict[str, Any] | None = None
 ) -> Usage | None:
     """The counts of an Anthropic `usage`; the input count includes the cache's. Cache
-    writes kept an hour, web searches and fast mode (`speed`) are priced as such; the
-    service tier, the cache writes by lifetime and the thinking tokens go to `out`.
+    writes kept an hour, web searches, fast mode (`speed`) and the inference geography
+    are priced as such; the service tier, the geography, the cache writes by lifetime
+    and the thinking tokens go to `out`.
 
     For a stream, `usage` is the last `message_delta`'s: cumulative, but it may leave out
     (None) the input and cache counts, which then come from `earlier`, the
     `message_start`'s, as the SDK's own stream accumulator does; the service tier,
-    speed and cache writes by lifetime are only there.
+    speed, geography and cache writes by lifetime are only there.
     """
     if usage is None:
         usage, earlier = earlier, None
@@ -583,10 +588,15 @@ def anthropic_usage(
             write = getattr(earlier, "cache_creation_input_tokens", None)
     lifetimes = getattr(served, "cache_creation", None)
     hour = getattr(lifetimes, "ephemeral_1h_input_tokens", None) if lifetimes else None
+    geo = getattr(served, "inference_geo", None)
+    if not isinstance(geo, str):
+        geo = None
     if out is not None:
         tier = getattr(served, "service_tier", None)
         if isinstance(tier, str):
             out[A.ANTHROPIC_RESPONSE_SERVICE_TIER] = tier
+        if geo is not None:
+            out[A.ANTHROPIC_INFERENCE_GEO] = geo
         if lifetimes is not None:
             minutes = getattr(lifetimes, "ephemeral_5m_input_tokens", None)
             if isinstance(minutes, int):
@@ -599,7 +609,7 @@ def anthropic_usage(
     searches = _int(getattr(tools, "web_search_requests", 0)) if tools is not None else 0
     read, write = _int(read), _int(write)
     counts = (_int(fresh) + read + write, _int(usage.output_tokens), read, write)
-    return _new_usage((*counts, min(_int(hour), write), searches, variant, None))
+    return _new_usage((*counts, min(_int(hour), write), searches, variant, None, geo))
 
 
 def anthropic_text(response: Any) -> list[str]:
