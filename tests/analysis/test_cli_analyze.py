@@ -102,6 +102,17 @@ def _rounded(value: object) -> object:
     return value
 
 
+def test_a_file_of_nothing_but_a_broken_line_is_named_not_a_crash(tmp_path: Path) -> None:
+    """The collector died writing its first batch: the line is named and the exit says
+    the source is unreadable (an empty frame of calls once broke the loader)."""
+    path = tmp_path / "traces.jsonl"
+    path.write_text('{"resourceSpans": [\n')
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 4, result.output
+    assert f"{path}:1: malformed or truncated JSON" in result.stderr
+    assert f"no LLM calls in {path}; nothing to judge" in result.stderr
+
+
 def test_malformed_lines_are_reported_on_stderr(tmp_path: Path) -> None:
     source = _traces(tmp_path, synth.aa(users=100, seed=6), "src")
     with (source / "traces-1.jsonl").open("a") as f:

@@ -679,7 +679,9 @@ def _finish(
     calls: pl.DataFrame, first_row: int, dropped: pl.Series, records: _Records
 ) -> pl.DataFrame:
     """Calls numbered from `first_row` without the `dropped` rows, their records joined."""
-    ours = dropped.filter(dropped.is_between(first_row, first_row + calls.height - 1))
+    # `end` is past the last row: with no calls, `first_row - 1` would not fit the index.
+    end = first_row + calls.height
+    ours = dropped.filter((dropped >= first_row) & (dropped < end))
     kept = calls.with_row_index("_row", first_row).filter(~pl.col("_row").is_in(ours.implode()))
     joined = (
         kept.sort("_key")
