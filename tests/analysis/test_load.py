@@ -262,6 +262,30 @@ def test_zstd_files_of_several_frames_are_read_whole(frame: pl.DataFrame, tmp_pa
     assert_frame_equal(load(path).calls, load(plain).calls)
 
 
+@pytest.mark.parametrize("backend", ["jaeger", "tempo"])
+def test_an_answer_that_reaches_the_trace_limit_is_reported(
+    trace_server: FakeTraceServer, backend: str
+) -> None:
+    """The fixtures hold 32 traces. Asked for at most 32, the server may have left some
+    out, and a verdict on part of the window must say so; asked for 33, it did not."""
+    source = {
+        "jaeger": f"jaeger+http://{trace_server.host}?service=demo-app&lookback=2h",
+        "tempo": f"tempo+http://{trace_server.host}?lookback=2h",
+    }[backend]
+    assert load(f"{source}&limit=33").problems == []
+    reached = load(f"{source}&limit=32")
+    assert [p.message for p in reached.problems] == [
+        "32 traces, the most the query asked for: the window may hold more, which were "
+        "not read; raise limit= or shorten lookback="
+    ]
+    assert "limit=32" in reached.problems[0].source or "num_traces=32" in (
+        reached.problems[0].source
+    )
+    assert reached.calls.height > 0  # what was read is kept
+    with pytest.raises(TraceSourceError, match=r"limit='many': give a whole number"):
+        load(f"{source}&limit=many")
+
+
 def test_a_tempo_trace_missing_on_fetch_is_reported(
     small_frame: pl.DataFrame, trace_server: FakeTraceServer, tmp_path: Path
 ) -> None:

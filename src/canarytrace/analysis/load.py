@@ -11,6 +11,8 @@ Sources (`load(source)`):
   (`GET /api/v3/traces`, OTLP JSON);
 * `tempo+http://HOST:PORT?q=TRACEQL&lookback=1h[&limit=N]`: Tempo's HTTP API
   (`GET /api/search?q=` for trace ids, then `GET /api/traces/{id}` for each trace).
+  Both read at most `limit` traces (default 1,000); an answer that reaches it is a
+  problem to report, since the window may hold more.
 
 How JSON is read: lines are taken in chunks of a bounded number of bytes; each line's
 spans become row tuples (`otlp.line_rows`: msgspec into typed OTLP structs that skip
@@ -59,7 +61,7 @@ from pathlib import Path
 import polars as pl
 
 from canarytrace import attributes as A
-from canarytrace.analysis.otlp import line_rows, span_frame, span_rows
+from canarytrace.analysis.otlp import TRACE_FIELD, line_rows, span_frame, span_rows
 from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform, missing_columns
 from canarytrace.errors import TraceSourceError
 
@@ -452,23 +454,52 @@ def _lookback(query: dict[str, str], now: dt.datetime) -> tuple[dt.datetime, dt.
     return now - parse_duration(query.get("lookback", "1h")), now
 
 
+#: The traces a Jaeger or Tempo query asks for when the source names no `limit`.
+DEFAULT_TRACE_LIMIT = 1000
+
+
+def _trace_limit(url: str, query: dict[str, str]) -> int:
+    """The source's `limit=` (a whole number of traces), else `DEFAULT_TRACE_LIMIT`."""
+    text = query.get("limit", str(DEFAULT_TRACE_LIMIT))
+    if not text.isdigit() or int(text) < 1:
+        raise TraceSourceError(f"{url}: limit={text!r}: give a whole number of traces, e.g. 5000")
+    return int(text)
+
+
+def _at_limit(url: str, traces: int, limit: int, parts: _Parts) -> None:
+    """Say so when the server answered with as many traces as the query allowed: the
+    window may hold more, which were not read, and a verdict on part of a window is
+    not the verdict on the window."""
+    if traces >= limit:
+        parts.problems.append(
+            Problem(
+                url,
+                None,
+                f"{traces:,} traces, the most the query asked for: the window may hold more, "
+                "which were not read; raise limit= or shorten lookback=",
+            )
+        )
+
+
 def _jaeger(url: str, parts: _Parts, now: dt.datetime) -> None:
     parsed = urllib.parse.urlsplit(url.removeprefix("jaeger+"))
     query = dict(urllib.parse.parse_qsl(parsed.query))
     if "service" not in query:
         raise TraceSourceError(f"{url}: add ?service=NAME (the service whose traces to read)")
     start, end = _lookback(query, now)
+    limit = _trace_limit(url, query)
     params = {
         "query.service_name": query["service"],
         "query.start_time_min": start.isoformat().replace("+00:00", "Z"),
         "query.start_time_max": end.isoformat().replace("+00:00", "Z"),
         # Jaeger v2's HTTP gateway (v1.76) reads the limit as query.num_traces and answers
         # 500 without it; checked against the real Jaeger in tests/integration.
-        "query.num_traces": query.get("limit", "1000"),
+        "query.num_traces": str(limit),
     }
     base = f"{parsed.scheme}://{parsed.netloc}"
     api = f"{base}/api/v3/traces?{urllib.parse.urlencode(params)}"
-    _feed_docs(api, _http_json(api), parts)
+    traces = _feed_docs(api, _http_json(api), parts)
+    _at_limit(api, traces, limit, parts)
 
 
 def _jaeger_error(doc: dict[str, object]) -> str | None:
@@ -480,11 +511,12 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
     parsed = urllib.parse.urlsplit(url.removeprefix("tempo+"))
     query = dict(urllib.parse.parse_qsl(parsed.query))
     start, end = _lookback(query, now)
+    limit = _trace_limit(url, query)
     params = {
         "q": query.get("q", DEFAULT_TRACEQL),
         "start": str(int(start.timestamp())),
         "end": str(int(end.timestamp())),
-        "limit": query.get("limit", "1000"),
+        "limit": str(limit),
     }
     base = f"{parsed.scheme}://{parsed.netloc}"
     search = f"{base}/api/search?{urllib.parse.urlencode(params)}"
@@ -492,6 +524,7 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
     traces = found[0].get("traces", []) if found else []
     if not isinstance(traces, list):
         raise TraceSourceError(f"{search}: no `traces` list in the search response")
+    _at_limit(search, len(traces), limit, parts)
     for trace in traces:
         trace_id = str(trace.get("traceID", "")).rjust(32, "0")
         api = f"{base}/api/traces/{trace_id}"
@@ -501,7 +534,9 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
         _feed_docs(api, docs, parts)
 
 
-def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> None:
+def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> int:
+    """Read the spans of a Jaeger or Tempo answer into `parts`; returns how many traces
+    they belong to."""
     rows: list[tuple[object, ...]] = []
     for number, doc in enumerate(docs, 1):
         error = _jaeger_error(doc)
@@ -517,6 +552,7 @@ def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> None:
         except ValueError as exc:
             parts.problems.append(Problem(url, number, str(exc)))
     parts.add_rows(rows)
+    return len({row[TRACE_FIELD] for row in rows})
 
 
 # --- the public face ------------------------------------------------------------------

@@ -74,6 +74,8 @@ _SPAN_FIELDS = (
     "link_span",
 )
 _COLUMNS = (*_SPAN_FIELDS, *_STR_ATTRS, *_BOOL_ATTRS, *_INT_ATTRS, *_FLOAT_ATTRS)
+#: Where a row of `line_rows`/`span_rows` holds its span's trace id (as written).
+TRACE_FIELD = _COLUMNS.index("trace")
 _ATTR_KEYS = (
     *_STR_ATTRS.values(),
     *_BOOL_ATTRS.values(),
