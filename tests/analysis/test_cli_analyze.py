@@ -43,6 +43,9 @@ def test_usage_errors_and_unreadable_sources(tmp_path: Path) -> None:
     good = _traces(tmp_path, synth.aa(users=100, seed=4), "good")
     assert runner.invoke(app, ["analyze", str(tmp_path / "nowhere")]).exit_code == 4
     assert runner.invoke(app, ["analyze", str(good), "--since", "yesterday"]).exit_code == 2
+    backwards = runner.invoke(app, ["analyze", str(good), "--since", "1h", "--until", "2h"])
+    assert backwards.exit_code == 2
+    assert "--since 1h is not before --until 2h" in backwards.stderr
     assert runner.invoke(app, ["analyze", str(good), "--confidence", "1.5"]).exit_code == 2
     assert runner.invoke(app, ["analyze", str(good), "--route", "nope"]).exit_code == 2
     one_route = runner.invoke(app, ["analyze", str(good), "--route", "chat"])

@@ -55,10 +55,12 @@ def analyze(
 ) -> int:
     """Load, judge, report; return the exit code."""
     try:
-        parse_time(since)
-        parse_time(until)
+        start, end = parse_time(since), parse_time(until)
     except ValueError as exc:
         _err(err, f"--since/--until: {exc}")
+        return EXIT_USAGE
+    if start is not None and end is not None and start >= end:
+        _err(err, f"--since {since} is not before --until {until}: the window holds nothing")
         return EXIT_USAGE
     base = JudgeConfig()
     try:
