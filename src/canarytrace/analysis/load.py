@@ -77,6 +77,8 @@ PARALLEL_BYTES = 64 * 1024 * 1024
 _CALLS_PER_BUCKET = 1_000_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
 _HTTP_TIMEOUT_S = 30.0
+#: Tempo's traces fetched at once (one request each).
+_TRACE_FETCHES = 8
 _RECORD_NAMES = (A.FEEDBACK_SPAN_NAME, A.OUTCOME_SPAN_NAME, A.BACKGROUND_RESULT_SPAN_NAME)
 # Tempo: the traces holding LLM calls and the records that complete or judge them.
 DEFAULT_TRACEQL = (
@@ -525,13 +527,14 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
     if not isinstance(traces, list):
         raise TraceSourceError(f"{search}: no `traces` list in the search response")
     _at_limit(search, len(traces), limit, parts)
-    for trace in traces:
-        trace_id = str(trace.get("traceID", "")).rjust(32, "0")
-        api = f"{base}/api/traces/{trace_id}"
-        docs = _http_json(api)
-        if not docs:  # listed by the search, gone when fetched (retention, a compaction)
-            parts.problems.append(Problem(api, None, "trace listed by the search not found"))
-        _feed_docs(api, docs, parts)
+    apis = [f"{base}/api/traces/{str(t.get('traceID', '')).rjust(32, '0')}" for t in traces]
+    # One request per trace, each mostly waiting on the network: a few at a time, read
+    # in the search's order.
+    with ThreadPoolExecutor(max_workers=_TRACE_FETCHES) as fetch:
+        for api, docs in zip(apis, fetch.map(_http_json, apis), strict=True):
+            if not docs:  # listed by the search, gone when fetched (retention, a compaction)
+                parts.problems.append(Problem(api, None, "trace listed by the search not found"))
+            _feed_docs(api, docs, parts)
 
 
 def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> int:
