@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from canarytrace.analysis import synth
+from canarytrace.analysis import confounders, metrics, synth
 from canarytrace.analysis.estimates import holm
 from canarytrace.analysis.judge import JudgeConfig, RouteVerdict, Verdict, _srm, judge
 from canarytrace.analysis.settings import route_configs
@@ -200,6 +200,12 @@ def test_streams_without_usage_are_left_out_of_cost_and_tokens() -> None:
     assert tokens.production == pytest.approx(known["output_tokens"].fill_null(0).mean())
     assert "that reported no token usage" in route.reasons[-1]
     assert "instrument(include_stream_usage=True)" in route.reasons[-1]
+
+
+def test_a_sliver_of_calls_without_a_cost_is_not_written_as_none_of_them() -> None:
+    without = {"production": metrics.WithoutCost(3, {}, 3)}
+    text = confounders.without_cost_reason(without, {"production": 90_000, "canary": 9}, False)
+    assert "production 3 of 90,000 (<1%): 3 that reported no token usage" in text
 
 
 def test_a_metric_neither_tier_has_does_not_hold_the_canary() -> None:

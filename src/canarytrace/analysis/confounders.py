@@ -132,9 +132,9 @@ def without_cost_reason(
         if found.without_usage:
             why.append(f"{found.without_usage:,} that reported no token usage")
         share = found.calls / calls[tier]
+        percent = f"{share:.0%}" if share >= 0.01 else "<1%"
         tiers.append(
-            f"{TIER_NAMES[tier]} {found.calls:,} of {calls[tier]:,} ({share:.0%}): "
-            + ", ".join(why)
+            f"{TIER_NAMES[tier]} {found.calls:,} of {calls[tier]:,} ({percent}): " + ", ".join(why)
         )
     text = "successful calls without a cost, left out of cost per call: " + "; ".join(tiers)
     if any(found.unpriced for found in without.values()):
