@@ -321,22 +321,22 @@ class WithoutCost(NamedTuple):
 def calls_without_cost(calls: Frame, route: str) -> dict[str, WithoutCost]:
     """For each judged tier with successful calls that have no cost, what they were; the
     judge asks only when its per-user sums show some."""
-    model = pl.coalesce("response_model", "request_model").fill_null("unknown model")
+    served = pl.coalesce("response_model", "request_model").fill_null("unknown model")
     counts = (
         _judged(calls, route)
         .filter(ENDED & ~COST_KNOWN)
-        .group_by("tier", pl.col("input_tokens").is_null().alias("no_usage"), model)
+        .group_by("tier", pl.col("input_tokens").is_null().alias("no_usage"), served.alias("model"))
         .agg(pl.len().alias("calls"))
-        .sort("calls", "response_model", descending=[True, False])
+        .sort("calls", "model", descending=[True, False])
     )
     result: dict[str, WithoutCost] = {}
-    for tier, no_usage, served, n in counts.collect(engine="streaming").iter_rows():
-        seen = result.get(tier, WithoutCost(0, {}, 0))
+    for tier, no_usage, model, n in counts.collect(engine="streaming").iter_rows():
+        found = result.get(tier, WithoutCost(0, {}, 0))
         if no_usage:
-            seen = seen._replace(without_usage=seen.without_usage + n)
+            found = found._replace(without_usage=found.without_usage + n)
         else:
-            seen.unpriced[served] = n
-        result[tier] = seen._replace(calls=seen.calls + n)
+            found.unpriced[model] = n
+        result[tier] = found._replace(calls=found.calls + n)
     return result
 
 
