@@ -78,8 +78,9 @@ def test_json_for_ci_and_reports_with_plots_and_links(tmp_path: Path) -> None:
         "chat_cost.png",
         "chat_latency.png",
         "chat_rates.png",
+        "chat_ttft.png",  # half the synthetic calls stream
     ]
-    assert page.read_text().count("data:image/png;base64,") == 3
+    assert page.read_text().count("data:image/png;base64,") == 4
 
 
 def test_export_writes_parquet_that_analyzes_the_same(tmp_path: Path) -> None:

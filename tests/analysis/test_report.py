@@ -15,6 +15,7 @@ from canarytrace.analysis.report import (
     HEADERS,
     latest_verdict,
     metric_rows,
+    plots,
     print_judgement,
     save_latest,
     to_json,
@@ -130,3 +131,10 @@ def test_a_refused_call_is_listed_with_the_category_its_refusal_named() -> None:
     )
     text = "\n".join(_rendered(judge(synth.calls(scenario)), 160))
     assert ", refused (bio)" in text
+
+
+def test_a_route_that_streams_gets_a_time_to_first_token_plot() -> None:
+    calls = synth.calls(synth.aa(users=200, seed=2))
+    assert sorted(plots(calls, "chat")) == ["cost", "latency", "rates", "ttft"]
+    never_streams = calls.with_columns(pl.lit(None, pl.Float64).alias("ttft_ms"))
+    assert "ttft" not in plots(never_streams, "chat")

@@ -205,7 +205,8 @@ def _wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
 
 
 def plots(calls: pl.DataFrame | pl.LazyFrame, route: str) -> dict[str, bytes]:
-    """PNG plots of one route: latency per tier, rates with intervals, cost over time."""
+    """PNG plots of one route: latency per tier (and time to first token, where the
+    route streams), rates with intervals, cost over time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,19 +225,30 @@ def plots(calls: pl.DataFrame | pl.LazyFrame, route: str) -> dict[str, bytes]:
         plt.close(fig)
         out[name] = buffer.getvalue()
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for tier, colour in (("production", "tab:blue"), ("canary", "tab:orange")):
-        timed = (pl.col("tier") == tier) & (pl.col("duration_ms") > 0)  # a duration known
-        values = lazy.filter(timed).select("duration_ms").collect()["duration_ms"].to_numpy()
-        if len(values):
-            bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60).tolist()
-            ax.hist(values, bins=bins, density=True, alpha=0.5, label=tier, color=colour)
-            ax.axvline(np.quantile(values, 0.95), color=colour, linestyle="--", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("latency (ms, log scale); dashed: p95")
-    ax.set_title(f"{route}: latency per tier")
-    ax.legend()
-    save(fig, "latency")
+    def distribution(column: str, name: str, label: str) -> None:
+        """Each tier's histogram of `column` (ms, on a log scale) with its p95; no plot
+        when no call has a value."""
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        drawn = False
+        for tier, colour in (("production", "tab:blue"), ("canary", "tab:orange")):
+            timed = (pl.col("tier") == tier) & (pl.col(column) > 0)  # a time known
+            values = lazy.filter(timed).select(column).collect()[column].to_numpy()
+            if len(values):
+                drawn = True
+                bins = np.logspace(np.log10(values.min()), np.log10(values.max()), 60).tolist()
+                ax.hist(values, bins=bins, density=True, alpha=0.5, label=tier, color=colour)
+                ax.axvline(np.quantile(values, 0.95), color=colour, linestyle="--", linewidth=1)
+        if not drawn:
+            plt.close(fig)
+            return
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (ms, log scale); dashed: p95")
+        ax.set_title(f"{route}: {label} per tier")
+        ax.legend()
+        save(fig, name)
+
+    distribution("duration_ms", "latency", "latency")
+    distribution("ttft_ms", "ttft", "time to first token")
 
     summary = M.summary(lazy, by=("tier",))
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
