@@ -19,6 +19,6 @@ def test_the_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3
+    assert len(images) == 4  # latency, rates, cost, time to first token
     text = "".join(o.get("text", "") for o in outputs)
     assert "chat: ROLLBACK" in text and "latency p95" in text
