@@ -84,6 +84,7 @@ COST_USD: Final = "canarytrace.cost_usd"
 ROLLOUT_PERCENT: Final = "canarytrace.rollout_percent"  # the stage's canary share, 0-100
 COHORT_BUCKET: Final = "canarytrace.cohort_bucket"  # 0..9999, the user's routing bucket
 USER_HASH: Final = "canarytrace.user_hash"  # keyed hash of the user id, never the id itself
+# A stream's first token of the answer (text or a tool call's input; not thinking).
 TIME_TO_FIRST_TOKEN_MS: Final = "canarytrace.time_to_first_token_ms"
 # The requested model declined to answer (a refusal: Anthropic's stop reason `refusal`,
 # OpenAI's `refusal` output or `content_filter` ending), also when a server-side fallback

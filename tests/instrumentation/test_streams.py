@@ -590,3 +590,26 @@ def test_an_async_stream_whose_iteration_does_more_keeps_it(
     chunks = asyncio.run(main())
     assert chunks and seen.items == chunks
     assert instrumented.one_span().attributes["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_an_anthropic_streams_first_token_is_its_answers_not_its_thinking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Extended thinking streams before the answer: the first token is the answer's (a
+    text or a tool call's input), as OpenAI's readers take it."""
+    from types import SimpleNamespace
+
+    from canarytrace.instrumentation import anthropic as reader
+
+    monkeypatch.setattr(reader, "time", SimpleNamespace(perf_counter=lambda: 42.0))
+
+    def delta(kind: str) -> SimpleNamespace:
+        return SimpleNamespace(type="content_block_delta", delta=SimpleNamespace(type=kind))
+
+    for first_answer in ("text_delta", "input_json_delta"):
+        acc = reader.AnthropicAccumulator(capture=False)
+        acc.process(delta("thinking_delta"))
+        acc.process(delta("signature_delta"))
+        assert acc.first_token is None
+        acc.process(delta(first_answer))
+        assert acc.first_token == 42.0

@@ -49,6 +49,10 @@ _BETA = "anthropic.resources.beta.messages.messages"
 _PLATFORM_BETAS = ("anthropic.lib.vertex._beta_messages", "anthropic.lib.bedrock._beta_messages")
 
 
+#: The deltas of a stream's extended thinking, which come before the answer.
+_BEFORE_THE_ANSWER = frozenset({"thinking_delta", "signature_delta"})
+
+
 class AnthropicAccumulator(Accumulator):
     """Reads raw Messages stream events. The last `message_delta` carries the final,
     cumulative usage, which replaces (never adds to) what `message_start` said. The
@@ -88,9 +92,12 @@ class AnthropicAccumulator(Accumulator):
     def process(self, event: Any) -> None:
         kind = event.type
         if kind == "content_block_delta":
-            if self.first_token is None:
+            delta = event.delta.type
+            # The answer's first token, as OpenAI's readers take it: extended thinking
+            # comes before the answer (and an application seldom shows it).
+            if self.first_token is None and delta not in _BEFORE_THE_ANSWER:
                 self.first_token = time.perf_counter()
-            if self.capture and getattr(event.delta, "type", None) == "text_delta":
+            if self.capture and delta == "text_delta":
                 self.parts.append(event.delta.text)
         elif kind == "message_start":
             message = event.message
