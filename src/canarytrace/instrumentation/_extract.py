@@ -41,8 +41,8 @@ class Usage(NamedTuple):
 
 
 #: `_new_usage((input, output, cache_read, cache_write, cache_write_1h, web_searches,
-#: price_variant, compaction, inference_geo))`: a `Usage` without the NamedTuple's own constructor,
-#: which is Python code (0.2 µs) on every call's path; so every field is given.
+#: price_variant, compaction, inference_geo))`: a `Usage` without the NamedTuple's own
+#: constructor, which is Python code (0.2 µs) on every call's path; so every field is given.
 _new_usage = partial(tuple.__new__, Usage)
 
 

@@ -151,39 +151,32 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
     from openai._response import BaseAPIResponse
 
     raw = (LegacyAPIResponse, BaseAPIResponse)
-    chat = Spec(
-        provider="openai",
-        operation="chat",
-        params=X.PARAMS["openai.chat"],
-        extract=X.openai_chat_response,
-        texts=X.openai_chat_text,
-        accumulator=ChatAccumulator,
-        raw_types=raw,
-        site="openai.chat",
-        request_id_attribute=A.OPENAI_REQUEST_ID,
+
+    def spec(api: str, operation: str, extract: Any, texts: Any, accumulator: Any) -> Spec:
+        """The spec of one OpenAI API (`chat`, `responses`, `embeddings`): its parameters
+        and its site are named after it; the raw-response types and request id are the
+        SDK's."""
+        return Spec(
+            provider="openai",
+            operation=operation,
+            params=X.PARAMS[f"openai.{api}"],
+            extract=extract,
+            texts=texts,
+            accumulator=accumulator,
+            raw_types=raw,
+            site=f"openai.{api}",
+            request_id_attribute=A.OPENAI_REQUEST_ID,
+        )
+
+    chat = spec("chat", "chat", X.openai_chat_response, X.openai_chat_text, ChatAccumulator)
+    responses = spec(
+        "responses",
+        "chat",
+        X.openai_responses_response,
+        X.openai_responses_text,
+        ResponsesAccumulator,
     )
-    responses = Spec(
-        provider="openai",
-        operation="chat",
-        params=X.PARAMS["openai.responses"],
-        extract=X.openai_responses_response,
-        texts=X.openai_responses_text,
-        accumulator=ResponsesAccumulator,
-        raw_types=raw,
-        site="openai.responses",
-        request_id_attribute=A.OPENAI_REQUEST_ID,
-    )
-    embeddings = Spec(
-        provider="openai",
-        operation="embeddings",
-        params=X.PARAMS["openai.embeddings"],
-        extract=X.openai_embeddings_response,
-        texts=lambda _: [],
-        accumulator=None,
-        raw_types=raw,
-        site="openai.embeddings",
-        request_id_attribute=A.OPENAI_REQUEST_ID,
-    )
+    embeddings = spec("embeddings", "embeddings", X.openai_embeddings_response, lambda _: [], None)
     return [
         (_CHAT, "Completions.create", chat, False),
         (_CHAT, "AsyncCompletions.create", chat, True),
