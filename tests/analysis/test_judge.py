@@ -228,6 +228,8 @@ def test_a_skewed_split_is_a_sample_ratio_mismatch_and_holds() -> None:
     assert route.srm is not None and route.srm.mismatch
     assert route.verdict == Verdict.HOLD
     assert "sample ratio mismatch" in route.reasons[0]
+    # 44 % of 3000 users at a 25 % stage: a p-value that underflows is not written as 0.
+    assert "(chi-square p < 0.001)" in route.reasons[0]
     sound = judge(synth.calls(synth.aa(users=3000, seed=5))).routes["chat"]
     assert sound.srm is not None and not sound.srm.mismatch
 

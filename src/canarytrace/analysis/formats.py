@@ -55,9 +55,24 @@ def margin_text(result: MetricResult, *, signed: bool = True) -> str:
     return f"{worse}{result.margin:g}"
 
 
+#: Below this a p-value is written as "<0.001": its digits there say more about the
+#: normal approximation's tail than about the data, and one that underflowed to 0 is
+#: not evidence of certainty.
+SMALLEST_P = 0.001
+
+
 def p_text(value: float | None) -> str:
-    """A p-value to two significant digits."""
-    return "–" if value is None else f"{value:.2g}"
+    """A p-value to two significant digits, or "<0.001"."""
+    if value is None:
+        return "–"
+    return f"<{SMALLEST_P:g}" if value < SMALLEST_P else f"{value:.2g}"
+
+
+def p_is(value: float | None) -> str:
+    """What follows "p" in a sentence: "= 0.012" or "< 0.001"."""
+    if value is None:
+        return "n/a"
+    return f"< {SMALLEST_P:g}" if value < SMALLEST_P else f"= {value:.2g}"
 
 
 def describe(result: MetricResult) -> str:

@@ -106,7 +106,7 @@ from canarytrace.analysis.estimates import (
     t_pvalues,
     tier_histograms,
 )
-from canarytrace.analysis.formats import TIER_NAMES, describe, p_text
+from canarytrace.analysis.formats import TIER_NAMES, describe, p_is
 
 
 class Verdict(StrEnum):
@@ -767,7 +767,7 @@ def _judge_route(
         verdict = Verdict.HOLD
         reasons.append(
             f"sample ratio mismatch: {srm.observed_share:.1%} of users are in the canary "
-            f"but the stage is {srm.expected_share:.0%} (chi-square p = {srm.p_value:.2g}); "
+            f"but the stage is {srm.expected_share:.0%} (chi-square p {p_is(srm.p_value)}); "
             "routing or tracing is broken, so no comparison can be trusted until it is fixed"
         )
         reasons += [f"(would have failed) {describe(r)}" for r in failed_critical]
@@ -779,7 +779,7 @@ def _judge_route(
         verdict = Verdict.ROLLBACK
         reasons += [
             f"{describe(r)}: significantly worse beyond the margin "
-            f"(adjusted p = {p_text(r.p_harm_adjusted)})"
+            f"(adjusted p {p_is(r.p_harm_adjusted)})"
             for r in failed_critical
         ]
     else:

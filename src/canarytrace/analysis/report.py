@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from canarytrace.analysis import metrics as M
-from canarytrace.analysis.formats import change_text, margin_text, p_text, value_text
+from canarytrace.analysis.formats import change_text, margin_text, p_is, p_text, value_text
 from canarytrace.analysis.judge import Judgement, RouteVerdict, Verdict
 from canarytrace.analysis.load import Problem
 from canarytrace.tables import fitted
@@ -158,7 +158,7 @@ def print_judgement(
             console.print(
                 Text(
                     f"  split: {route.srm.observed_share:.1%} canary users, stage "
-                    f"{route.srm.expected_share:.0%} (SRM p = {route.srm.p_value:.2g})"
+                    f"{route.srm.expected_share:.0%} (SRM p {p_is(route.srm.p_value)})"
                 )
             )
         for label, trace in _traces(route):
