@@ -154,3 +154,9 @@ def test_llm_output_checks_and_type() -> None:
     assert LLMOutput("x", must_contain=["a"]).checks == Checks(must_contain=("a",))
     with pytest.raises(TypeError, match="must be str"):
         LLMOutput({"not": "text"})  # type: ignore[arg-type]
+
+
+def test_text_where_an_empty_snapshot_was_is_far_longer_in_words_not_infx() -> None:
+    verdict = classify("", "Now there is an answer.", similarity=0.0, threshold=0.8)
+    assert verdict.kind == "meaning changed"
+    assert "text where the snapshot was empty" in verdict.reason and "inf" not in verdict.reason

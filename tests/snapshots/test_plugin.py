@@ -281,3 +281,67 @@ def test_no_wrong_answer_of_a_regressed_canary_passes(
     assert wrong, "seed 0 gives the regressed canary some wrong answers"
     for prompt_id in wrong:
         result.stdout.fnmatch_lines([f"FAILED test_answer.py::test_answer[[]{prompt_id}[]]*"])
+
+
+def test_an_output_equal_to_its_snapshot_must_still_pass_its_own_checks(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte equality once skipped the checks, so a recorded output that broke them
+    passed on every run after."""
+    fourteen = "Customers have 14 days to ask for a refund."
+    checks = {"must_contain": ["30 days"], "must_not_contain": ["14 days"]}
+    args = ("--route", "chat")
+    # --snapshot-update writes it (the review flags it) ...
+    run(suite, monkeypatch, fourteen, *args, "--snapshot-update", checks=checks).assert_outcomes(
+        passed=1
+    )
+    # ... and a plain run fails on it though nothing changed.
+    failed = run(suite, monkeypatch, fourteen, *args, checks=checks)
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(
+        [
+            "*WORRYING (required information lost)*",
+            "*failed: missing required '30 days'*",
+            "*failed: contains forbidden '14 days'*",
+        ]
+    )
+    # Checks the text passes, though it was recorded under others: the new ones apply.
+    run(suite, monkeypatch, fourteen, *args, checks={"must_contain": ["14 days"]}).assert_outcomes(
+        passed=1
+    )
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "Refund policy:\rRefunds within 30 days.\r# ---\r# name: test_ghost\r  injected",
+        "Line one.\r\nLine two.\r\n",
+    ],
+    ids=["bare-cr", "crlf"],
+)
+def test_carriage_returns_are_stored_as_line_breaks_like_syrupys_own(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    """A bare "\\r" read back as a line break cut the output short and let its text pose
+    as amber markers (a ghost snapshot); CRLF was 'updated' on every --snapshot-update."""
+    args = ("--route", "chat")
+    run(suite, monkeypatch, output, *args, "--snapshot-update").assert_outcomes(passed=1)
+    again = run(suite, monkeypatch, output, *args, "--snapshot-update")
+    again.assert_outcomes(passed=1)
+    assert "updated" not in again.stdout.str() and "unused" not in again.stdout.str()
+    run(suite, monkeypatch, output, *args).assert_outcomes(passed=1)
+    stored = snapshot_file(suite.path)
+    assert "\r" not in stored
+    markers = [line for line in stored.splitlines() if line.startswith("# name: ")]
+    assert markers == ["# name: test_answer"]  # the output's own "# name:" stays indented
+
+
+def test_a_missing_snapshot_says_how_to_record_it_not_that_it_changed(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = run(suite, monkeypatch, "The capital of France is Paris.", "--route", "chat")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(
+        ["*Snapshot 'test_answer' does not exist!*", "*record it with pytest --snapshot-update*"]
+    )
+    assert "WORRYING" not in failed.stdout.str() and "infx" not in failed.stdout.str()

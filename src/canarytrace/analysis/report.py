@@ -152,7 +152,7 @@ def print_judgement(
         reasons.add_column(no_wrap=True)
         reasons.add_column()
         for reason in route.reasons:
-            reasons.add_row("  -", reason)
+            reasons.add_row("  -", Text(reason))
         console.print(reasons)
         if route.srm is not None:
             console.print(

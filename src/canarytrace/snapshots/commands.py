@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from canarytrace.errors import CanaryTraceError
 from canarytrace.tables import fitted
@@ -49,7 +50,7 @@ EmbedderOption = Annotated[
 
 
 def _fail(exc: CanaryTraceError) -> typer.Exit:
-    stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    stderr.print(Text("error:", "red"), Text(str(exc)), highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -72,10 +73,10 @@ def review(
         raise _fail(exc) from exc
     if result.changes:
         stdout.print(fitted(stdout, reviewing.table(result)))
-    stdout.print(reviewing.summary(result), highlight=False, soft_wrap=True)
+    stdout.print(reviewing.summary(result), highlight=False, markup=False, soft_wrap=True)
     if html is not None:
         reviewing.write_html(result, html)
-        stderr.print(f"wrote {html}", highlight=False)
+        stderr.print(f"wrote {html}", highlight=False, markup=False)
     raise typer.Exit(code=1 if result.worrying else 0)
 
 
@@ -119,10 +120,12 @@ def compare(
     stdout.print(fitted(stdout, comparing.table(result)))
     for r in result.results:
         for error in r.errors:
-            stderr.print(f"{r.prompt.id}: {error}", highlight=False)
+            stderr.print(f"{r.prompt.id}: {error}", highlight=False, markup=False)
         if r.worrying and r.worst:
             verdict, text = r.worst
-            stdout.print(f"\n{r.prompt.id}: {verdict.kind}: {verdict.reason}", highlight=False)
+            stdout.print(
+                f"\n{r.prompt.id}: {verdict.kind}: {verdict.reason}", highlight=False, markup=False
+            )
             lines = side_by_side(
                 f"baseline {result.baseline.model_id} (medoid)",
                 r.reference,
@@ -131,8 +134,6 @@ def compare(
             )
             stdout.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
     style = "red" if result.verdict == "REGRESSED" else "green"
-    stdout.print(
-        f"[{style}]{result.verdict}[/{style}]: {result.reason}", highlight=False, soft_wrap=True
-    )
-    stdout.print(f"similarity: {result.similarity_label}", highlight=False)
+    stdout.print(Text.assemble((result.verdict, style), f": {result.reason}"), soft_wrap=True)
+    stdout.print(f"similarity: {result.similarity_label}", highlight=False, markup=False)
     raise typer.Exit(code=1 if result.verdict == "REGRESSED" else 0)

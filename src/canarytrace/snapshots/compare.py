@@ -391,6 +391,7 @@ def provider_of(model: ChosenModel) -> str:
 def table(result: Comparison) -> Any:
     """The per-prompt table for the terminal (rich)."""
     from rich.table import Table
+    from rich.text import Text
 
     out = Table(
         title=f"{result.candidate.model_id} vs {result.baseline.model_id}, {result.runs} runs each"
@@ -399,17 +400,25 @@ def table(result: Comparison) -> Any:
         out.add_column(column, overflow="fold")
     for r in result.results:
         worst = r.worst[0] if r.worst else None
+        # Text, not markup: a prompt id or a reason may hold brackets.
         if not r.candidate_verdicts:
-            out.add_row(r.prompt.id, "", "", "", "[yellow]no answers[/yellow]", "; ".join(r.errors))
+            out.add_row(
+                Text(r.prompt.id),
+                "",
+                "",
+                "",
+                Text("no answers", "yellow"),
+                Text("; ".join(r.errors)),
+            )
             continue
-        label = "[red]worrying[/red]" if r.worrying else "[green]acceptable[/green]"
+        label = Text("worrying", "red") if r.worrying else Text("acceptable", "green")
         out.add_row(
-            r.prompt.id,
+            Text(r.prompt.id),
             f"{r.baseline_self:.2f}",
             f"{r.cross:.2f}",
             f"{r.candidate_worrying}/{len(r.candidate_verdicts)} vs "
             f"{r.baseline_worrying}/{len(r.baseline_verdicts)}",
             label,
-            f"{worst.kind}: {worst.reason}" if worst and not worst.acceptable else "",
+            Text(f"{worst.kind}: {worst.reason}" if worst and not worst.acceptable else ""),
         )
     return out

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from syrupy.extensions.amber import AmberSnapshotExtension
 
-from canarytrace.snapshots.classify import Classification, classify
+from canarytrace.snapshots.classify import Classification, against_own_checks, classify
 from canarytrace.snapshots.display import side_by_side
 from canarytrace.snapshots.record import LLMOutput, Record
 from canarytrace.snapshots.similarity import shared_similarity
@@ -63,18 +63,31 @@ class LLMSnapshotExtension(AmberSnapshotExtension):
                 f"llm_snapshot compares model output text: got {type(data).__name__}; "
                 "pass the text, or LLMOutput(text, ...) to add checks"
             )
-        return Record(data.text, self.model, self.pinned, data.checks).render()
+        # Line endings as syrupy's own serializer has them: amber files are written
+        # split on "\n" and read in universal-newline mode, so a "\r" stored as is would
+        # read back as a line break (and the text after it as amber markers).
+        text = data.text.replace("\r\n", "\n").replace("\r", "\n")
+        return Record(text, self.model, self.pinned, data.checks).render()
 
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
-        """Exact under --snapshot-update; otherwise acceptable by `classify`."""
+        """Exact under --snapshot-update; otherwise acceptable by `classify`. An output
+        equal to its snapshot must still pass its own checks (the review flags one
+        recorded under --snapshot-update)."""
         if serialized_data == snapshot_data:
-            return True
+            if self.exact:
+                return True
+            new = Record.parse(str(serialized_data), where="new output")
+            return against_own_checks(new.text, new.checks).acceptable
         if self.exact:
             return False
         return self._judge(str(serialized_data), str(snapshot_data))[2].acceptable
 
     def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
-        """Old and new side by side, then similarity, failed checks and classification."""
+        """Old and new side by side, then similarity, failed checks and classification;
+        for a missing snapshot (syrupy passes ""), how to record it."""
+        if not snapshot_data:  # a stored record always has its header's "---" line
+            yield "  record it with pytest --snapshot-update, then review the change"
+            return
         old, new, verdict = self._judge(str(serialized_data), str(snapshot_data))
         label = shared_similarity(self.embedder).label
         yield f"LLM output changed: {verdict.verdict.upper()} ({verdict.kind})"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from canarytrace.errors import SnapshotError
-from canarytrace.snapshots.classify import Classification, classify
+from canarytrace.snapshots.classify import Classification, against_own_checks, classify
 from canarytrace.snapshots.record import Record
 from canarytrace.snapshots.similarity import shared_similarity
 
@@ -35,20 +35,23 @@ class Change:
 
     file: str  # path relative to the repository root
     name: str  # the snapshot's name (the test)
-    status: Literal["changed", "added", "removed"]
+    status: Literal["changed", "added", "removed", "unchanged"]
     old: Record | None
     new: Record | None
-    classification: Classification | None  # for "changed" only
+    # For "changed"; for "added" and "unchanged" (the same text, maybe by another model)
+    # only when the text fails its own checks.
+    classification: Classification | None
 
     @property
     def worrying(self) -> bool:
-        """A changed snapshot classified worrying."""
+        """A snapshot classified worrying."""
         return self.classification is not None and not self.classification.acceptable
 
 
 @dataclass(frozen=True)
 class Review:
-    """Every changed, added and removed snapshot, and how many stayed the same."""
+    """Every changed, added and removed snapshot, those of the same text that fail their
+    own checks, and how many stayed the same (text; the header may name another model)."""
 
     base: str
     changes: tuple[Change, ...]
@@ -128,14 +131,17 @@ def _classify_all(
     base: str, pairs: list[tuple[str, str, Record | None, Record | None]], embedder: str | None
 ) -> Review:
     similarity = shared_similarity(embedder)
-    changed = [(f, n, o, w) for f, n, o, w in pairs if o and w and o.render() != w.render()]
-    similarity.vectors([r.text for _, _, o, w in changed for r in (o, w) if r])  # one batch
+    changed = [(o, w) for _, _, o, w in pairs if o and w and o.text != w.text]
+    similarity.vectors([r.text for pair in changed for r in pair])  # one batch
     changes: list[Change] = []
+    unchanged = 0
     for file, name, old, new in pairs:
-        if old is None or new is None:
-            status: Literal["added", "removed"] = "added" if old is None else "removed"
-            changes.append(Change(file, name, status, old, new, None))
-        elif old.render() != new.render():
+        if old is None and new is not None:
+            own = against_own_checks(new.text, new.checks)
+            changes.append(Change(file, name, "added", old, new, None if own.acceptable else own))
+        elif new is None:
+            changes.append(Change(file, name, "removed", old, new, None))
+        elif old is not None and old.text != new.text:
             verdict = classify(
                 old.text,
                 new.text,
@@ -144,20 +150,26 @@ def _classify_all(
                 checks=new.checks,
             )
             changes.append(Change(file, name, "changed", old, new, verdict))
-    unchanged = len(pairs) - len(changes)
+        else:
+            unchanged += 1
+            own = against_own_checks(new.text, new.checks)
+            if not own.acceptable:  # checks added or tightened since
+                changes.append(Change(file, name, "unchanged", old, new, own))
     return Review(base, tuple(changes), unchanged, similarity.label)
 
 
 def summary(result: Review) -> str:
     """One line: how many changed, acceptable, worrying, added, removed."""
     changed = [c for c in result.changes if c.status == "changed"]
-    worrying = len(result.worrying)
+    worrying = sum(c.worrying for c in changed)
     added = sum(c.status == "added" for c in result.changes)
     removed = sum(c.status == "removed" for c in result.changes)
+    failing = sum(c.worrying for c in result.changes if c.status != "changed")
+    own = f"; {failing} added or unchanged fail their own checks" if failing else ""
     return (
         f"{len(changed)} changed since {result.base}: {len(changed) - worrying} acceptable, "
-        f"{worrying} worrying; {added} added, {removed} removed, {result.unchanged} unchanged "
-        f"(similarity: {result.similarity_label})"
+        f"{worrying} worrying; {added} added, {removed} removed, {result.unchanged} unchanged"
+        f"{own} (similarity: {result.similarity_label})"
     )
 
 
@@ -170,6 +182,7 @@ def _models(change: Change) -> str:
 def table(result: Review) -> Table:
     """The summary table for the terminal: one row per change, the model once if shared."""
     from rich.table import Table
+    from rich.text import Text
 
     models = {_models(c) for c in result.changes if c.status == "changed"}
     shared = models.pop() if len(models) == 1 else None
@@ -177,7 +190,7 @@ def table(result: Review) -> Table:
     title = f"LLM snapshot changes since {result.base}"
     if len(files) == 1:
         title += f" in {next(iter(files))}"
-    out = Table(title=title, caption=f"model: {shared}" if shared else None)
+    out = Table(title=Text(title), caption=Text(f"model: {shared}") if shared else None)
     columns = ["snapshot", "verdict", "kind", "similarity", "reason"]
     if shared is None:
         columns.insert(1, "model")
@@ -186,13 +199,18 @@ def table(result: Review) -> Table:
     for c in result.changes:
         v = c.classification
         style = "red" if c.worrying else ("green" if v else "yellow")
+        compared = c.status == "changed"
+        verdict: str = c.status
+        if v is not None:
+            verdict = v.verdict if compared else f"{c.status}, {v.verdict}"
+        # Text, not markup: a test id such as `test_x[/api/refund]` is no rich tag.
         row = {
-            "snapshot": c.name if len(files) == 1 else f"{c.file}::{c.name}",
-            "model": _models(c),
-            "verdict": f"[{style}]{v.verdict if v else c.status}[/{style}]",
-            "kind": v.kind if v else "",
-            "similarity": f"{v.similarity:.2f}" if v else "",
-            "reason": v.reason if v else f"snapshot {c.status}; nothing to compare",
+            "snapshot": Text(c.name if len(files) == 1 else f"{c.file}::{c.name}"),
+            "model": Text(_models(c)),
+            "verdict": Text(verdict, style),
+            "kind": Text(v.kind if v else ""),
+            "similarity": Text(f"{v.similarity:.2f}" if v and compared else ""),
+            "reason": Text(v.reason if v else f"snapshot {c.status}; nothing to compare"),
         }
         out.add_row(*(row[column] for column in columns))
     return out
@@ -223,12 +241,13 @@ pre {{ white-space: pre-wrap; margin: 0; font-size: .85rem; }}
 def _html_row(c: Change) -> str:
     v = c.classification
     css = v.verdict if v else c.status
-    verdict = (
-        f"<b>{v.verdict}</b>: {html.escape(v.kind)}<br>similarity {v.similarity:.2f}"
-        f"<br>{html.escape(v.reason)}"
-        if v
-        else c.status
-    )
+    verdict: str = c.status
+    if v is not None:
+        similarity = f"similarity {v.similarity:.2f}" if c.status == "changed" else c.status
+        verdict = (
+            f"<b>{v.verdict}</b>: {html.escape(v.kind)}<br>{similarity}"
+            f"<br>{html.escape(v.reason)}"
+        )
 
     def cell(record: Record | None) -> str:
         if record is None:
