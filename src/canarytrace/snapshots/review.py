@@ -245,8 +245,7 @@ def _html_row(c: Change) -> str:
     if v is not None:
         similarity = f"similarity {v.similarity:.2f}" if c.status == "changed" else c.status
         verdict = (
-            f"<b>{v.verdict}</b>: {html.escape(v.kind)}<br>{similarity}"
-            f"<br>{html.escape(v.reason)}"
+            f"<b>{v.verdict}</b>: {html.escape(v.kind)}<br>{similarity}<br>{html.escape(v.reason)}"
         )
 
     def cell(record: Record | None) -> str:
