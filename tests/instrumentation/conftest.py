@@ -493,6 +493,41 @@ def dropping_api(events: int) -> Callable[[httpx2.Request], httpx2.Response]:
     return answer
 
 
+def failing_in_reply(
+    ending: str, model: str = "gpt-4o-2024-08-06"
+) -> Callable[[httpx2.Request], httpx2.Response]:
+    """A Responses API that fails the call in its reply (HTTP 200): a stream ending in a
+    `response.failed` or an `error` event, or (`ending` "reply") a failed response."""
+    failed = {
+        **_response_object(model),
+        "status": "failed",
+        "usage": None,
+        "output": [],
+        "error": {"code": "server_error", "message": "The model failed."},
+    }
+
+    def api(request: httpx2.Request) -> httpx2.Response:
+        if ending == "reply":
+            return httpx2.Response(200, json=failed)
+        created = {**failed, "status": "in_progress", "error": None}
+        events: list[tuple[str | None, dict[str, Any] | str]] = [
+            (
+                "response.created",
+                {"type": "response.created", "sequence_number": 0, "response": created},
+            )
+        ]
+        if ending == "response.failed":
+            events.append((ending, {"type": ending, "sequence_number": 1, "response": failed}))
+        else:
+            error = {"type": "error", "sequence_number": 1, "code": "server_error", "message": "x"}
+            events.append(("error", {**error, "param": None}))
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, content=_sse(events)
+        )
+
+    return api
+
+
 async def _async_fake_api(request: httpx2.Request) -> httpx2.Response:
     await request.aread()
     return fake_api(request)

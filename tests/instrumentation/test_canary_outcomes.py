@@ -25,6 +25,7 @@ from tests.instrumentation.conftest import (
     BACKGROUND_FAILS,
     Telemetry,
     dropping_api,
+    failing_in_reply,
     fake_api,
     openai_client,
 )
@@ -228,3 +229,15 @@ def test_canary_streams_of_the_responses_api_that_drop_count_as_failures(
     assert len(rollbacks) == 1
     for span in instrumented.llm_spans():
         assert "canarytrace.background.status" not in span.attributes
+
+
+def test_canary_responses_that_fail_in_their_reply_count_as_failures(
+    instrumented: Telemetry, rollbacks: list[tuple[str, str]]
+) -> None:
+    """OpenAI reports these in a successful HTTP reply; the breaker counted them as
+    successes."""
+    http = httpx2.Client(transport=httpx2.MockTransport(failing_in_reply("error", CANARY)))
+    client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+    for _ in range(SMALL_BREAKER.min_calls):
+        list(client.responses.create(model=CANARY, input="Hi", stream=True))
+    assert len(rollbacks) == 1 and rollbacks[0][0] == "chat"

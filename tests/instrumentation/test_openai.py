@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
-from tests.instrumentation.conftest import REQUEST_ID, TEXT_CHUNKS, Telemetry, openai_client
+from tests.instrumentation.conftest import (
+    REQUEST_ID,
+    TEXT_CHUNKS,
+    Telemetry,
+    _response_object,
+    _sse,
+    failing_in_reply,
+    openai_client,
+)
 
 MODEL = "gpt-4o-2024-08-06"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -176,18 +187,51 @@ def test_stream_helper_text_is_untouched(instrumented: Telemetry) -> None:
     assert completion.choices[0].message.content == text
 
 
-def test_include_stream_usage_is_opt_in_and_gives_usage(telemetry: Telemetry) -> None:
+@pytest.mark.parametrize(
+    "read",
+    [
+        chat_stream,
+        chat_stream_helper,  # passes `stream_options` as the SDK's "omitted" sentinel
+        lambda c: list(
+            c.chat.completions.create(
+                model=MODEL,
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_obfuscation": False},
+            )
+        ),
+    ],
+    ids=["create", "stream-helper", "other-stream-options"],
+)
+def test_include_stream_usage_is_opt_in_and_gives_usage(
+    telemetry: Telemetry, read: Callable[[Any], Any]
+) -> None:
     from canarytrace.instrumentation import instrument, uninstrument
 
     instrument(tracer_provider=telemetry.provider, include_stream_usage=True)
     try:
-        chunks = chat_stream(openai_client())
+        read(openai_client())
     finally:
         uninstrument()
-    assert chunks[-1].usage is not None and chunks[-1].choices == []
     attrs = telemetry.one_span().attributes
     assert attrs["gen_ai.usage.input_tokens"] == 12
     assert attrs["gen_ai.usage.output_tokens"] == 3
+
+
+def test_include_stream_usage_leaves_a_callers_own_no(telemetry: Telemetry) -> None:
+    from canarytrace.instrumentation import instrument, uninstrument
+
+    instrument(tracer_provider=telemetry.provider, include_stream_usage=True)
+    try:
+        chunks = list(
+            openai_client().chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": False}
+            )
+        )
+    finally:
+        uninstrument()
+    assert all(chunk.usage is None for chunk in chunks)
+    assert "gen_ai.usage.input_tokens" not in telemetry.one_span().attributes
 
 
 def test_with_raw_response_returns_the_raw_object_and_traces(instrumented: Telemetry) -> None:
@@ -343,3 +387,118 @@ def test_a_default_call_records_no_settings_it_did_not_make(instrumented: Teleme
     assert "openai.request.service_tier" not in attrs
     assert "gen_ai.request.reasoning.level" not in attrs
     assert attrs["openai.response.service_tier"] == "default"
+
+
+def _sse_client(chunks: list[dict[str, Any]], **client: Any) -> Any:
+    """An OpenAI (or, with `azure_endpoint`, Azure OpenAI) client whose API streams `chunks`."""
+
+    def api(request: httpx2.Request) -> httpx2.Response:
+        body = _sse([(None, chunk) for chunk in chunks] + [(None, "[DONE]")])
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    http = httpx2.Client(transport=httpx2.MockTransport(api))
+    if "azure_endpoint" in client:
+        return openai.AzureOpenAI(api_key="k", api_version="2024-10-21", http_client=http, **client)
+    return openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+
+
+def _chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-AZ",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": MODEL,
+        "system_fingerprint": "fp_az",
+        "choices": choices,
+        **extra,
+    }
+
+
+def test_an_azure_stream_led_by_its_prompt_filter_chunk_keeps_id_model_and_cost(
+    instrumented: Telemetry,
+) -> None:
+    """Azure's first chunk reports its prompt filter, with an empty id and model: taken
+    as the response's, it left the span without them and, priced by the deployment's
+    name, without a cost."""
+    prompt_filter = {
+        "id": "",
+        "object": "",
+        "created": 0,
+        "model": "",
+        "choices": [],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+    }
+    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    client = _sse_client(
+        [
+            prompt_filter,
+            _chunk([{"index": 0, "delta": {"role": "assistant", "content": "Hello"}}]),
+            _chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            _chunk([], usage=usage),
+        ],
+        azure_endpoint="https://my.openai.azure.com",
+    )
+    list(client.chat.completions.create(model="my-deployment", messages=MESSAGES, stream=True))
+    attributes = instrumented.one_span().attributes
+    assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    assert attributes["gen_ai.response.id"] == "chatcmpl-AZ"
+    assert attributes["gen_ai.response.model"] == MODEL
+    assert attributes["openai.response.system_fingerprint"] == "fp_az"
+    assert attributes["canarytrace.cost_usd"] > 0
+
+
+def test_streamed_choices_are_captured_apart_as_when_not_streamed(
+    with_content: Telemetry,
+) -> None:
+    """With n=2 the deltas of both choices interleave; joined as one, they read
+    'HelloBonjour world monde'."""
+    words = [(0, "Hello"), (1, "Bonjour"), (0, " world"), (1, " monde")]
+    client = _sse_client(
+        [_chunk([{"index": i, "delta": {"content": text}}]) for i, text in words]
+        + [_chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in (0, 1)])]
+    )
+    list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True, n=2))
+    (answer,) = json.loads(with_content.one_span().attributes["gen_ai.output.messages"])
+    assert [part["content"] for part in answer["parts"]] == ["Hello world", "Bonjour monde"]
+
+
+def test_a_call_that_names_no_model_is_named_by_its_operation_alone(
+    instrumented: Telemetry,
+) -> None:
+    """A Responses call with a stored prompt names no model: the span was 'chat None'
+    with the request model "None", which routing, pricing and the metrics grouped by."""
+
+    def api(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=_response_object(MODEL))
+
+    http = httpx2.Client(transport=httpx2.MockTransport(api))
+    client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+    client.responses.create(prompt={"id": "pmpt_123"}, input="hi")
+    (span,) = [s for s in instrumented.spans() if s.name.startswith("chat")]
+    assert span.name == "chat"
+    assert "gen_ai.request.model" not in span.attributes
+    assert "canarytrace.pinned" not in span.attributes
+    assert span.attributes["gen_ai.response.model"] == MODEL
+    assert span.attributes["canarytrace.cost_usd"] > 0
+    (point,) = instrumented.metric_points("gen_ai.client.operation.duration")
+    assert "gen_ai.request.model" not in point.attributes
+
+
+@pytest.mark.parametrize("ending", ["response.failed", "error", "reply"])
+def test_a_responses_call_that_fails_in_its_reply_is_an_error(
+    instrumented: Telemetry, ending: str
+) -> None:
+    """OpenAI reports such a failure in a successful HTTP reply: the span said UNSET with
+    no error.type, the judge counted the call as a success and the breaker never saw it."""
+    http = httpx2.Client(transport=httpx2.MockTransport(failing_in_reply(ending)))
+    client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+    if ending == "reply":
+        assert client.responses.create(model=MODEL, input="hi").status == "failed"
+    else:
+        events = [e.type for e in client.responses.create(model=MODEL, input="hi", stream=True)]
+        assert events == ["response.created", ending]  # the application's stream, unchanged
+    span = instrumented.one_span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["error.type"] == "server_error"
+    (point,) = instrumented.metric_points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "server_error"

@@ -106,6 +106,58 @@ def test_async_stream_broken_off_ends_span(instrumented: Telemetry) -> None:
     assert ended_calls(instrumented) == 1
 
 
+def _leave_chat_helper(client: Any, telemetry: Telemetry) -> None:
+    with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
+        for _event in stream:
+            break
+    telemetry.one_span()  # ended on leaving `with`, the helper still alive
+
+
+def _close_responses_helper(client: Any, telemetry: Telemetry) -> None:
+    stream = client.responses.stream(model=MODEL, input="Say hello").__enter__()
+    for _event in stream:
+        break
+    stream.close()
+    telemetry.one_span()
+
+
+async def _aleave_chat_helper(client: Any, telemetry: Telemetry) -> None:
+    async with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
+        async for _event in stream:
+            break
+    telemetry.one_span()  # before the loop's end finalizes the async generators
+
+
+async def _aclose_responses_helper(client: Any, telemetry: Telemetry) -> None:
+    stream = await client.responses.stream(model=MODEL, input="Say hello").__aenter__()
+    async for _event in stream:
+        break
+    await stream.close()
+    telemetry.one_span()
+
+
+@pytest.mark.parametrize(
+    "leave",
+    [_leave_chat_helper, _close_responses_helper, _aleave_chat_helper, _aclose_responses_helper],
+)
+def test_a_stream_helper_left_early_ends_its_span_then_not_at_collection(
+    instrumented: Telemetry, leave: Any
+) -> None:
+    """The `stream()` helpers close the HTTP response past the stream proxy, and hold
+    their own reference cycle: the span stayed open until the collector ran."""
+    gc.disable()  # what a busy application may not do for a long time
+    try:
+        if asyncio.iscoroutinefunction(leave):
+            asyncio.run(leave(openai_client(is_async=True), instrumented))
+        else:
+            leave(openai_client(), instrumented)
+    finally:
+        gc.enable()
+    gc.collect()
+    assert instrumented.one_span().attributes["gen_ai.request.model"] == MODEL
+    assert ended_calls(instrumented) == 1
+
+
 def _stream_openai() -> None:
     list(openai_client().chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
 

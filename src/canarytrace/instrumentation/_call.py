@@ -132,7 +132,7 @@ class Target:
         self.pinned = pinned
         self.base_url = base_url  # the client's, so a replaced base_url is noticed
         self.attributes = attributes
-        self.name = f"{operation} {model}"
+        self.name = f"{operation} {model}" if model else operation
 
 
 class Call:
@@ -234,6 +234,8 @@ def end_call(
                 model = response_model or target.model
                 cost = add_usage(attributes, target.provider, model, usage)
             span.set_attributes(attributes)
+            if error_type is None:  # a failure the response reports (OpenAI's Responses)
+                error_type = attributes.get(A.ERROR_TYPE)
         if error_type is not None:
             span.set_attribute(A.ERROR_TYPE, error_type)
             # The type only: SDK error messages can quote request details.
@@ -252,7 +254,7 @@ def end_call(
             and call.route is not None
             and not _await_end_if_running(call, attributes, usage)
         ):
-            routing.record_result(call.route, call.tier, error is None)
+            routing.record_result(call.route, call.tier, error_type is None)
     except Exception:
         report("end_call.metrics")
 
@@ -400,8 +402,9 @@ def _labels_of(
     common: dict[str, Any] = {
         A.GEN_AI_OPERATION_NAME: target.operation,
         A.GEN_AI_PROVIDER_NAME: target.provider,
-        A.GEN_AI_REQUEST_MODEL: target.model,
     }
+    if target.model:
+        common[A.GEN_AI_REQUEST_MODEL] = target.model
     if response_model:
         common[A.GEN_AI_RESPONSE_MODEL] = response_model
     if tier is not None:

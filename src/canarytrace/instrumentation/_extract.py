@@ -400,6 +400,8 @@ def openai_responses_response(response: Any) -> tuple[dict[str, Any], Usage | No
         reasons = [reason if isinstance(reason, str) else status]
         out[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
         refused_by_filter(out, reasons)
+        if status == "failed":  # the call failed though its HTTP request did not
+            out[A.ERROR_TYPE] = _failure(response)
     elif getattr(response, "background", None) is True:  # queued or in progress
         out[A.BACKGROUND_STATUS] = status
     tier = openai_served(out, getattr(response, "service_tier", None))
@@ -439,9 +441,15 @@ def openai_background_end(response: Any) -> dict[str, Any]:
     if isinstance(created, _NUMBERS) and isinstance(completed, _NUMBERS):
         out[A.BACKGROUND_DURATION_MS] = (completed - created) * 1000.0
     if response.status == "failed":
-        code = getattr(getattr(response, "error", None), "code", None)
-        out[A.ERROR_TYPE] = code if isinstance(code, str) and code else "failed"
+        out[A.ERROR_TYPE] = _failure(response)
     return out
+
+
+def _failure(response: Any) -> str:
+    """The error type of a Responses API response that failed: its error's code (OpenAI
+    reports a failure in the response, not as an HTTP error), else "failed"."""
+    code = getattr(getattr(response, "error", None), "code", None)
+    return code if isinstance(code, str) and code else "failed"
 
 
 def _refuses(message: Any) -> bool:

@@ -97,14 +97,17 @@ _targets: dict[tuple[str, int, str], Target] = {}
 
 
 def _target(spec: Spec, client: Any, base_url: Any, model: str) -> Target:
-    pinned = is_pinned(model)
+    """A call's target; `model` is "" for a request that names none (a Responses call
+    with a stored prompt), which has no model attributes, as the conventions say."""
+    pinned = bool(model) and is_pinned(model)
     server = server_attributes(base_url)
     provider = provider_name(spec.provider, client, server.get(A.SERVER_ADDRESS))
     attributes = {**spec.static, **server}
     # `gen_ai.system` too, for back-ends that still read it: its values are the same.
     attributes[A.GEN_AI_PROVIDER_NAME] = attributes[A.GEN_AI_SYSTEM] = provider
-    attributes[A.GEN_AI_REQUEST_MODEL] = model
-    attributes[A.PINNED] = pinned
+    if model:
+        attributes[A.GEN_AI_REQUEST_MODEL] = model
+        attributes[A.PINNED] = pinned
     if spec.headers:
         header_attributes(getattr(client, "_custom_headers", None), spec.headers, attributes)
     target = Target(provider, spec.operation, model, pinned, base_url, attributes)
@@ -118,7 +121,7 @@ def begin(ins: Instruments, spec: Spec, instance: Any, kwargs: dict[str, Any]) -
     """Start the span of a call with `kwargs`."""
     model = kwargs.get("model")
     if not isinstance(model, str):
-        model = str(model)
+        model = "" if model is None else str(model)
     client = instance._client
     # The attribute behind the SDKs' `base_url` property: openai's property imports a
     # module on every read.
@@ -175,8 +178,16 @@ def _adds_stream_usage(spec: Spec, options: Options) -> bool:
 
 
 def _add_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any]:
-    if _wants_stream(kwargs) and "stream_options" not in kwargs:
+    """`kwargs` asking for usage on a stream, unless the caller said whether to. The
+    SDK's `stream()` helper passes `stream_options` as its "omitted" sentinel, and an
+    application may pass other stream options: both are added to, not taken as a no."""
+    if not _wants_stream(kwargs):
+        return kwargs
+    options = kwargs.get("stream_options")
+    if not isinstance(options, dict):
         return {**kwargs, "stream_options": {"include_usage": True}}
+    if "include_usage" not in options:
+        return {**kwargs, "stream_options": {**options, "include_usage": True}}
     return kwargs
 
 

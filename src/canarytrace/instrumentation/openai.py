@@ -5,6 +5,7 @@ async.
 
 The `stream(...)` helpers are not wrapped themselves: the SDK implements them by calling
 `self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
+Only their streams' `close()` is, since it closes the HTTP response past the proxy.
 `with_raw_response` and `with_streaming_response` call the same wrapped methods.
 """
 
@@ -18,7 +19,7 @@ from canarytrace.instrumentation import _extract as X
 from canarytrace.instrumentation import background
 from canarytrace.instrumentation._call import Instruments
 from canarytrace.instrumentation._wrappers import Options, Spec, async_wrapper, sync_wrapper
-from canarytrace.instrumentation.streams import Accumulator
+from canarytrace.instrumentation.streams import Accumulator, aclose_helper, close_helper
 
 #: The versions tested (the `openai` extra of pyproject.toml).
 SUPPORTED = "openai >= 3.40, < 4"
@@ -26,6 +27,8 @@ SUPPORTED = "openai >= 3.40, < 4"
 _CHAT = "openai.resources.chat.completions.completions"
 _RESPONSES = "openai.resources.responses.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
+_CHAT_HELPERS = "openai.lib.streaming.chat._completions"
+_RESPONSES_HELPERS = "openai.lib.streaming.responses._responses"
 _REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -59,10 +62,10 @@ class ChatAccumulator(Accumulator):
         self.reasons: list[str] = []
         self.refused = False  # a refusal's text comes instead of content: no first token
         self.usage: Any = None
-        self.parts: list[str] = []
+        self.parts: dict[int, list[str]] = {}
 
     def process(self, chunk: Any) -> None:
-        if self.id is None:
+        if not self.id:  # Azure's first chunk, its prompt filter's, has an empty id
             self.id = chunk.id
             self.model = chunk.model
             self.tier = chunk.service_tier
@@ -72,8 +75,8 @@ class ChatAccumulator(Accumulator):
             if delta is not None:
                 if self.first_token is None and (delta.content or delta.tool_calls):
                     self.first_token = time.perf_counter()
-                if self.capture and delta.content:
-                    self.parts.append(delta.content)
+                if self.capture and delta.content:  # each choice (`n`) its own text
+                    self.parts.setdefault(choice.index, []).append(delta.content)
                 if delta.refusal:
                     self.refused = True
             if choice.finish_reason:
@@ -105,22 +108,24 @@ class ChatAccumulator(Accumulator):
         return out, X.openai_chat_usage(self.usage, self.tier, out)
 
     def texts(self) -> list[str]:
-        return ["".join(self.parts)] if self.parts else []
+        return ["".join(parts) for _, parts in sorted(self.parts.items())]
 
 
 class ResponsesAccumulator(Accumulator):
     """Reads Responses API stream events; the final `response.*` event has the usage."""
 
-    __slots__ = ("capture", "first_token", "http", "parts", "response")
+    __slots__ = ("capture", "error", "first_token", "http", "parts", "response")
 
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-    late = _FINAL | {"response.created"}
+    # `error`: the stream's own failure event, which ends it without a final response.
+    late = _FINAL | {"response.created", "error"}
 
     def __init__(self, capture: bool, stream: Any = None) -> None:
         self.capture = capture
         self.http = getattr(stream, "response", None)  # its headers hold the request id
         self.first_token: float | None = None
         self.response: Any = None  # the API's `Response`, as created, then as it ended
+        self.error: str | None = None  # the code of an `error` event
         self.parts: list[str] = []
 
     def process(self, event: Any) -> None:
@@ -130,6 +135,9 @@ class ResponsesAccumulator(Accumulator):
                 self.first_token = time.perf_counter()
             if self.capture:
                 self.parts.append(event.delta)
+        elif kind == "error":
+            code = getattr(event, "code", None)
+            self.error = code if isinstance(code, str) and code else "error"
         elif kind in self.late:
             self.response = event.response
 
@@ -138,6 +146,8 @@ class ResponsesAccumulator(Accumulator):
         usage = None
         if self.response is not None:
             out, usage = X.openai_responses_response(self.response)
+        if self.error is not None:
+            out.setdefault(A.ERROR_TYPE, self.error)
         X.header_request_id(out, A.OPENAI_REQUEST_ID, self.http, _REQUEST_ID_HEADER)
         return out, usage
 
@@ -208,4 +218,14 @@ def patches(ins: Instruments, options: Options) -> list[tuple[str, str, Any]]:
         )
         for method in ("retrieve", "cancel")
     ]
-    return calls + ends
+    # The `stream()` helpers close the HTTP response on `close()` and on leaving `with`,
+    # past the stream proxy: their close ends the call's span too.
+    helpers = [
+        (module, f"{owner}.close", aclose_helper if owner.startswith("Async") else close_helper)
+        for module, owners in (
+            (_CHAT_HELPERS, ("ChatCompletionStream", "AsyncChatCompletionStream")),
+            (_RESPONSES_HELPERS, ("ResponseStream", "AsyncResponseStream")),
+        )
+        for owner in owners
+    ]
+    return calls + ends + helpers

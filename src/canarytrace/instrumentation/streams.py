@@ -372,6 +372,36 @@ class AsyncStream(AsyncIteratingProxy):
             self._self_finisher.end(None)
 
 
+def _end_stream_under(helper: Any) -> None:
+    """End the span of the proxied SDK stream a helper stream reads (`_raw_stream`)."""
+    try:
+        finisher = getattr(getattr(helper, "_raw_stream", None), "_self_finisher", None)
+        if isinstance(finisher, _Finisher):
+            finisher.end(None)
+    except Exception:
+        report("stream.helper_close")
+
+
+def close_helper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """The wrapper of a helper stream's `close()` that closes the HTTP response itself
+    (OpenAI's `ChatCompletionStream`, `ResponseStream`), never the stream it reads: it
+    ends that stream's span too, or a helper left early kept its span open until the
+    garbage collector found the helper's reference cycle, with the wrong duration, or
+    lost it at exit."""
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _end_stream_under(instance)
+
+
+async def aclose_helper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """`close_helper` for the async helpers."""
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _end_stream_under(instance)
+
+
 def wrap_stream_manager(
     manager: Any,
     open_sync: Callable[[Callable[[], Any]], Any] | None = None,
