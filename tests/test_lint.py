@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
+from typer.testing import CliRunner
 
+from canarytrace.cli import app
 from canarytrace.deprecations import load_table
 from canarytrace.lint import anthropic_id, check, lint_paths, model_id_in
 
@@ -143,3 +145,101 @@ def test_the_pre_commit_hook_runs_lint_on_every_kind_of_file_it_reads() -> None:
     scanned = [p for p in (LINT / "dirty").rglob("*") if p.is_file()]
     assert scanned and all(files.search(p.relative_to(LINT).as_posix()) for p in scanned)
     assert not files.search("README.md")
+
+
+# --- the CLI on files that are odd, missing or unreadable -----------------------------------
+
+
+def _lint(*paths: Path | str) -> tuple[int, list[tuple[str, int, str]], str]:
+    """Exit code, (file name, line, id) of each finding in printed order, and stderr."""
+    result = CliRunner().invoke(app, ["lint", *map(str, paths), "--as-of", DAY.isoformat()])
+    found = [line.split(": ")[:2] for line in result.stdout.splitlines()]
+    where = [(Path(place.rsplit(":", 1)[0]).name, int(place.rsplit(":", 1)[1]), model)
+             for place, model in found]  # fmt: skip
+    return result.exit_code, where, result.stderr
+
+
+def test_a_path_that_does_not_exist_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "app.py").write_text('MODEL = "gpt-4o"\n')
+    monkeypatch.chdir(tmp_path)  # a short path: the error box would cut a long one
+    code, findings, stderr = _lint("does-not-exist", "app.py")
+    assert code == 2 and findings == []
+    assert "does-not-exist" in stderr
+
+
+def test_a_file_that_is_not_utf8_is_linted_and_said_to_be(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.py"
+    latin.write_bytes('model = "gpt-4o"\n# café\n'.encode("latin-1"))
+    code, findings, stderr = _lint(latin)
+    assert (code, findings) == (1, [("latin.py", 1, "gpt-4o")])
+    assert f"{latin}: not UTF-8" in stderr
+
+
+def test_a_file_that_cannot_be_read_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked, open_ = tmp_path / "locked.yaml", tmp_path / "open.yaml"
+    locked.write_text("model: gpt-4\n")
+    open_.write_text("model: gpt-5-2025-08-07\n")
+    read_bytes = Path.read_bytes
+
+    def refuse_locked(path: Path) -> bytes:
+        if path == locked:  # as root, chmod 000 does not stop a read: refuse it here
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse_locked)
+    code, findings, stderr = _lint(tmp_path)
+    assert (code, findings) == (2, [])
+    assert f"{locked}: not read (Permission denied)" in stderr
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason"),
+    [
+        ("released: 2024-02-30\n", "day is out of range for month"),  # ruamel: ValueError
+        ("deep: " + "[" * 600 + "]" * 600 + "\n", "nested too deeply"),  # RecursionError
+    ],
+)
+def test_a_yaml_file_the_parser_cannot_build_is_read_line_by_line(
+    tmp_path: Path, odd: str, reason: str
+) -> None:
+    (tmp_path / "app.py").write_text('MODEL = "gpt-4"\n')
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: gpt-4o\n" + odd)
+    code, findings, stderr = _lint(tmp_path)
+    assert (code, findings) == (1, [("app.py", 1, "gpt-4"), ("cfg.yaml", 1, "gpt-4o")])
+    assert f"{cfg}: not parsed ({reason}): read line by line" in stderr
+
+
+def test_an_id_completed_at_run_time_is_not_judged_and_literals_are_joined(
+    tmp_path: Path,
+) -> None:
+    app_py = tmp_path / "app.py"
+    app_py.write_text(
+        'date = "2024-08-06"\n'
+        'create(model=f"gpt-4o-{date}")\n'
+        'create(model="gpt-5" + "-2025-08-07")\n'
+        'create(model="gpt-4o" + suffix)\n'
+        'create(model="claude-3-5-sonnet" + "-latest")\n'
+        'create(model="gpt-4o-" + f"{date}")\n'
+        'create(model=f"gpt-4")\n'
+    )
+    code, findings, _ = _lint(app_py)
+    assert (code, findings) == (
+        1, [("app.py", 5, "claude-3-5-sonnet-latest"), ("app.py", 7, "gpt-4")]
+    )  # fmt: skip
+
+
+def test_findings_are_in_file_line_and_column_order(tmp_path: Path) -> None:
+    (tmp_path / "b.py").write_text(
+        'def ask():\n    return create(model="gpt-4")\nMODEL = [["gpt-4o"], "o1"]\n'
+    )
+    (tmp_path / "a.yaml").write_text("model: gpt-4\n")
+    code, findings, _ = _lint(tmp_path / "b.py", tmp_path / "a.yaml")
+    assert (code, findings) == (
+        1,
+        [("a.yaml", 1, "gpt-4"), ("b.py", 2, "gpt-4"), ("b.py", 3, "gpt-4o"), ("b.py", 3, "o1")],
+    )

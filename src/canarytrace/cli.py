@@ -287,24 +287,32 @@ def rollback(
 @app.command()
 def lint(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files or folders (default: .).")
+        list[Path] | None, typer.Argument(help="Files or folders (default: .).", exists=True)
     ] = None,
     output: Annotated[LintFormat, typer.Option("--format", help="text or json.")] = LintFormat.text,
     as_of: AsOfOpt = None,
     deprecations: DeprecationsOpt = None,
 ) -> None:
-    """Find undated aliases and deprecated or retired models in code and config; exit 1 if any."""
+    """Find undated aliases and deprecated or retired models in code and config; exit 1 if any.
+
+    Exit 2 if a path does not exist or a file cannot be read: such a run proves nothing.
+    """
     import json
 
     from canarytrace.deprecations import load_table
     from canarytrace.errors import CanaryTraceError
-    from canarytrace.lint import lint_paths
+    from canarytrace.lint import Notice, lint_paths
 
     day = as_of.date() if as_of else dt.date.today()
+    notices: list[Notice] = []
     try:
-        findings = lint_paths(paths or [Path(".")], as_of=day, table=load_table(deprecations))
+        findings = lint_paths(
+            paths or [Path(".")], as_of=day, table=load_table(deprecations), notify=notices.append
+        )
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
+    for notice in notices:
+        _say("warning", "yellow", str(notice))
     if output is LintFormat.json:
         typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
@@ -312,7 +320,10 @@ def lint(
             typer.echo(str(finding))
     if findings:
         _say("lint", "red", f"{len(findings)} model id(s) to pin or replace")
-        raise typer.Exit(code=1)
+    if unread := [notice for notice in notices if notice.unread]:
+        _say("lint", "red", f"{len(unread)} file(s) could not be read, so were not checked")
+    if findings or unread:
+        raise typer.Exit(code=2 if unread else 1)
 
 
 @app.command()

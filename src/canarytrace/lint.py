@@ -8,11 +8,15 @@ Where it looks:
 
 - Python, through the AST: string literals passed as `model=`, stored under a `"model"`
   dict key, or assigned to a name holding MODEL (`MODEL`, `DEFAULT_MODEL`, `cfg.model`) or
-  inside a class whose name holds Model (the article's `ModelConfig.PRODUCTION`).
+  inside a class whose name holds Model (the article's `ModelConfig.PRODUCTION`). Literals
+  joined by `+` are one value; text that an f-string's `{...}` or a run-time operand
+  continues is only the start of an id, and is not judged.
 - YAML: every string value, with its line.
 - JSON, TOML and `.env` files, and any file the parsers above reject: every quoted or
   bare value on each line, comments removed. (JSON has no comments and quotes every
   string, so this finds each one on its line, and is ten times faster than a YAML parser.)
+  A rejected file is named in a `Notice`, as is one that is not UTF-8 (read with its
+  undecodable bytes replaced: model ids are ASCII) and one that cannot be read at all.
 
 What it reports: undated aliases (with the snapshot to pin), and models that are retired,
 retire within 60 days, or are deprecated (with the provider's replacement). A line that
@@ -28,14 +32,14 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import MarkedYAMLError
 
 from canarytrace.deprecations import DeprecationTable, Lifecycle
 from canarytrace.registry import is_known_alias, is_pinned
@@ -81,6 +85,22 @@ class Finding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A file lint read only in part, or not at all: said, so a pass is never silently partial."""
+
+    file: str
+    message: str
+    unread: bool = False  # True: nothing in the file was checked, so the run cannot pass
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+def _ignore(notice: Notice) -> None:
+    """The default `notify`: a library caller that passes none has chosen not to hear."""
+
+
 def model_id_in(value: str) -> str | None:
     """The model id that `value` is (provider prefix removed), or None if it is not one."""
     match = _MODEL_ID.match(value.strip())
@@ -119,36 +139,63 @@ def check(
 
 
 def lint_paths(
-    paths: Iterable[str | Path], *, as_of: dt.date, table: DeprecationTable
+    paths: Iterable[str | Path],
+    *,
+    as_of: dt.date,
+    table: DeprecationTable,
+    notify: Callable[[Notice], None] = _ignore,
 ) -> list[Finding]:
-    """Every finding in `paths` (files, or folders searched recursively), in file order."""
+    """Every finding in `paths` (files, or folders searched recursively), by file, line and
+    column. Each file read only in part or not at all goes to `notify`, so that a caller can
+    tell a clean pass from one that could not look."""
     findings: list[Finding] = []
-    for file in _files(paths):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        lines = text.splitlines()
-        seen: set[tuple[int, str]] = set()
-        for line, value in _candidates(file, text):
-            model_id = model_id_in(value)
-            if model_id is None or (line, model_id) in seen:
-                continue
-            seen.add((line, model_id))
-            if 0 < line <= len(lines) and IGNORE_MARK in lines[line - 1]:
-                continue
-            upstream = anthropic_id(model_id)
-            verdict = check(upstream or model_id, as_of, table)
-            if verdict:
-                kind, why, suggestion = verdict
-                if upstream is not None:
-                    why = (
-                        f"Anthropic's {upstream}, {why}; the cloud platform sets its own "
-                        "dates, and spells the replacement its own way"
-                    )
-                pinned = suggestion is None or is_pinned(suggestion, table)
-                findings.append(Finding(str(file), line, model_id, kind, why, suggestion, pinned))
+    for file in sorted(_files(paths)):
+        text = _read(file, notify)
+        if text is not None:
+            findings.extend(_lint_file(file, text, as_of, table, notify))
     return findings
+
+
+def _read(file: Path, notify: Callable[[Notice], None]) -> str | None:
+    """The file's text, or None when it cannot be read. Bytes that are not UTF-8 become
+    U+FFFD: every model id is ASCII, so it is still found in a Latin-1 or cp1252 file."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        notify(Notice(str(file), f"not read ({exc.strerror or exc}): not checked", unread=True))
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 (byte {exc.start}): read with the undecodable bytes replaced"
+        notify(Notice(str(file), message))
+        return data.decode("utf-8-sig", errors="replace")
+
+
+def _lint_file(
+    file: Path, text: str, as_of: dt.date, table: DeprecationTable, notify: Callable[[Notice], None]
+) -> Iterator[Finding]:
+    """The findings in one file's text: each model id once a line, unless the line says ignore."""
+    lines = text.splitlines()
+    seen: set[tuple[int, str]] = set()
+    for line, _column, value in _candidates(file, text, notify):
+        model_id = model_id_in(value)
+        if model_id is None or (line, model_id) in seen:
+            continue
+        seen.add((line, model_id))
+        if 0 < line <= len(lines) and IGNORE_MARK in lines[line - 1]:
+            continue
+        upstream = anthropic_id(model_id)
+        verdict = check(upstream or model_id, as_of, table)
+        if verdict:
+            kind, why, suggestion = verdict
+            if upstream is not None:
+                why = (
+                    f"Anthropic's {upstream}, {why}; the cloud platform sets its own "
+                    "dates, and spells the replacement its own way"
+                )
+            pinned = suggestion is None or is_pinned(suggestion, table)
+            yield Finding(str(file), line, model_id, kind, why, suggestion, pinned)
 
 
 def _kind(path: Path) -> str | None:
@@ -173,30 +220,45 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def _candidates(path: Path, text: str) -> Iterator[tuple[int, str]]:
-    kind = _kind(path)
-    if kind == "python":
+def _candidates(
+    path: Path, text: str, notify: Callable[[Notice], None]
+) -> list[tuple[int, int, str]]:
+    """(line, column, value) of each value that may be a model id, in the order of the text.
+    A file its parser rejects is read line by line, and said to be."""
+    parse = {"python": _parse_python, "yaml": _parse_yaml}.get(_kind(path) or "")
+    if parse is not None:
+        # Any error: ruamel raises ValueError (2024-02-30), IndexError (`!!int 0x`) and
+        # RecursionError (deep nesting) on odd input, and one odd file must not end the run.
         try:
-            yield from _python(ast.parse(text, filename=str(path)))
-            return
-        except SyntaxError:
-            pass
-    elif kind == "yaml":
-        try:
-            docs = list(YAML(typ="rt").load_all(text))
-        except YAMLError:
-            pass
-        else:
-            for doc in docs:
-                yield from _yaml(doc)
-            return
-    yield from _lines(text)
+            return sorted(parse(text))
+        except Exception as exc:
+            notify(Notice(str(path), f"not parsed ({_reason(exc)}): read line by line"))
+    return sorted(_lines(text))
+
+
+def _parse_python(text: str) -> list[tuple[int, int, str]]:
+    return list(_python(ast.parse(text)))
+
+
+def _parse_yaml(text: str) -> list[tuple[int, int, str]]:
+    return [found for doc in YAML(typ="rt").load_all(text) for found in _yaml(doc)]
+
+
+def _reason(exc: Exception) -> str:
+    """Why a parser gave up, on one line with the line number when the parser knows it."""
+    if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
+        return f"line {exc.problem_mark.line + 1}: {exc.problem}"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}: {exc.msg}"
+    if isinstance(exc, RecursionError | MemoryError):
+        return "nested too deeply"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 # --- Python -------------------------------------------------------------------------------
 
 
-def _python(tree: ast.AST) -> Iterator[tuple[int, str]]:
+def _python(tree: ast.AST) -> Iterator[tuple[int, int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             for keyword in node.keywords:
@@ -226,26 +288,57 @@ def _name(target: ast.expr) -> str:
     return ""
 
 
-def _strings(expr: ast.expr) -> Iterator[tuple[int, str]]:
+def _strings(expr: ast.expr) -> Iterator[tuple[int, int, str]]:
+    """Each string value in `expr`: a literal, or literals joined by `+` or in an f-string."""
+    parts: set[ast.AST] = set()  # the pieces of a value already taken: not values themselves
     for node in ast.walk(expr):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            yield node.lineno, node.value
+        if isinstance(node, ast.expr) and node not in parts:
+            value = _literal_end(_pieces(node, parts))
+            if value:
+                yield node.lineno, node.col_offset, value
+
+
+def _pieces(node: ast.expr, parts: set[ast.AST]) -> list[str | None]:
+    """`node`'s text as its literal pieces, with None for each piece known only at run time."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        parts.add(node)
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        parts.add(node)
+        return [piece for value in node.values for piece in _pieces(value, parts)]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts.add(node)
+        return _pieces(node.left, parts) + _pieces(node.right, parts)
+    return [None]
+
+
+def _literal_end(pieces: list[str | None]) -> str:
+    """The literal text after the last run-time piece: text before one is only a fragment
+    (`f"gpt-4o-{date}"` is no alias `gpt-4o-`), so it is not judged."""
+    tail: list[str] = []
+    for piece in reversed(pieces):
+        if piece is None:
+            break
+        tail.append(piece)
+    return "".join(reversed(tail))
 
 
 # --- YAML / JSON --------------------------------------------------------------------------
 
 
-def _yaml(node: Any) -> Iterator[tuple[int, str]]:
+def _yaml(node: Any) -> Iterator[tuple[int, int, str]]:
     if isinstance(node, CommentedMap):
         for key, value in node.items():
             if isinstance(value, str):
-                yield node.lc.value(key)[0] + 1, value
+                line, column = node.lc.value(key)
+                yield line + 1, column, value
             else:
                 yield from _yaml(value)
     elif isinstance(node, CommentedSeq):
         for index, value in enumerate(node):
             if isinstance(value, str):
-                yield node.lc.item(index)[0] + 1, value
+                line, column = node.lc.item(index)
+                yield line + 1, column, value
             else:
                 yield from _yaml(value)
 
@@ -253,14 +346,15 @@ def _yaml(node: Any) -> Iterator[tuple[int, str]]:
 # --- TOML, .env and anything unparsable: line by line -------------------------------------
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
+def _lines(text: str) -> Iterator[tuple[int, int, str]]:
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _without_comment(raw)
         for match in _QUOTED.finditer(line):
-            yield number, match.group(1) if match.group(1) is not None else match.group(2)
+            value = match.group(1) if match.group(1) is not None else match.group(2)
+            yield number, match.start(), value
         bare = _BARE_VALUE.search(line)
         if bare:
-            yield number, bare.group(1)
+            yield number, bare.start(1), bare.group(1)
 
 
 def _without_comment(line: str) -> str:
