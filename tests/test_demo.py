@@ -133,3 +133,16 @@ def test_the_demo_offers_exactly_the_simulators_regressions() -> None:
     # The CLI spells the choices itself so that `canarytrace --help` need not import the
     # simulator; this keeps the two lists in step.
     assert [kind.value for kind in RegressKind] == list(REGRESSIONS)
+
+
+@pytest.mark.parametrize("stage", ["0", "30", "150"])
+def test_a_stage_no_route_has_is_refused_not_run_at_the_registrys(
+    tmp_path: Path, stage: str
+) -> None:
+    """It ran at each route's own stage, so `--stage 30` showed a verdict on 25 %."""
+    done = run_demo(tmp_path, "--stage", stage, "--users", "10")
+    assert done.returncode == 2, done.stderr
+    assert f"{stage}: route chat rolls out in stages 5, 25, 50, 100" in " ".join(
+        done.stderr.split()
+    )
+    assert not (tmp_path / "traces").exists()  # refused before any call

@@ -452,15 +452,19 @@ class RegressKind(StrEnum):
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Simulated users (each makes 1-3 calls).")] = 2000,
-    stage: Annotated[int, typer.Option(help="Canary share in percent for the run.")] = 25,
+    users: Annotated[
+        int, typer.Option(min=1, help="Simulated users (each makes 1-3 calls).")
+    ] = 2000,
+    stage: Annotated[
+        int, typer.Option(help="Canary share in percent for the run: one of the routes' stages.")
+    ] = 25,
     regress: Annotated[
         RegressKind | None,
         typer.Option(case_sensitive=False, help="Make the canary worse in this way."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same simulated answers.")] = 7,
     time_scale: Annotated[
-        float, typer.Option(help="Simulated provider latency x this (1 = real time).")
+        float, typer.Option(min=0, help="Simulated provider latency x this (1 = real time).")
     ] = 0.01,
     registry: RegistryOpt = None,
 ) -> None:
@@ -468,12 +472,18 @@ def demo(
     from rich.progress import Progress
 
     from canarytrace.analysis.command import analyze as judge_traces
-    from canarytrace.demo import DemoSettings, run
+    from canarytrace.demo import DemoSettings, at_stage, run
+    from canarytrace.errors import RoutingError
     from canarytrace.registry import load_registry
     from canarytrace.telemetry import DEFAULT_TRACES_DIR, TRACES_DIR_ENV
 
+    routes = load_registry(_registry_path(registry))
+    try:
+        at_stage(routes, stage)
+    except RoutingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--stage'") from exc
     settings = DemoSettings(
-        registry=load_registry(_registry_path(registry)),
+        registry=routes,
         users=users,
         stage=stage,
         seed=seed,

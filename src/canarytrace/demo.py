@@ -20,6 +20,7 @@ import openai
 
 import canarytrace
 from canarytrace import telemetry
+from canarytrace.errors import RoutingError
 from canarytrace.registry import Registry
 from canarytrace.simulator import KnownPrompt, Regression, Simulator
 
@@ -48,10 +49,15 @@ class _Clients:
 
 
 def at_stage(registry: Registry, stage: int) -> Registry:
-    """The registry with every route's canary at `stage` percent and no rollback set."""
+    """The registry with every route's canary at `stage` percent and no rollback set;
+    a RoutingError when a route with a canary has no such stage (it would run at its own)."""
+    for name, route in registry.routes.items():
+        if route.canary and stage not in route.stages:
+            stages = ", ".join(map(str, route.stages))
+            raise RoutingError(f"{stage}: route {name} rolls out in stages {stages}; pick one")
     routes = {
         name: route.model_copy(update={"stage": stage, "rollback": False})
-        if route.canary and stage in route.stages
+        if route.canary
         else route
         for name, route in registry.routes.items()
     }
