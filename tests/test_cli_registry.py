@@ -164,6 +164,12 @@ def test_lint_text_output_is_one_line_per_finding() -> None:
     assert lines[0].startswith(f"{path}:2: claude-3-5-sonnet-latest: undated alias")
 
 
+def _record(state: Path, **entry: object) -> None:
+    """Write the verdict file `analyze` keeps, with `entry` as route chat's record."""
+    state.mkdir(exist_ok=True)
+    (state / "last-verdict.json").write_text(json.dumps({"chat": entry}))
+
+
 def test_promote_with_require_verdict_needs_a_promote_verdict_for_this_canary(
     registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,21 +178,96 @@ def test_promote_with_require_verdict_needs_a_promote_verdict_for_this_canary(
     promote = ["promote", "chat", "--require-verdict", "-r", str(registry)]
 
     never = runner.invoke(app, promote)
-    assert never.exit_code == 1 and "is not recorded" in never.stderr
+    assert never.exit_code == 1 and "no analysis of it is recorded" in never.stderr
 
-    def record(verdict: str, model: str | None) -> None:
-        (tmp_path / "state").mkdir(exist_ok=True)
-        state = {"chat": {"verdict": verdict, "canary_model": model, "window_end": None}}
-        (tmp_path / "state" / "last-verdict.json").write_text(json.dumps(state))
-
-    record("HOLD", canary)
+    _record(tmp_path / "state", verdict="HOLD", canary_model=canary, stage=5)
     held = runner.invoke(app, promote)
     assert held.exit_code == 1 and "said HOLD" in held.stderr
-    record("PROMOTE", "some-other-canary-20260101")
+    _record(tmp_path / "state", verdict="PROMOTE", canary_model="other-20260101", stage=5)
     assert runner.invoke(app, promote).exit_code == 1  # another candidate's verdict
     assert parse_registry(registry, environ={}).routes["chat"].stage == 5
 
-    record("PROMOTE", canary)
+    _record(tmp_path / "state", verdict="PROMOTE", canary_model=canary, stage=5)
     promoted = runner.invoke(app, promote)
     assert promoted.exit_code == 0, promoted.output
     assert parse_registry(registry, environ={}).routes["chat"].stage == 25
+
+
+def test_one_promote_verdict_moves_the_canary_one_stage_only(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict judged stage 5; at 25 it no longer applies until analyze runs again."""
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "state"))
+    canary = parse_registry(registry, environ={}).routes["chat"].canary
+    _record(tmp_path / "state", verdict="PROMOTE", canary_model=canary, stage=5)
+    promote = ["promote", "chat", "--require-verdict", "-r", str(registry)]
+    assert runner.invoke(app, promote).exit_code == 0
+    again = runner.invoke(app, promote)
+    assert again.exit_code == 1
+    assert "judged stage 5%, the route is now at 25%: a verdict supports one step" in (again.stderr)
+    assert "run `canarytrace analyze" in again.stderr and "at its stage now, 25%" in again.stderr
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 25
+
+
+def test_a_verdict_recorded_without_a_stage_supports_no_promotion(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written before stages were recorded: read, and refused with the reason."""
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "state"))
+    canary = parse_registry(registry, environ={}).routes["chat"].canary
+    _record(tmp_path / "state", verdict="PROMOTE", canary_model=canary, window_end=None)
+    result = runner.invoke(app, ["promote", "chat", "--require-verdict", "-r", str(registry)])
+    assert result.exit_code == 1
+    assert "(PROMOTE) recorded no stage" in result.stderr
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 5
+
+
+@pytest.mark.parametrize("damaged", ['{"chat": {"verd', "[]"])
+def test_a_damaged_verdict_file_refuses_promotion_naming_it(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: str
+) -> None:
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    state = tmp_path / "state" / "last-verdict.json"
+    state.write_text(damaged)
+    result = runner.invoke(app, ["promote", "chat", "--require-verdict", "-r", str(registry)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"error {state}: not a verdict file" in result.stderr
+    assert "promotion refused: run `canarytrace analyze`" in result.stderr
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 5
+    assert state.read_text() == damaged
+
+
+def test_validate_reports_judge_settings_that_analyze_would_refuse(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    judge: {confidence: 0.99, bogus: 1}\n"
+        "  other:\n    production: a-20240101\n    judge:\n      confidence: 5\n"
+        "models:\n  - {id: a-20240101, provider: other}\n"
+    )
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"error {path}:4: routes.chat.judge.bogus: unknown judge setting" in result.stderr
+    assert f"error {path}:7: routes.other.judge.confidence: 5.0 must be between" in (result.stderr)
+    assert "valid" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "validate"])
+def test_an_unreadable_registry_is_an_error_not_a_traceback(tmp_path: Path, command: str) -> None:
+    dates = tmp_path / "dates.yaml"
+    dates.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    upgraded_on: 2024-13-45\n"
+        "models:\n  - {id: a-20240101, provider: other}\n"
+    )
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"routes:\n  chat:\n    production: caf\xe9-20240101\n")
+    expected = {
+        dates: f"error {dates}:4: routes.chat.upgraded_on: Input should be a valid date",
+        latin: f"error {latin}:3: (encoding): byte 0xe9 is not UTF-8",
+        tmp_path: f"error {tmp_path}: is a directory; name the registry file itself",
+    }
+    for path, message in expected.items():
+        args = [command, "-r", str(path)] if command == "status" else [command, str(path)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), path
+        assert message in result.stderr

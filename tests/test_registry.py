@@ -188,3 +188,38 @@ def test_key_lines_point_at_each_key() -> None:
     lines = key_lines(FIXTURES / "valid.yaml")
     assert lines[("routes", "chat", "fallback")] == 6
     assert lines[("models", 2, "id")] == 13
+
+
+def test_an_impossible_date_is_a_problem_with_line_and_key(tmp_path: Path) -> None:
+    """ruamel raises a bare ValueError for 2024-13-45; the schema reports it instead."""
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    upgraded_on: 2024-13-45\n"
+        "models:\n  - {id: a-20240101, provider: other, pinned_date: 2026-02-30}\n"
+    )
+    with pytest.raises(InvalidRegistryError) as caught:
+        parse_registry(path, environ={})
+    where = {(p.file, p.line, p.key) for p in caught.value.problems}
+    assert where == {
+        (str(path), 4, "routes.chat.upgraded_on"),
+        (str(path), 6, "models[0].pinned_date"),
+    }
+    assert all("YYYY-MM-DD" in p.message for p in caught.value.problems)
+
+
+def test_a_directory_is_a_registry_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match=f"^{re.escape(str(tmp_path))}: is a directory; "):
+        parse_registry(tmp_path, environ={})
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_bytes(
+        b"routes:\n  chat:\n    production: a-20240101\n"
+        b"models:\n  - {id: a-20240101, provider: other, why: caf\xe9}\n"
+    )
+    with pytest.raises(InvalidRegistryError) as caught:
+        parse_registry(path, environ={})
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.key) == (5, "(encoding)")
+    assert "0xe9 is not UTF-8; save the file as UTF-8" in problem.message

@@ -233,3 +233,14 @@ def test_a_json_named_registry_that_is_not_json_is_refused_by_name(tmp_path: Pat
     with pytest.raises(RegistryError, match=re.escape(f"{path}:1: not strict JSON")):
         promote(path, "chat", today=DAY)
     assert path.read_text() == FLOW
+
+
+def test_a_promotion_checked_for_one_stage_is_refused_once_the_route_moved_on(
+    registry: Path,
+) -> None:
+    """`promote --require-verdict` checks the verdict, then promotes: two run at once both
+    passed the check and took two steps on one verdict."""
+    promote(registry, "chat", today=DAY, from_stage=5)
+    with pytest.raises(RoutingError, match=r"is at 25%, not the 5% its verdict was checked for"):
+        promote(registry, "chat", today=DAY, from_stage=5)
+    assert parse_registry(registry, environ={}).routes["chat"].stage == 25

@@ -162,8 +162,7 @@ def validate(
     as_of: AsOfOpt = None,
     deprecations: DeprecationsOpt = None,
 ) -> None:
-    """Check a registry: schema, rules, aliases, retirement dates and prices. Exit 1 on any
-    error."""
+    """Check a registry: schema, rules, aliases, retirement dates, prices; exit 1 if any fail."""
     from importlib.metadata import version
 
     from canarytrace.pricing import has_price
@@ -202,6 +201,9 @@ def validate(
                 "cannot compare (upgrade genai-prices, or run its UpdatePrices in the "
                 "application)",
             )
+    for message in _judge_errors(path, reg, lines):
+        errors += 1
+        _say("error", "red", message)
     if errors:
         raise typer.Exit(code=1)
     stdout.print(
@@ -210,6 +212,27 @@ def validate(
         markup=False,
         soft_wrap=True,
     )
+
+
+def _judge_errors(path: Path, reg: Registry, lines: dict[tuple[str | int, ...], int]) -> list[str]:
+    """The routes' `judge:` settings checked as `analyze` checks them (it exits 2 on them).
+
+    The judge (and polars with it) is imported only when some route has settings.
+    """
+    judged = {name: route.judge for name, route in reg.routes.items() if route.judge is not None}
+    if not judged:
+        return []
+    from canarytrace.analysis.judge import JudgeConfig
+
+    errors = []
+    for name, settings in judged.items():
+        where = f"{path}:{lines.get(('routes', name, 'judge'), '?')}: routes.{name}.judge"
+        try:
+            JudgeConfig().override(settings, where=where)
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            errors.append(message if message.startswith(where) else f"{where}: {message}")
+    return errors
 
 
 @app.command()
@@ -230,10 +253,11 @@ def promote(
 
     day = as_of.date() if as_of else None
     try:
-        if require_verdict:
-            _check_verdict(route, _registry_path(registry))
+        checked = _check_verdict(route, _registry_path(registry)) if require_verdict else None
         table = load_table(deprecations)
-        change = promote_route(_registry_path(registry), route, today=day, table=table)
+        change = promote_route(
+            _registry_path(registry), route, today=day, table=table, from_stage=checked
+        )
     except CanaryTraceError as exc:
         raise _fail(exc) from exc
     stdout.print(f"{route}: {change.summary}", highlight=False, markup=False, soft_wrap=True)
@@ -243,23 +267,54 @@ def promote(
         _say("warning", "yellow", f"{route}: {promoted} {state.describe()}")
 
 
-def _check_verdict(route: str, path: Path) -> None:
-    """Raise RoutingError unless the latest analysis of the route's canary said PROMOTE."""
+def _check_verdict(route: str, path: Path) -> int | None:
+    """The route's stage, which the latest analysis said PROMOTE for (with its canary);
+    else a RoutingError: a verdict supports one step, so each stage needs its own analysis."""
     from canarytrace.analysis.command import state_file
     from canarytrace.analysis.judge import Verdict
     from canarytrace.analysis.report import latest_verdict
     from canarytrace.errors import RoutingError
     from canarytrace.registry import parse_registry
 
-    routes = parse_registry(path).routes
-    canary = routes[route].canary if route in routes else None
-    verdict = latest_verdict(route, state_file(), canary_model=canary)
-    if verdict is not Verdict.PROMOTE:
-        said = f"said {verdict}" if verdict else "is not recorded"
+    current = parse_registry(path).routes.get(route)
+    if current is None or current.canary is None:
+        return None  # promote itself refuses these, naming why
+    state = state_file()
+    try:
+        recorded = latest_verdict(route, state)
+    except OSError as exc:
         raise RoutingError(
-            f"{path}: routes.{route}: the latest analysis of canary {canary} {said}; "
-            f"promotion refused (run `canarytrace analyze` on its traces first)"
+            f"{state}: cannot be read ({exc.strerror}); promotion refused: make it a readable "
+            "file or set $CANARYTRACE_STATE_DIR, then run `canarytrace analyze`"
+        ) from exc
+    except ValueError as exc:
+        raise RoutingError(
+            f"{exc}; promotion refused: run `canarytrace analyze` to record a new verdict "
+            "(it moves the damaged file aside)"
+        ) from exc
+    judged = "the latest analysis"
+    if recorded is None:
+        problem = f"no analysis of it is recorded in {state}"
+    elif recorded.canary_model != current.canary:
+        problem = f"{judged} judged canary {recorded.canary_model}, not {current.canary}"
+    elif recorded.stage is None:
+        problem = (
+            f"{judged} ({recorded.verdict}) recorded no stage (written by an older "
+            "canarytrace, or without a registry naming the route)"
         )
+    elif recorded.stage != current.stage:
+        problem = (
+            f"{judged} judged stage {recorded.stage}%, the route is now at {current.stage}%: "
+            "a verdict supports one step, not the next"
+        )
+    elif recorded.verdict is not Verdict.PROMOTE:
+        problem = f"{judged} of canary {current.canary} at {current.stage}% said {recorded.verdict}"
+    else:
+        return current.stage
+    raise RoutingError(
+        f"{path}: routes.{route}: {problem}; promotion refused (run `canarytrace analyze "
+        f"-r {path}` on the canary's traces at its stage now, {current.stage}%)"
+    )
 
 
 @app.command()

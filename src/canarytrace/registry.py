@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from canarytrace.breaker import BreakerConfig
@@ -235,17 +236,51 @@ def _dotted(path: KeyPath) -> str:
     return out
 
 
-def _read(path: Path) -> tuple[Any, _Located]:
+class _Constructor(RoundTripConstructor):
+    """Keeps an impossible date (`2024-13-45`) as its text, so that the schema reports it
+    with its file, line and key; ruamel would raise a bare ValueError naming neither."""
+
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
+
+
+def _text(path: Path) -> str:
+    """The file's text, or a RegistryError saying what is wrong with the file itself."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise RegistryError(
             f"{path}: no such registry file; create one (see the example models.yaml) or set "
             "$CANARYTRACE_REGISTRY"
         ) from exc
+    except IsADirectoryError as exc:
+        raise RegistryError(
+            f"{path}: is a directory; name the registry file itself (e.g. {path}/models.yaml)"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        message = f"byte 0x{byte} is not UTF-8; save the file as UTF-8"
+        raise InvalidRegistryError([Problem(str(path), line, "(encoding)", message)]) from exc
+    except OSError as exc:
+        raise RegistryError(
+            f"{path}: cannot be read ({exc.strerror}); check the path and its permissions"
+        ) from exc
+
+
+def _read(path: Path) -> tuple[Any, _Located]:
+    text = _text(path)
     located = _Located(str(path))
     try:
-        data = YAML(typ="rt").load(text)
+        yaml = YAML(typ="rt")
+        yaml.Constructor = _Constructor
+        data = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -325,6 +360,8 @@ def _schema_problems(
             msg = _unknown_key(loc[-1], schema.model_fields)
         elif kind == "missing":
             msg = "missing; this key is required"
+        elif kind.startswith("date_"):
+            msg = f"{err['msg']} (got {err['input']!r}); write a real day as YYYY-MM-DD"
         else:
             msg = f"{err['msg']} (got {err['input']!r})"
         problems[loc] = located.problem(loc, msg)

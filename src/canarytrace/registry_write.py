@@ -67,16 +67,24 @@ def promote(
     *,
     today: dt.date | None = None,
     table: DeprecationTable | None = None,
+    from_stage: int | None = None,
 ) -> Change:
     """Move `route`'s canary one stage up, or complete the upgrade after the last stage.
 
-    Refused (RoutingError) while the route is rolled back, when it has no canary, and when
-    the canary is retired on `today` according to the deprecation table.
+    Refused (RoutingError) while the route is rolled back, when it has no canary, when
+    the canary is retired on `today` according to the deprecation table, and when it is
+    no longer at `from_stage` (the stage a verdict was checked for: two promotions run at
+    once would otherwise both pass that check and take two steps on one verdict).
     """
     today = today or dt.date.today()
     path = Path(path)
     with _locked(path):
         before = _route(path, route)
+        if from_stage is not None and before.stage != from_stage:
+            raise RoutingError(
+                f"{path}: route '{route}' is at {before.stage}%, not the {from_stage}% its "
+                "verdict was checked for (promoted meanwhile); analyze it at this stage"
+            )
         if before.rollback:
             raise RoutingError(
                 f"{path}: route '{route}' is rolled back "

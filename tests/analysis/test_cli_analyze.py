@@ -36,7 +36,8 @@ def test_exit_codes_follow_the_verdict(tmp_path: Path) -> None:
     assert "ROLLBACK" in rollback.output and "cost per call" in rollback.output
     assert runner.invoke(app, ["analyze", str(good)]).exit_code == 0
     assert runner.invoke(app, ["analyze", str(thin)]).exit_code == 3
-    assert latest_verdict("chat", tmp_path / "state" / "last-verdict.json") == "HOLD"
+    recorded = latest_verdict("chat", tmp_path / "state" / "last-verdict.json")
+    assert recorded is not None and recorded.verdict == "HOLD"
 
 
 def test_usage_errors_and_unreadable_sources(tmp_path: Path) -> None:
@@ -126,3 +127,70 @@ def test_malformed_lines_are_reported_on_stderr(tmp_path: Path) -> None:
         result.stderr
     )
     assert json.loads(result.stdout)["problems"][0]["line"] > 1
+
+
+def _registry(tmp_path: Path, stage: int, extra: str = "") -> Path:
+    """A registry whose route chat has synth's two models, at `stage`."""
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "routes:\n  chat:\n    production: claude-3-5-sonnet-20241022\n"
+        f"    canary: claude-3-opus-20241219\n    stage: {stage}\n{extra}"
+        "models:\n  - {id: claude-3-5-sonnet-20241022, provider: anthropic}\n"
+        "  - {id: claude-3-opus-20241219, provider: anthropic}\n"
+    )
+    return path
+
+
+def test_a_promote_verdict_is_recorded_with_its_stage_and_supports_one_step(
+    tmp_path: Path,
+) -> None:
+    good = _traces(tmp_path, synth.aa(users=3000, seed=4), "good")
+    registry = _registry(tmp_path, stage=50)
+    assert runner.invoke(app, ["analyze", str(good), "-r", str(registry)]).exit_code == 0
+    state = json.loads((tmp_path / "state" / "last-verdict.json").read_text())
+    assert state["chat"]["stage"] == 50
+    assert state["chat"]["canary_model"] == "claude-3-opus-20241219"
+    promote = ["promote", "chat", "--require-verdict", "-r", str(registry)]
+    assert runner.invoke(app, promote).exit_code == 0  # 50% -> 100%
+    again = runner.invoke(app, promote)
+    assert again.exit_code == 1 and "judged stage 50%, the route is now at 100%" in again.stderr
+
+
+@pytest.mark.parametrize("damaged", ['{"chat": {"verd', "[]"])
+def test_a_damaged_state_file_is_moved_aside_with_a_warning(tmp_path: Path, damaged: str) -> None:
+    """The verdict's exit code stands (3, HOLD: not 1, which CI reads as ROLLBACK)."""
+    thin = _traces(tmp_path, synth.aa(users=30, seed=2), "thin")
+    state = tmp_path / "state" / "last-verdict.json"
+    state.parent.mkdir()
+    state.write_text(damaged)
+    result = runner.invoke(app, ["analyze", str(thin)])
+    assert result.exit_code == 3, result.output
+    assert f"warning: {state}: not a verdict file" in result.stderr
+    assert f"moved to {state}.damaged" in result.stderr
+    assert Path(f"{state}.damaged").read_text() == damaged
+    assert json.loads(state.read_text())["chat"]["verdict"] == "HOLD"
+
+
+def test_a_state_folder_that_cannot_be_written_keeps_the_verdicts_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thin = _traces(tmp_path, synth.aa(users=30, seed=2), "thin")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("CANARYTRACE_STATE_DIR", str(tmp_path / "a-file" / "state"))
+    result = runner.invoke(app, ["analyze", str(thin)])
+    assert result.exit_code == 3, result.output
+    assert "verdict not recorded" in result.stderr and "CANARYTRACE_STATE_DIR" in result.stderr
+
+
+def test_a_named_registry_must_exist_and_load(tmp_path: Path) -> None:
+    """Only the default ./models.yaml may be absent: a named one is never skipped."""
+    thin = _traces(tmp_path, synth.aa(users=30, seed=2), "thin")
+    missing = runner.invoke(app, ["analyze", str(thin), "-r", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2
+    assert f"{tmp_path / 'nope.yaml'}: no such registry file" in missing.stderr
+    bad_date = _registry(tmp_path, stage=50, extra="    upgraded_on: 2024-13-45\n")
+    dated = runner.invoke(app, ["analyze", str(thin), "-r", str(bad_date)])
+    assert dated.exit_code == 2
+    assert f"{bad_date}:6: routes.chat.upgraded_on: Input should be a valid date" in dated.stderr
+    bad_date.unlink()
+    assert runner.invoke(app, ["analyze", str(thin)]).exit_code == 3  # default, absent

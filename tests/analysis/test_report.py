@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from rich.console import Console
 
 from canarytrace.analysis import synth
@@ -103,9 +104,31 @@ def test_console_json_and_latest_verdict(tmp_path: Path) -> None:
     data = json.loads(to_json(judgement))
     assert data["exit_code"] == 1
     assert data["routes"]["chat"]["metrics"][2]["name"] == "latency_p95"
-    state = save_latest(judgement, tmp_path / "last.json")
-    assert latest_verdict("chat", state) == Verdict.ROLLBACK
+    state = save_latest(judgement, tmp_path / "last.json", {"chat": 50})
+    recorded = latest_verdict("chat", state)
+    assert recorded is not None
+    assert (recorded.verdict, recorded.stage) == (Verdict.ROLLBACK, 50)
+    assert recorded.canary_model == scenario.canary.model
     assert latest_verdict("summarize", state) is None
+
+
+def test_a_failed_save_leaves_the_previous_verdicts_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is written beside and renamed over: a crash mid-save loses nothing."""
+    state = tmp_path / "last.json"
+    before = json.dumps({"summarize": {"verdict": "HOLD", "canary_model": "m", "stage": 5}})
+    state.write_text(before)
+    judgement = judge(synth.calls(synth.Scenario(users=200, seed=1)))
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("canarytrace.analysis.report.os.replace", crash)
+    with pytest.raises(OSError, match="No space left"):
+        save_latest(judgement, state, {"chat": 5})
+    assert state.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.json"]  # no temporary file left
 
 
 def test_a_failing_call_with_no_duration_is_listed_without_one(tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 
 Exit codes of `analyze` (documented in README.md, "Judging a canary"): 0 PROMOTE,
 1 ROLLBACK, 3 HOLD, 2 usage error (bad option, bad registry `judge:` settings),
-4 source unreadable. Every run also records each route's verdict in
-`.canarytrace/last-verdict.json` (or `$CANARYTRACE_STATE_DIR`) for
-`promote --require-verdict`.
+4 source unreadable. Every run also records each route's verdict, with the canary and the
+registry's stage it judged, in `.canarytrace/last-verdict.json` (or
+`$CANARYTRACE_STATE_DIR`) for `promote --require-verdict`; a failure to record it is a
+warning that leaves the exit code to the verdict.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from rich.console import Console
 from rich.text import Text
 
 from canarytrace.analysis import report
-from canarytrace.analysis.judge import JudgeConfig, judge
+from canarytrace.analysis.judge import JudgeConfig, Judgement, judge
 from canarytrace.analysis.load import export_parquet, parse_time, scan
 from canarytrace.analysis.settings import route_configs
 from canarytrace.errors import RegistryError, TraceSourceError
+from canarytrace.registry import parse_registry
 
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 4
+#: The registry `analyze` reads when none is named; unlike a named one, it may be absent.
+DEFAULT_REGISTRY = Path("models.yaml")
 
 
 def state_file() -> Path:
@@ -34,6 +38,36 @@ def state_file() -> Path:
 
 def _err(console: Console, message: str) -> None:
     console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def _warn(console: Console, message: str) -> None:
+    console.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+
+
+def _registry_settings(path: Path | None) -> tuple[dict[str, JudgeConfig], dict[str, int]]:
+    """Each route's judge settings and current stage (recorded with its verdict).
+
+    A named registry (`-r`, `$CANARYTRACE_REGISTRY`) that is missing is an error, never
+    silently judged without its settings; only the default ./models.yaml may be absent.
+    """
+    if path is None or (path == DEFAULT_REGISTRY and not path.exists()):
+        return {}, {}
+    stages = {name: route.stage for name, route in parse_registry(path).routes.items()}
+    return route_configs(path), stages
+
+
+def _save_state(judgement: Judgement, stages: dict[str, int], err: Console) -> None:
+    """Record the verdicts; on failure only warn, since CI acts on the verdict's exit code."""
+    path = state_file()
+    try:
+        report.save_latest(judgement, path, stages, warn=lambda message: _warn(err, message))
+    except OSError as exc:
+        _warn(
+            err,
+            f"{path}: verdict not recorded ({exc.strerror or exc}), so `promote "
+            f"--require-verdict` will not see it; make {path.parent} writable or set "
+            "$CANARYTRACE_STATE_DIR",
+        )
 
 
 def analyze(
@@ -69,7 +103,7 @@ def analyze(
             changes["confidence"] = confidence
         if sequential:
             changes["sequential"] = True
-        configs = route_configs(registry) if registry is not None and registry.exists() else {}
+        configs, stages = _registry_settings(registry)
         base = base.override(changes, where="option")
         configs = {name: cfg.override(changes, where="option") for name, cfg in configs.items()}
     except (ValueError, RegistryError) as exc:
@@ -103,7 +137,7 @@ def analyze(
         report.write_markdown(judgement, calls, markdown, **links)
     if html is not None:
         report.write_html(judgement, calls, html, **links)
-    report.save_latest(judgement, state_file())
+    _save_state(judgement, stages, err)
     return report.EXIT_CODES[judgement.verdict]
 
 

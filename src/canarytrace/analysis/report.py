@@ -16,8 +16,12 @@ import base64
 import html
 import io
 import json
+import logging
 import math
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ from canarytrace.analysis.formats import change_text, margin_text, p_is, p_text,
 from canarytrace.analysis.judge import Judgement, RouteVerdict, Verdict
 from canarytrace.analysis.load import Problem
 from canarytrace.tables import fitted
+
+log = logging.getLogger(__name__)
 
 _VERDICT_STYLE = {
     Verdict.PROMOTE: "bold green",
@@ -406,31 +412,98 @@ def write_html(
 # --- the latest verdict, for `promote --require-verdict` ------------------------------------
 
 
-def save_latest(judgement: Judgement, path: str | Path) -> Path:
-    """Record each route's verdict (and when) so a later promotion can check it."""
+@dataclass(frozen=True)
+class RecordedVerdict:
+    """A route's last verdict with what it judged: the canary model and the route's stage.
+
+    `stage` is None in a file written before stages were recorded, or when `analyze` ran
+    without a registry naming the route; such a verdict supports no promotion.
+    """
+
+    verdict: Verdict
+    canary_model: str | None
+    stage: int | None
+
+
+def save_latest(
+    judgement: Judgement,
+    path: str | Path,
+    stages: Mapping[str, int] | None = None,
+    *,
+    warn: Callable[[str], object] = log.warning,
+) -> Path:
+    """Record each route's verdict, canary and stage (from `stages`, the registry's) so
+    that a promotion can check that the verdict judged the stage it leaves.
+
+    A damaged file is moved aside (`warn` says where) rather than stopping the run; the
+    write is atomic, so an interrupted run never leaves half a file. OSError when the
+    folder cannot be written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        previous = _read_state(path)
+    except ValueError as exc:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        warn(
+            f"{exc}; moved to {aside} and replaced by this run's verdicts (analyze any other "
+            "route again before promoting it with --require-verdict)"
+        )
+        previous = {}
     for name, route in judgement.routes.items():
         previous[name] = {
             "verdict": str(route.verdict),
             "canary_model": route.canary_model,
+            "stage": (stages or {}).get(name),
             "window_end": route.window_end.isoformat() if route.window_end else None,
         }
-    path.write_text(json.dumps(previous, indent=2), encoding="utf-8")
+    _write_atomically(path, json.dumps(previous, indent=2))
     return path
 
 
-def latest_verdict(route: str, path: str | Path, canary_model: str | None = None) -> Verdict | None:
+def latest_verdict(route: str, path: str | Path) -> RecordedVerdict | None:
     """The last recorded verdict of `route`, or None when it was never analysed.
 
-    With `canary_model`, a verdict recorded for another canary counts as none: a new
-    candidate must earn its own promotion.
+    ValueError naming the file when it (or the route's entry) is damaged.
     """
     path = Path(path)
-    if not path.exists():
+    entry = _read_state(path).get(route)
+    if entry is None:
         return None
-    entry = json.loads(path.read_text()).get(route)
-    if not entry or (canary_model is not None and entry.get("canary_model") != canary_model):
-        return None
-    return Verdict(entry["verdict"])
+    try:
+        verdict = Verdict(entry["verdict"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: {route}: not a verdict record ({entry!r})") from exc
+    canary, stage = entry.get("canary_model"), entry.get("stage")
+    return RecordedVerdict(
+        verdict,
+        canary if isinstance(canary, str) else None,
+        stage if isinstance(stage, int) and not isinstance(stage, bool) else None,
+    )
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The recorded entries by route; {} when there is no file yet. ValueError naming the
+    file when it is not a JSON object (truncated, edited by hand)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a verdict file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a verdict file (a JSON {type(data).__name__})")
+    return data
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it over `path`."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
