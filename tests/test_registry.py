@@ -223,3 +223,21 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     (problem,) = caught.value.problems
     assert (problem.line, problem.key) == (5, "(encoding)")
     assert "0xe9 is not UTF-8; save the file as UTF-8" in problem.message
+
+
+def test_numbers_and_flags_must_be_written_as_such(tmp_path: Path) -> None:
+    """pydantic's lax mode read `stage: true` as 1 and `rollback: "yes"` as true."""
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "routes:\n  chat:\n    production: a-20240101\n    canary: b-20240101\n"
+        '    stage: true\n    stages: [5, "25"]\n    rollback: "yes"\n'
+        "models:\n  - {id: a-20240101, provider: other, tested: 1}\n"
+    )
+    with pytest.raises(InvalidRegistryError) as caught:
+        parse_registry(path, environ={})
+    assert {(p.line, p.key) for p in caught.value.problems} == {
+        (5, "routes.chat.stage"),
+        (6, "routes.chat.stages[1]"),
+        (7, "routes.chat.rollback"),
+        (9, "models[0].tested"),
+    }

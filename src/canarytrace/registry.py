@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
@@ -59,6 +59,9 @@ _PINNED = re.compile(r"(?:[-@]\d{8}|-\d{4}-\d{2}-\d{2}|-\d{4}|-\d{3})(?=$|[-:@._
 
 
 class _Strict(BaseModel):
+    """No unknown keys; numbers and flags as YAML types them (`stage: true` or `"25"`
+    would otherwise be read as 1 and 25)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -68,12 +71,12 @@ class ModelEntry(_Strict):
     id: str
     provider: Provider
     pinned_date: dt.date | None = None
-    tested: bool = False
-    regression_tested: bool = False
+    tested: StrictBool = False
+    regression_tested: StrictBool = False
     last_regression_test: dt.date | None = None
     canary_start: dt.date | None = None
     why: str = ""
-    allow_alias: bool = False
+    allow_alias: StrictBool = False
 
 
 class Route(_Strict):
@@ -82,9 +85,9 @@ class Route(_Strict):
     production: str
     canary: str | None = None
     fallback: str | None = None
-    stages: tuple[int, ...] = DEFAULT_STAGES
-    stage: int = 0  # the canary's current share in percent; 0 = no canary traffic
-    rollback: bool = False
+    stages: tuple[StrictInt, ...] = DEFAULT_STAGES
+    stage: StrictInt = 0  # the canary's current share in percent; 0 = no canary traffic
+    rollback: StrictBool = False
     rollback_reason: str | None = None
     rolled_back_on: dt.date | None = None
     upgraded_on: dt.date | None = None  # the day the last canary became production
