@@ -10,6 +10,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from genai_prices import Usage, calc_price
 
 from tests.instrumentation.conftest import (
     REQUEST_ID,
@@ -502,3 +503,48 @@ def test_a_responses_call_that_fails_in_its_reply_is_an_error(
     assert span.attributes["error.type"] == "server_error"
     (point,) = instrumented.metric_points("gen_ai.client.operation.duration")
     assert point.attributes["error.type"] == "server_error"
+
+
+def _compaction(request: httpx2.Request) -> httpx2.Response:
+    assert request.url.path.endswith("/responses/compact")
+    usage = {
+        "input_tokens": 1200,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 300,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 1500,
+    }
+    reply = {"id": "cmp_1", "created_at": 1, "object": "response.compaction", "output": []}
+    return httpx2.Response(200, json={**reply, "usage": usage})
+
+
+async def _async_compaction(request: httpx2.Request) -> httpx2.Response:
+    return _compaction(request)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_compaction_is_a_call_of_its_own_with_its_tokens_and_cost(
+    instrumented: Telemetry, is_async: bool
+) -> None:
+    """`responses.compact` runs the model and bills its tokens: untraced, that spending was
+    missing from the tier's cost."""
+    if is_async:
+        http: Any = httpx2.AsyncClient(transport=httpx2.MockTransport(_async_compaction))
+        client: Any = openai.AsyncOpenAI(
+            api_key="k", base_url="https://api.test/v1", http_client=http
+        )
+        reply = asyncio.run(client.responses.compact(model=MODEL, input="a long chat"))
+    else:
+        http = httpx2.Client(transport=httpx2.MockTransport(_compaction))
+        client = openai.OpenAI(api_key="k", base_url="https://api.test/v1", http_client=http)
+        reply = client.responses.compact(model=MODEL, input="a long chat")
+    assert reply.id == "cmp_1"  # the application's reply, unchanged
+    span = instrumented.one_span()
+    assert span.name == f"compact {MODEL}"
+    assert span.attributes["gen_ai.operation.name"] == "compact"
+    assert span.attributes["gen_ai.response.id"] == "cmp_1"
+    assert span.attributes["gen_ai.usage.input_tokens"] == 1200
+    assert span.attributes["gen_ai.usage.output_tokens"] == 300
+    tokens = Usage(input_tokens=1200, output_tokens=300)
+    expected = calc_price(tokens, MODEL, provider_id="openai").total_price
+    assert span.attributes["canarytrace.cost_usd"] == pytest.approx(float(expected))

@@ -1,7 +1,7 @@
 """The OpenAI SDK patches: chat completions (create, parse; `stream()` goes through
-create), the Responses API (create, parse; `stream()` goes through create; retrieve and
-cancel for the end of a background response, `background.py`) and embeddings, sync and
-async.
+create), the Responses API (create, parse, compact; `stream()` goes through create;
+retrieve and cancel for the end of a background response, `background.py`) and
+embeddings, sync and async.
 
 The `stream(...)` helpers are not wrapped themselves: the SDK implements them by calling
 `self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
@@ -12,6 +12,7 @@ Only their streams' `close()` is, since it closes the HTTP response past the pro
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from canarytrace import attributes as A
@@ -187,6 +188,10 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         ResponsesAccumulator,
     )
     embeddings = spec("embeddings", "embeddings", X.openai_embeddings_response, lambda _: [], None)
+    # A compaction runs the model over a conversation and bills its tokens; its reply has
+    # the Responses API's usage and output items. Its own operation name, so dashboards
+    # and the targets' cache keep it apart from the calls that answer.
+    compact = replace(responses, operation="compact", site="openai.responses.compact")
     return [
         (_CHAT, "Completions.create", chat, False),
         (_CHAT, "AsyncCompletions.create", chat, True),
@@ -196,6 +201,8 @@ def _specs() -> list[tuple[str, str, Spec, bool]]:
         (_RESPONSES, "AsyncResponses.create", responses, True),
         (_RESPONSES, "Responses.parse", responses, False),
         (_RESPONSES, "AsyncResponses.parse", responses, True),
+        (_RESPONSES, "Responses.compact", compact, False),
+        (_RESPONSES, "AsyncResponses.compact", compact, True),
         (_EMBEDDINGS, "Embeddings.create", embeddings, False),
         (_EMBEDDINGS, "AsyncEmbeddings.create", embeddings, True),
     ]
