@@ -177,6 +177,45 @@ def test_a_tier_needs_a_route_when_the_registry_has_several(
     )
 
 
+def test_without_route_the_registrys_choice_is_said_once_per_test(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed inside `except`, the message came twice, chained to the error it came from."""
+    result = run(suite, monkeypatch, "Paris.")
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert output.count("models.yaml has routes chat, summarize: choose one with --route") == 1
+    assert "During handling" not in output
+
+
+def test_a_route_without_a_registry_is_refused_not_ignored(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_answer=INNER_TEST)
+    result = run(pytester, monkeypatch, "Paris.", "--route", "chat")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--route chat names a route of models.yaml: none at*"])
+
+
+def test_an_unknown_embedder_is_said_before_any_comparison(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARYTRACE_EMBEDDER", "bogus")
+    result = run(suite, monkeypatch, "Paris.", "--route", "chat")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*canarytrace: unknown embedder 'bogus'*choose one of*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_messages_name_the_long_option_when_a_conftest_took_the_short_one(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--model')\n")
+    result = run(suite, monkeypatch, "Paris.", "--canarytrace-model", "gpt-4o")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--canarytrace-model gpt-4o: undated alias*"])
+
+
 def test_snapshot_update_records_every_change_with_the_model_that_wrote_it(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

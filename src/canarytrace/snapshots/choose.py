@@ -64,6 +64,11 @@ def resolve_model(
     (or the registry's RegistryError) saying what to fix.
     """
     path, registry = load_if_present()
+    if route is not None and registry is None:
+        raise SnapshotError(
+            f"--route {route} names a route of models.yaml: none at {path.resolve()}; set "
+            f"${REGISTRY_ENV}, or drop --route and pass {option} a model id"
+        )
     tier = value or ("production" if registry is not None else None)
     if tier is None:
         return None

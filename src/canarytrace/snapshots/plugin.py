@@ -23,8 +23,8 @@ Hook reference: https://docs.pytest.org/en/stable/reference/reference.html#hooks
 from __future__ import annotations
 
 import argparse
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -32,6 +32,7 @@ from canarytrace.errors import CanaryTraceError
 from canarytrace.snapshots.choose import REGISTRY_ENV, ChosenModel, resolve_model
 from canarytrace.snapshots.embedders import EMBEDDER_NAMES
 
+_T = TypeVar("_T")
 _CHOSEN = pytest.StashKey["ChosenModel | None"]()
 _TAKEN = pytest.StashKey[list[str]]()
 _GROUP = ("canarytrace", "canarytrace: LLM snapshot tests across model versions")
@@ -105,9 +106,13 @@ def _defined_options(parser: pytest.Parser) -> set[str]:
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve an explicit --model now, so a bad one stops the run before any test."""
     if config.getoption("canarytrace_model") or config.getoption("canarytrace_route"):
+        # Messages name the option the command line can have used.
+        short = "--model" not in config.stash.get(_TAKEN, [])
         try:
             config.stash[_CHOSEN] = resolve_model(
-                config.getoption("canarytrace_model"), config.getoption("canarytrace_route")
+                config.getoption("canarytrace_model"),
+                config.getoption("canarytrace_route"),
+                option="--model" if short else "--canarytrace-model",
             )
         except CanaryTraceError as exc:
             raise pytest.UsageError(f"canarytrace: {exc}") from exc
@@ -127,12 +132,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [*lines, f"canarytrace: model {chosen.model_id} ({where}); pinned {chosen.pinned}"]
 
 
+def _or_fail(resolve: Callable[[], _T]) -> _T:
+    """`resolve()`, else the test fails with canarytrace's message, once: `pytest.fail`
+    inside `except` printed it twice, chained to the error it came from."""
+    try:
+        return resolve()
+    except CanaryTraceError as exc:
+        message = f"canarytrace: {exc}"
+    pytest.fail(message, pytrace=False)
+
+
 def _chosen(config: pytest.Config) -> ChosenModel | None:
     if _CHOSEN not in config.stash:
-        try:
-            config.stash[_CHOSEN] = resolve_model(None, None)
-        except CanaryTraceError as exc:
-            pytest.fail(f"canarytrace: {exc}", pytrace=False)
+        config.stash[_CHOSEN] = _or_fail(lambda: resolve_model(None, None))
     return config.stash[_CHOSEN]
 
 
@@ -153,12 +165,16 @@ def llm_model(pytestconfig: pytest.Config) -> str:
 def llm_snapshot(snapshot: Any, pytestconfig: pytest.Config) -> Any:
     """syrupy's `snapshot`, comparing LLM output by meaning (see `extension.py`)."""
     from canarytrace.snapshots.extension import LLMSnapshotExtension
+    from canarytrace.snapshots.similarity import shared_similarity
 
     chosen = _chosen(pytestconfig)
+    embedder = pytestconfig.getoption("canarytrace_embedder")
+    # A bad $CANARYTRACE_EMBEDDER is said here, not as a traceback when a change is judged.
+    _or_fail(lambda: shared_similarity(embedder))
     extension = LLMSnapshotExtension.bound(
         model=chosen.model_id if chosen else None,
         pinned=chosen.pinned if chosen else None,
-        embedder=pytestconfig.getoption("canarytrace_embedder"),
+        embedder=embedder,
         exact=bool(snapshot.update_snapshots),
     )
     return snapshot.use_extension(extension)
