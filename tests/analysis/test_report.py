@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from canarytrace.analysis.report import (
     save_latest,
     to_json,
     trace_link,
+    write_html,
     write_markdown,
 )
 
@@ -162,3 +164,28 @@ def test_a_route_that_streams_gets_a_time_to_first_token_plot() -> None:
     assert sorted(plots(calls, "chat")) == ["cost", "latency", "rates", "ttft"]
     never_streams = calls.with_columns(pl.lit(None, pl.Float64).alias("ttft_ms"))
     assert "ttft" not in plots(never_streams, "chat")
+
+
+def test_span_values_and_route_names_cannot_escape_the_reports(tmp_path: Path) -> None:
+    """An outcome kind or error type comes from whoever wrote the spans: raw in the HTML
+    report, `<img src=x onerror=...>` ran in a CI artifact. A route named `chat/v2`
+    made the Markdown report crash writing a plot into a missing folder."""
+    script = "<img src=x onerror=alert(1)>"
+    calls = synth.calls(synth.Scenario(users=600, seed=4)).with_columns(
+        pl.col("outcome_kind").replace("wrong_answer", script),
+        pl.lit("chat/../v2 beta").alias("route"),
+    )
+    judgement = judge(calls)
+    assert judgement.routes["chat/../v2 beta"].failing_canary
+    page = write_html(judgement, calls, tmp_path / "report.html").read_text()
+    assert script not in page and html.escape(script) in page
+    markdown = write_markdown(judgement, calls, tmp_path / "report.md").read_text()
+    plots_folder = tmp_path / "report_plots"
+    written = sorted(p.name for p in plots_folder.iterdir())
+    assert written and all(name.startswith("chat-v2-beta-") for name in written)
+    assert all(f"(report_plots/{name})" in markdown for name in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.html",
+        "report.md",
+        "report_plots",
+    ]

@@ -13,12 +13,14 @@ can be refused when the analysis does not support it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -325,11 +327,12 @@ def _trace_lines(
             shown = f"[`{tid}`]({link})" if link else f"`{tid}`"
         else:
             shown = (
-                f'<a href="{html.escape(link)}"><code>{tid}</code></a>'
+                f'<a href="{html.escape(link)}"><code>{html.escape(tid)}</code></a>'
                 if link
-                else f"<code>{tid}</code>"
+                else f"<code>{html.escape(tid)}</code>"
             )
-        lines.append(f"{label}: {shown} {_trace_detail(trace)}")
+        detail = _trace_detail(trace)  # error types and outcome kinds come from the spans
+        lines.append(f"{label}: {shown} {detail if md else html.escape(detail)}")
     return lines
 
 
@@ -343,6 +346,13 @@ def _trace_detail(trace: dict[str, Any]) -> str:
         category = trace.get("refusal_category")
         details.append(f"refused ({category})" if category else "refused")
     return ", ".join(details)
+
+
+def _file_name(route: str) -> str:
+    """A route's name as part of a file name: a "/" or ".." in it must not leave the plots'
+    folder, nor a space break the Markdown link; a hash keeps two such names apart."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", route).strip("-") or "route"
+    return safe if safe == route else f"{safe}-{hashlib.sha256(route.encode()).hexdigest()[:8]}"
 
 
 def write_markdown(
@@ -366,7 +376,7 @@ def write_markdown(
             ""
         ]
         for name, png in plots(calls, route.route).items():
-            file = folder / f"{route.route}_{name}.png"
+            file = folder / f"{_file_name(route.route)}_{name}.png"
             file.write_bytes(png)
             parts += [f"![{name}]({folder.name}/{file.name})", ""]
     path.write_text("\n".join(parts), encoding="utf-8")
