@@ -461,25 +461,31 @@ def analyze(
     ] = False,
     registry: RegistryOpt = None,
 ) -> None:
-    """Judge canary vs production: exit 0 PROMOTE, 1 ROLLBACK, 3 HOLD, 2 usage, 4 unreadable."""
+    """Judge the canary: exit 0 PROMOTE, 1 ROLLBACK, 3 HOLD, 2 usage, 4 unreadable, 5 failed."""
+    from canarytrace.analysis.command import EXIT_FAILED
     from canarytrace.analysis.command import analyze as run
 
-    code = run(
-        source,
-        out=stdout,
-        err=stderr,
-        route=route,
-        since=since,
-        until=until,
-        as_json=output == AnalyzeFormat.json,
-        markdown=markdown,
-        html=html,
-        jaeger_url=jaeger_url,
-        tempo_url=tempo_url,
-        confidence=confidence,
-        sequential=sequential,
-        registry=_registry_path(registry),
-    )
+    try:
+        code = run(
+            source,
+            out=stdout,
+            err=stderr,
+            route=route,
+            since=since,
+            until=until,
+            as_json=output == AnalyzeFormat.json,
+            markdown=markdown,
+            html=html,
+            jaeger_url=jaeger_url,
+            tempo_url=tempo_url,
+            confidence=confidence,
+            sequential=sequential,
+            registry=_registry_path(registry),
+        )
+    except Exception:  # an uncaught error exits 1, which CI would read as ROLLBACK
+        stderr.print_exception()
+        _say("error", "red", "internal error in canarytrace analyze (please report it)")
+        code = EXIT_FAILED
     raise typer.Exit(code=code)
 
 

@@ -194,3 +194,25 @@ def test_a_named_registry_must_exist_and_load(tmp_path: Path) -> None:
     assert f"{bad_date}:6: routes.chat.upgraded_on: Input should be a valid date" in dated.stderr
     bad_date.unlink()
     assert runner.invoke(app, ["analyze", str(thin)]).exit_code == 3  # default, absent
+
+
+def test_a_failed_run_never_exits_with_rollbacks_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any uncaught error exited 1, which CI reads as ROLLBACK: a report that could not be
+    written after a HOLD, or a bug."""
+    traces = _traces(tmp_path, synth.aa(users=30, seed=2), "thin")
+    missing = tmp_path / "no-such-folder" / "report.html"
+    unwritten = runner.invoke(app, ["analyze", str(traces), "--html", str(missing)])
+    assert unwritten.exit_code == 5, unwritten.output
+    assert f"{missing}: cannot be written" in unwritten.output
+    recorded = latest_verdict("chat", tmp_path / "state" / "last-verdict.json")
+    assert recorded is not None and recorded.verdict == "HOLD"  # the verdict is kept
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("canarytrace.analysis.command.judge", broken)
+    crashed = runner.invoke(app, ["analyze", str(traces)])
+    assert crashed.exit_code == 5
+    assert "ZeroDivisionError" in crashed.output and "internal error" in crashed.output

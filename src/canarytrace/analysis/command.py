@@ -2,10 +2,11 @@
 
 Exit codes of `analyze` (documented in README.md, "Judging a canary"): 0 PROMOTE,
 1 ROLLBACK, 3 HOLD, 2 usage error (bad option, bad registry `judge:` settings),
-4 source unreadable. Every run also records each route's verdict, with the canary and the
-registry's stage it judged, in `.canarytrace/last-verdict.json` (or
-`$CANARYTRACE_STATE_DIR`) for `promote --require-verdict`; a failure to record it is a
-warning that leaves the exit code to the verdict.
+4 source unreadable, 5 failed (a report not written, an internal error). Every run also
+records each route's verdict, with the canary and the registry's stage it judged, in
+`.canarytrace/last-verdict.json` (or `$CANARYTRACE_STATE_DIR`) for `promote
+--require-verdict`; a failure to record it is a warning that leaves the exit code to the
+verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from canarytrace.registry import parse_registry
 
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 4
+#: The run failed after or instead of a verdict (a report not written, an internal error):
+#: never 1, which CI reads as ROLLBACK.
+EXIT_FAILED = 5
 #: The registry `analyze` reads when none is named; unlike a named one, it may be absent.
 DEFAULT_REGISTRY = Path("models.yaml")
 
@@ -132,12 +136,16 @@ def analyze(
     else:
         # The skipped lines were already listed on stderr, where diagnostics belong.
         report.print_judgement(judgement, out, jaeger_url=jaeger_url, tempo_url=tempo_url)
-    links = {"jaeger_url": jaeger_url, "tempo_url": tempo_url}
-    if markdown is not None:
-        report.write_markdown(judgement, calls, markdown, **links)
-    if html is not None:
-        report.write_html(judgement, calls, html, **links)
     _save_state(judgement, stages, err)
+    links = {"jaeger_url": jaeger_url, "tempo_url": tempo_url}
+    try:
+        if markdown is not None:
+            report.write_markdown(judgement, calls, markdown, **links)
+        if html is not None:
+            report.write_html(judgement, calls, html, **links)
+    except OSError as exc:
+        _err(err, f"{exc.filename or 'report'}: cannot be written ({exc.strerror or exc})")
+        return EXIT_FAILED
     return report.EXIT_CODES[judgement.verdict]
 
 
