@@ -646,3 +646,19 @@ def test_a_slower_canary_with_a_colder_cache_is_rolled_back_and_the_caches_named
     assert next(m for m in route.metrics if m.name == "cost_per_call").status == "pass"
     assert route.reasons[0].startswith("latency p95 +")
     assert route.reasons[-1].startswith("prompt cache: production read 60% of its input")
+
+
+def test_calls_of_no_user_are_no_sample_of_the_split() -> None:
+    """Routing sends a call without a user id to production whatever the stage; each was
+    counted as a production user of its own, so 2 % of such calls made the split read
+    47 % canary at a 50 % stage: 'routing or tracing is broken', HOLD forever."""
+    calls = synth.calls(synth.aa(users=3000, seed=15))
+    production = calls.filter(pl.col("tier") == "production")
+    anonymous = production.sample(fraction=0.02, seed=1).with_columns(
+        pl.lit(None, pl.String).alias("user_hash"),
+        pl.Series("span_id", [f"{i:016x}" for i in range(int(production.height * 0.02))]),
+    )
+    route = judge(pl.concat([calls, anonymous])).routes["chat"]
+    assert route.srm is not None and not route.srm.mismatch
+    users = calls["user_hash"].n_unique()
+    assert route.srm.canary_users + route.srm.production_users == users

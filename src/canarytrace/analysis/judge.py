@@ -445,9 +445,13 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     stage it saw: stages only add users to the canary, so at that stage it was in
     the canary with that stage's probability (a rollback moves nobody out of it).
     `users` has a row per (tier, user); only the few users with a row in each tier
-    are grouped (grouping them all costs ~300 MB at two million users).
+    are grouped (grouping them all costs ~300 MB at two million users). The calls of no
+    user (`metrics.NO_USER_STAGE`) are left out: routing sends them to production
+    whatever the stage, and each counted as a production user of its own.
     """
-    rows = users.select("user", "tier", "rollout_percent")
+    rows = users.select("user", "tier", "rollout_percent").filter(
+        pl.col("rollout_percent").ne_missing(M.NO_USER_STAGE)
+    )
     in_both = rows["user"].is_duplicated()
     n_users = rows.height - int(in_both.sum()) // 2
     widest_stage = pl.concat(

@@ -412,6 +412,10 @@ def user_sums(threshold: float | None) -> dict[str, pl.Expr]:
 _MEANS = frozenset({"log_latency_mean"})
 
 
+#: The `rollout_percent` of `user_aggregates`' pseudo-user of a call without a user.
+NO_USER_STAGE = -1
+
+
 def user_aggregates(
     calls: Frame,
     route: str,
@@ -431,7 +435,9 @@ def user_aggregates(
     `rollout_percent` is the largest the user's calls carry (stages only grow).
     Calls without a user hash are grouped as one pseudo-user per call (their own
     cluster), so they still count without pretending to be independent of nothing;
-    `every_call_has_a_user` skips that case (see `_user_key`).
+    their `rollout_percent` is `NO_USER_STAGE`, since routing sends them to production
+    whatever the stage (they are no sample of the split); `every_call_has_a_user` skips
+    that case (see `_user_key`).
     Every aggregation here is a running sum, mean or maximum, so polars' streaming
     engine keeps one small state per user and never holds the calls. The user's
     typical latency is therefore the mean of its log-latencies (a geometric mean), not
@@ -450,12 +456,15 @@ def user_aggregates(
     key = _user_key(every_call_has_a_user) // 2 * 2 + _tier_code()
     summed = [name for name in chosen if name not in _MEANS]
     averaged = [name for name in chosen if name in _MEANS]
+    stage = pl.col("rollout_percent")
+    if not every_call_has_a_user:
+        stage = pl.when(pl.col("user_hash").is_null()).then(NO_USER_STAGE).otherwise(stage)
     return (
         _judged(calls, route)
         .select(
             key.alias("key"),
             *(expr.alias(name) for name, expr in chosen.items()),
-            "rollout_percent",
+            stage.alias("rollout_percent"),
         )
         .group_by("key")
         .agg(
