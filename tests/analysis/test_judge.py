@@ -662,3 +662,16 @@ def test_calls_of_no_user_are_no_sample_of_the_split() -> None:
     assert route.srm is not None and not route.srm.mismatch
     users = calls["user_hash"].n_unique()
     assert route.srm.canary_users + route.srm.production_users == users
+
+
+def test_the_time_still_needed_is_at_the_canarys_own_rate() -> None:
+    """A week of production traces beside a canary of six hours read '~216 days at 4
+    canary calls/h': the canary's calls were divided by the whole window."""
+    calls = synth.calls(synth.aa(users=40, seed=2))
+    canary = calls.filter(pl.col("tier") == "canary")
+    early = calls.filter(pl.col("tier") == "production").head(1)
+    week_before = early.with_columns(pl.col("start") - dt.timedelta(days=7))
+    route = judge(pl.concat([calls, week_before])).routes["chat"]
+    hours = (canary["start"].max() - canary["start"].min()).total_seconds() / 3600
+    assert route.more_canary_calls is not None and route.more_hours is not None
+    assert route.more_hours == pytest.approx(route.more_canary_calls / (canary.height / hours))

@@ -180,8 +180,9 @@ def test_route_facts_window_and_users_are_the_judged_calls_only() -> None:
         pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("other")).otherwise("route").alias("route")
     )
     facts = metrics.route_facts(frame, "chat")
-    assert facts == (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=4), 1)
-    assert metrics.route_facts(frame, "missing") == (None, None, 0)
+    canary = T0 + dt.timedelta(hours=4)  # the only canary call of the route
+    assert facts == (T0 + dt.timedelta(hours=1), canary, 1, canary, canary)
+    assert metrics.route_facts(frame, "missing") == (None, None, 0, None, None)
 
 
 def test_pending_calls_are_counted_per_judged_tier() -> None:

@@ -724,8 +724,8 @@ def _judge_route(
     calls_p, calls_c = int(prod["calls"].sum()), int(can["calls"].sum())
     window_start, window_end = facts.first, facts.last
     hours = 0.0
-    if window_start is not None and window_end is not None:
-        hours = (window_end - window_start).total_seconds() / 3600
+    if facts.canary_first is not None and facts.canary_last is not None:
+        hours = (facts.canary_last - facts.canary_first).total_seconds() / 3600
     canary_rate = calls_c / hours if hours > 0 else None
 
     thin = n_prod < config.min_users or n_can < config.min_users

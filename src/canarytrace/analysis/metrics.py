@@ -183,6 +183,8 @@ class RouteFacts(NamedTuple):
     first: dt.datetime | None  # start of the route's first judged call
     last: dt.datetime | None  # start of its last one
     calls_without_user: int  # judged calls that carry no user hash
+    canary_first: dt.datetime | None  # the canary's first call: its rate is over its own
+    canary_last: dt.datetime | None  # time, not a window production's traces made longer
 
 
 def route_facts(calls: Frame, route: str) -> RouteFacts:
@@ -190,13 +192,18 @@ def route_facts(calls: Frame, route: str) -> RouteFacts:
     a fraction of a grouped one: ~0.18 CPU-s on 10M calls, against ~0.45 for the
     per-(route, tier, model) overview it replaces)."""
     start = pl.col("start")
+    canary = start.filter(pl.col("tier") == "canary")
     query = _judged(calls, route).select(
         start.min().alias("first"),
         start.max().alias("last"),
         pl.col("user_hash").null_count().alias("calls_without_user"),
+        canary.min().alias("canary_first"),
+        canary.max().alias("canary_last"),
     )
-    first, last, without_user = query.collect(engine="streaming").row(0)
-    return RouteFacts(first, last, int(without_user))
+    first, last, without_user, canary_first, canary_last = query.collect(
+        engine="streaming"
+    ).row(0)
+    return RouteFacts(first, last, int(without_user), canary_first, canary_last)
 
 
 def has_values(calls: Frame, route: str, column: str) -> bool:
