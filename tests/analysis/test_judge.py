@@ -10,6 +10,7 @@ import datetime as dt
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -462,6 +463,30 @@ def test_overrides_change_margins_and_reject_unknown_keys() -> None:
         JudgeConfig().override({"confidance": 0.9})
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"metrics": {"latency_p95": {"critical": "false"}}}, r"critical: 'false' must be true or"),
+        ({"sequential": "no"}, r"judge\.sequential: 'no' must be true or false"),
+        ({"min_users": 2.7}, r"judge\.min_users: 2\.7 must be a whole number"),
+        ({"confidence": "high"}, r"judge\.confidence: 'high' must be a number"),
+        (
+            {"metrics": {"satisfaction": {"margin": 1.0}}},
+            r"satisfaction\.margin: 1\.0 must be above 0 and below 1",
+        ),
+        (
+            {"metrics": {"cost_per_call": {"margin": -0.1}}},
+            r"cost_per_call\.margin: -0\.1 must be above 0",
+        ),
+    ],
+)
+def test_settings_are_refused_not_converted(settings: dict[str, Any], message: str) -> None:
+    """`bool("false")` made a quoted false critical, `int(2.7)` made 2, and a 100 % fall
+    of satisfaction as its margin crashed the judge (log1p(-1))."""
+    with pytest.raises(ValueError, match=message):
+        JudgeConfig().override(settings)
+
+
 def test_models_yaml_judge_settings_are_read_per_route(tmp_path: Path) -> None:
     path = tmp_path / "models.yaml"
     models = (
@@ -675,3 +700,24 @@ def test_the_time_still_needed_is_at_the_canarys_own_rate() -> None:
     hours = (canary["start"].max() - canary["start"].min()).total_seconds() / 3600
     assert route.more_canary_calls is not None and route.more_hours is not None
     assert route.more_hours == pytest.approx(route.more_canary_calls / (canary.height / hours))
+
+
+@pytest.mark.parametrize("sequential", [False, True], ids=["fixed", "sequential"])
+def test_a_metric_no_user_varies_on_is_decided_not_held_forever(sequential: bool) -> None:
+    """A classifier route answers one token a call: its standard error is 0, and the
+    metric stayed 'not decided yet', '0 more canary calls would decide it'."""
+    calls = synth.calls(synth.aa(users=3000, seed=2))
+    one_token = calls.with_columns(pl.lit(1, pl.Int64).alias("output_tokens"))
+    config = JudgeConfig(sequential=sequential)
+    tokens = next(
+        m
+        for m in judge(one_token, config=config).routes["chat"].metrics
+        if m.name == "output_tokens"
+    )
+    assert (tokens.status, tokens.change, tokens.low, tokens.high) == ("pass", 0.0, 0.0, 0.0)
+    two_tokens = one_token.with_columns(
+        pl.when(pl.col("tier") == "canary").then(2).otherwise(1).alias("output_tokens")
+    )
+    doubled = judge(two_tokens, config=config).routes["chat"]
+    tokens = next(m for m in doubled.metrics if m.name == "output_tokens")
+    assert tokens.status == "fail" and tokens.change == pytest.approx(1.0)

@@ -95,9 +95,13 @@ def _margin_theta(spec: MetricSpec) -> float:
 
 
 def t_pvalues(est: Estimate) -> tuple[float, float]:
-    if est.se <= 0 or not math.isfinite(est.se):
+    """(p of harm beyond the margin, p of non-inferiority) of the effect's t or z test."""
+    if not math.isfinite(est.se) or est.se < 0:
         return 1.0, 1.0
-    z = est.worse_sign * (est.theta - est.bad) / est.se
+    gap = est.worse_sign * (est.theta - est.bad)
+    if est.se == 0:  # no user varies (every call one token, one price): the effect is exact
+        return (0.0, 1.0) if gap > 0 else (1.0, 0.0) if gap < 0 else (1.0, 1.0)
+    z = gap / est.se
     cdf = float(special.stdtr(est.df, z)) if math.isfinite(est.df) else float(special.ndtr(z))
     return 1.0 - cdf, cdf
 

@@ -256,7 +256,7 @@ class JudgeConfig:
         changes: dict[str, Any] = {}
         for key, value in mapping.items():
             if key in simple:
-                changes[key] = type(getattr(self, key))(value)
+                changes[key] = _typed(value, getattr(self, key), f"{where}.{key}")
             elif key != "metrics":
                 raise ValueError(
                     f"{where}.{key}: unknown judge setting; use one of "
@@ -275,13 +275,36 @@ class JudgeConfig:
                     f"{where}.metrics.{name}.{sorted(bad)[0]}: unknown key; "
                     "set margin, relative or critical"
                 )
-            specs[name] = replace(
-                specs[name], **{k: type(getattr(specs[name], k))(v) for k, v in fields.items()}
+            here = f"{where}.metrics.{name}"
+            specs[name] = spec = replace(
+                specs[name],
+                **{k: _typed(v, getattr(specs[name], k), f"{here}.{k}") for k, v in fields.items()},
             )
+            # A relative margin on a metric where lower is worse (satisfaction) is a
+            # fall of that share: 100 % or more is no margin (log1p(-1) failed).
+            ceiling = 1.0 if spec.relative and not spec.higher_is_worse else math.inf
+            if not 0 < spec.margin < ceiling:
+                limit = "above 0 and below 1" if ceiling == 1.0 else "above 0"
+                raise ValueError(f"{here}.margin: {spec.margin} must be {limit}")
         conf = changes.get("confidence", self.confidence)
         if not 0.5 < conf < 1:
             raise ValueError(f"{where}.confidence: {conf} must be between 0.5 and 1 (e.g. 0.95)")
         return replace(self, metrics=tuple(specs.values()), **changes)
+
+
+def _typed(value: Any, like: Any, where: str) -> Any:
+    """`value` as a setting of the type of `like`, refused rather than converted: Python's
+    `bool("false")` is True and `int(2.7)` is 2."""
+    if isinstance(like, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(like, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    else:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok, kind = number and math.isfinite(value), "a number"
+    if not ok:
+        raise ValueError(f"{where}: {value!r} must be {kind}")
+    return float(value) if isinstance(like, float) else value
 
 
 @dataclass(frozen=True)
@@ -595,7 +618,10 @@ def _metric_results(
     for spec in measured:
         est = estimates[spec.name]
         assert est is not None
-        if config.sequential:
+        if est.se == 0:  # no user varies: the effect is exact, in either mode
+            p_harm[spec.name], p_ni[spec.name] = t_pvalues(est)
+            bounds[spec.name] = (est.theta, est.theta)
+        elif config.sequential:
             tau = abs(est.bad) if est.bad else 0.1
             av = msprt_p(est.theta, est.bad, est.se, tau) if est.se > 0 else 1.0
             harm_side = est.worse_sign * (est.theta - est.bad) > 0
