@@ -721,3 +721,20 @@ def test_a_metric_no_user_varies_on_is_decided_not_held_forever(sequential: bool
     doubled = judge(two_tokens, config=config).routes["chat"]
     tokens = next(m for m in doubled.metrics if m.name == "output_tokens")
     assert tokens.status == "fail" and tokens.change == pytest.approx(1.0)
+
+
+def test_a_metric_held_only_by_holms_correction_says_so() -> None:
+    """Its interval clears the margin, so 'not decided yet' read as a contradiction: the
+    intervals are each metric's own, the decision is across the metrics."""
+    scenario = synth.with_canary(
+        synth.aa(users=1200, seed=501), error_rate=0.022, latency_median_ms=1010
+    )
+    route = judge(synth.calls(scenario)).routes["chat"]
+    errors = next(m for m in route.metrics if m.name == "error_rate")
+    assert errors.low is not None and errors.low > errors.margin  # beyond it on its own
+    assert errors.status == "inconclusive" and route.verdict == Verdict.HOLD
+    reason = next(r for r in route.reasons if r.startswith("error rate"))
+    assert reason.endswith(
+        f"worse beyond the margin on its own, not yet across the metrics "
+        f"(Holm-adjusted p = {errors.p_harm_adjusted:.2g})"
+    )

@@ -497,6 +497,19 @@ def _srm(users: pl.DataFrame, alpha: float) -> SampleRatio | None:
     return SampleRatio(expected, n_c / total, n_c, n_p, p_value, p_value < alpha)
 
 
+def _undecided(r: MetricResult, alpha: float) -> str:
+    """Why a metric is not decided; when its interval alone clears the margin, that the
+    correction across metrics (Holm) is what holds it, or the reason contradicts its own
+    numbers."""
+    adjusted = r.p_harm_adjusted
+    if r.p_harm is not None and adjusted is not None and r.p_harm < alpha <= adjusted:
+        return (
+            f"{describe(r)}: worse beyond the margin on its own, not yet across the metrics "
+            f"(Holm-adjusted p {p_is(adjusted)})"
+        )
+    return f"{describe(r)}: not decided yet"
+
+
 def _unmeasured(r: MetricResult) -> str:
     """Why a metric has no result: no data on either tier, or on one only. A critical one
     measured on one tier alone holds the canary: a canary whose model has no price must
@@ -833,7 +846,7 @@ def _judge_route(
                 f"{describe(r)}: worse beyond the margin (not critical, needs a look)"
                 for r in failed_other
             ]
-            reasons += [f"{describe(r)}: not decided yet" for r in undecided]
+            reasons += [_undecided(r, 1 - config.confidence) for r in undecided]
     for r in results:
         if r.status == "no data":
             reasons.append(_unmeasured(r))
