@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from statsmodels.stats.multitest import multipletests
@@ -738,3 +739,22 @@ def test_a_metric_held_only_by_holms_correction_says_so() -> None:
         f"worse beyond the margin on its own, not yet across the metrics "
         f"(Holm-adjusted p = {errors.p_harm_adjusted:.2g})"
     )
+
+
+def test_positive_feedback_is_judged_on_each_routes_own_scale() -> None:
+    """One threshold over all routes: stars 1-5 beside thumbs 0/1 put thumbs up (1)
+    below it, so a 20-point fall of thumbs up read 0 % against 0 %, pass."""
+    stars = synth.calls(replace(synth.aa(users=2000, seed=16), route="chat"))
+    thumbs = synth.calls(replace(synth.aa(users=4000, seed=17), route="thumbs"))
+    draw = np.random.default_rng(0).random(thumbs.height)
+    up = np.where(thumbs["tier"] == "canary", draw < 0.6, draw < 0.8).astype(float)
+    thumbs = thumbs.with_columns(
+        pl.when(pl.col("feedback_score").is_not_null()).then(pl.Series(up)).alias("feedback_score")
+    )
+    together = judge(pl.concat([stars, thumbs])).routes["thumbs"]
+    alone = judge(thumbs).routes["thumbs"]
+    for route in (together, alone):
+        positive = next(m for m in route.metrics if m.name == "positive_feedback")
+        assert positive.production == pytest.approx(0.8, abs=0.03)
+        assert positive.canary == pytest.approx(0.6, abs=0.03)
+        assert positive.status == "fail"

@@ -923,14 +923,13 @@ def judge(
     config = config or JudgeConfig()
     lazy = calls.lazy()
     routes = M.judged_routes(lazy) if route is None else [route]
-    threshold = M.positive_threshold(lazy)
     with ThreadPoolExecutor(max_workers=1) as traces:
         verdicts = {
             r: _judge_route(
                 r,
                 lazy,
                 (route_configs or {}).get(r, config),
-                threshold,
+                M.positive_threshold(lazy, r),
                 traces,
             )
             for r in routes

@@ -52,10 +52,13 @@ _MIN_MS = 0.01
 _MAX_MS = 1e7
 
 
-def positive_threshold(calls: Frame) -> float | None:
-    """The score at or above which feedback counts as positive (see module docstring)."""
+def positive_threshold(calls: Frame, route: str | None = None) -> float | None:
+    """The score at or above which feedback counts as positive (see module docstring),
+    over one route's calls when given: routes may score on different scales (thumbs 0/1
+    beside stars 1-5)."""
     fb = pl.col("feedback_score")
-    scores = calls.lazy().select(fb.min().alias("lo"), fb.max().alias("hi"))
+    lazy = calls.lazy() if route is None else calls.lazy().filter(pl.col("route") == route)
+    scores = lazy.select(fb.min().alias("lo"), fb.max().alias("hi"))
     lo, hi = scores.collect(engine="streaming").row(0)
     if lo is None or hi is None:
         return None
