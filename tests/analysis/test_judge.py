@@ -758,3 +758,23 @@ def test_positive_feedback_is_judged_on_each_routes_own_scale() -> None:
         assert positive.production == pytest.approx(0.8, abs=0.03)
         assert positive.canary == pytest.approx(0.6, abs=0.03)
         assert positive.status == "fail"
+
+
+def test_a_canary_whose_model_changed_in_the_window_holds() -> None:
+    """The canary's pin moved to a model 14 % dearer after 40 % of the window: diluted by
+    the old model's calls, cost read +8.8 % (margin 10 %), PROMOTE, under the new id."""
+    calls = synth.calls(synth.aa(users=6000, seed=13))
+    moved = calls.sort("start")["start"][int(calls.height * 0.4)]
+    late = (pl.col("tier") == "canary") & (pl.col("start") > moved)
+    new = "claude-opus-4-20250514"
+    calls = calls.with_columns(
+        *(
+            pl.when(late).then(pl.lit(new)).otherwise(c).alias(c)
+            for c in ("request_model", "response_model")
+        ),
+        pl.when(late).then(pl.col("cost_usd") * 1.14).otherwise("cost_usd").alias("cost_usd"),
+    )
+    route = judge(calls).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    reason = next(r for r in route.reasons if r.startswith("canary: its calls asked for several"))
+    assert f"{new} 6" in reason and "%" in reason

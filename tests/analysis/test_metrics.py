@@ -222,16 +222,19 @@ def test_judged_routes_are_those_with_a_canary_else_those_with_production() -> N
         ([], None),
     ],
 )
-def test_main_model_is_the_tiers_most_frequent(
+def test_tier_models_come_most_frequent_first_with_their_shares(
     models: list[str | None], main: str | None, tmp_path: Path
 ) -> None:
     rows = [{"tier": "canary", "request_model": m} for m in models]
     rows.append({"tier": "production", "request_model": "prod-model"})
     path = tmp_path / "calls.parquet"  # the cheap queries rely on Parquet's pushdown
     _calls(rows).write_parquet(path)
+    named = [m for m in models if m is not None]
     for source in (_calls(rows), pl.scan_parquet(path)):
-        assert metrics.main_model(source, "chat", "canary") == main
-        assert metrics.main_model(source, "chat", "production") == "prod-model"
+        mix = metrics.tier_models(source, "chat", "canary")
+        assert next(iter(mix), None) == main
+        assert mix == {m: named.count(m) / len(named) for m in mix}
+        assert metrics.tier_models(source, "chat", "production") == {"prod-model": 1.0}
 
 
 def test_latency_histograms_unpack_to_tier_and_bin() -> None:

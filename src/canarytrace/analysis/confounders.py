@@ -2,9 +2,10 @@
 
 The judge compares two pinned models served alike. Each function here reads one fact
 that `metrics` queried and says, in the judge's words, where that does not hold: the
-provider served the tiers at different service tiers, another model answered a tier's
-calls (alias drift), their prompt caches were unequally warm, or part of a tier's calls
-have no cost. A share of calls from `CONFOUNDED_SHARE` up is too much to judge past.
+provider served the tiers at different service tiers, a tier's calls asked for several
+models (its pin changed in the window), another model answered a tier's calls (alias
+drift), their prompt caches were unequally warm, or part of a tier's calls have no cost.
+A share of calls from `CONFOUNDED_SHARE` up is too much to judge past.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ def service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | No
         f"{mix(canary)}): latency and cost compare the tiers as much as the models; "
         "serve both alike"
     )
+
+
+def mixed_models(mixes: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Why a tier whose calls asked for several models (`metrics.tier_models`), its pin
+    changed in the window, does not stand for one model: one reason per such tier."""
+    reasons = []
+    for tier, mix in mixes.items():
+        if len(mix) > 1 and sorted(mix.values())[-2] >= CONFOUNDED_SHARE:
+            shares = ", ".join(f"{model} {share:.0%}" for model, share in mix.items())
+            reasons.append(
+                f"{tier}: its calls asked for several models ({shares}): the comparison "
+                "mixes them; judge each model's window apart (--since/--until)"
+            )
+    return reasons
 
 
 def drifted(drift: Mapping[str, M.Drift], models: Mapping[str, str | None]) -> list[str]:

@@ -771,11 +771,9 @@ def _judge_route(
     results, needed = _metric_results(config, prod, can, histograms, thin)
 
     srm = _srm(users, config.srm_alpha)
-    models = {
-        "production": M.main_model(lazy, route, "production"),
-        "canary": M.main_model(lazy, route, "canary"),
-    }
-    confounders = C.drifted(M.drift(lazy, route), models)
+    mixes = {tier: M.tier_models(lazy, route, tier) for tier in ("production", "canary")}
+    models = {tier: next(iter(mix), None) for tier, mix in mixes.items()}
+    confounders = C.mixed_models(mixes) + C.drifted(M.drift(lazy, route), models)
     mismatch = C.service_tier_mismatch(M.service_tier_shares(lazy, route))
     if mismatch is not None:
         confounders.append(mismatch)

@@ -7,7 +7,7 @@ aggregated without materialising every call). `summary` gives one row per group
 `latency_histograms` are what the judge reads: small frames (per user, the unit of
 randomisation; per latency bin) rather than per call, lazy, so that the streaming
 engine reduces the source to them without holding calls; `judged_routes`,
-`route_facts` and `main_model` are the few other facts it needs, each read by a query
+`route_facts` and `tier_models` are the few other facts it needs, each read by a query
 that costs a fraction of a grouped one.
 
 Background calls still pending (`ENDED`) are counted apart in `summary`'s `pending`,
@@ -250,23 +250,25 @@ def _sole_value(rows: pl.LazyFrame, column: str) -> tuple[Any, bool]:
     return one.item(), others.item() > 0
 
 
-def main_model(calls: Frame, route: str, tier: str) -> str | None:
-    """The request model of most of the tier's calls (ties: the first by name); counted
-    only when the tier has several (`_sole_value`)."""
+def tier_models(calls: Frame, route: str, tier: str) -> dict[str, float]:
+    """The request models of the tier's calls with their shares, most calls first (ties:
+    by name); {} when no call names one. Counted only when the tier has several
+    (`_sole_value`): a canary whose pin changed mid-window mixes two models."""
     in_tier = tier_calls(calls, route, tier)
     model, several = _sole_value(in_tier, "request_model")
     if model is None:
-        return None
+        return {}
     if not several:
-        return str(model)
+        return {str(model): 1.0}
     counts = (
         in_tier.filter(pl.col("request_model").is_not_null())
         .group_by("request_model")
         .agg(pl.len().alias("calls"))
         .sort("calls", "request_model", descending=[True, False])
-        .head(1)
+        .collect(engine="streaming")
     )
-    return str(counts.collect(engine="streaming")["request_model"].item())
+    total = int(counts["calls"].sum())
+    return {str(m): n / total for m, n in counts.iter_rows()}
 
 
 def service_tier_shares(calls: Frame, route: str) -> dict[str, dict[str, float]]:
