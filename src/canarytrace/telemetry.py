@@ -11,7 +11,8 @@
      the exporters read the other `OTEL_EXPORTER_OTLP_*` variables themselves), with
      GenAI metrics exported the same way;
    - else to the embedded default, `OtlpJsonLinesExporter`, in `$CANARYTRACE_TRACES_DIR`
-     or `./.canarytrace/traces/`.
+     or `./.canarytrace/traces/`;
+   - nowhere when `OTEL_TRACES_EXPORTER=none`.
 
 The embedded files hold one OTLP/JSON `ExportTraceServiceRequest` per line, encoded
 exactly as the OpenTelemetry Collector's `file` exporter does with `format: json`, so
@@ -26,6 +27,7 @@ import base64
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -44,8 +46,15 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_SERVICE_NAME = "canarytrace-app"
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+#: The BatchSpanProcessor arguments the SDK validates, and the variable that sets each.
+_BSP_VARIABLES = {
+    "max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE",
+    "schedule_delay_millis": "OTEL_BSP_SCHEDULE_DELAY",
+    "max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+}
 _log = logging.getLogger(__name__)
 _owned_provider: TracerProvider | None = None
+_provider_in_use: trace.TracerProvider | None = None
 _setup_lock = threading.Lock()
 
 
@@ -60,7 +69,7 @@ def setup(
     recorded at all (rather than handed to a no-op), so set the application's
     MeterProvider before `instrument()`, or pass it as `meter_provider=`.
     """
-    global _owned_provider
+    global _owned_provider, _provider_in_use
     if tracer_provider is None:
         tracer_provider = _application_provider()
     if tracer_provider is None:
@@ -71,12 +80,13 @@ def setup(
                 if meter_provider is None and _otlp_endpoint("METRICS"):
                     metrics.set_meter_provider(_create_meter_provider(_owned_provider.resource))
             tracer_provider = _owned_provider
+    _provider_in_use = tracer_provider
     return tracer_provider, meter_provider or _application_meter_provider()
 
 
 def flush(timeout_millis: int = 30_000) -> bool:
     """Export every finished span now (of the provider canarytrace uses); True on success."""
-    provider = _owned_provider or trace.get_tracer_provider()
+    provider = _provider_in_use or trace.get_tracer_provider()
     force_flush = getattr(provider, "force_flush", None)
     return bool(force_flush(timeout_millis)) if force_flush else True
 
@@ -123,7 +133,9 @@ def _otlp_protocol(signal: str) -> str:
 
 def _create_provider(service_name: str | None) -> TracerProvider:
     provider = TracerProvider(resource=_resource(service_name))
-    provider.add_span_processor(DeliveryCountingProcessor(_create_exporter()))
+    # The OTel variable that turns trace export off: no files, no OTLP.
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() != "none":
+        provider.add_span_processor(DeliveryCountingProcessor(_create_exporter()))
     return provider
 
 
@@ -179,7 +191,19 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
         self._next_report = 0.0
         self._count_lock = threading.Lock()
         self._destination = type(exporter).__name__
-        super().__init__(_CountingExporter(exporter, self._on_export))
+        counting = _CountingExporter(exporter, self._on_export)
+        try:
+            super().__init__(counting)
+        except ValueError as error:  # OTEL_BSP_* values the SDK rejects: start all the same
+            _log.warning(
+                "canarytrace: ignoring %s (%s); using the default batch settings",
+                _rejected_bsp_variables(str(error)),
+                error,
+            )
+            # The OpenTelemetry specification's defaults.
+            super().__init__(
+                counting, max_queue_size=2048, schedule_delay_millis=5000, max_export_batch_size=512
+            )
         _live_processors.add(self)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -227,6 +251,16 @@ class DeliveryCountingProcessor(BatchSpanProcessor):
         )
 
 
+def _rejected_bsp_variables(message: str) -> str:
+    """The OTEL_BSP_* variables, with their values, that the SDK's `message` names."""
+    named = [
+        f"{var}={os.environ[var]}"
+        for arg, var in _BSP_VARIABLES.items()
+        if arg in message and var in os.environ
+    ]
+    return ", ".join(named) or "the OTEL_BSP_* variables"
+
+
 class _CountingExporter(SpanExporter):
     """Passes every call to `inner` and reports each export's size and success."""
 
@@ -257,47 +291,55 @@ class OtlpJsonLinesExporter(SpanExporter):
     process id, so several processes can share one folder. Every line is flushed to the
     OS as it is written, so a crash loses at most the batch being written. A process
     forked from one that exports (a pre-forking server's workers) writes files of its
-    own: see `_fork_safely`.
+    own: see `_fork_safely`. A file or folder removed while the process runs (old
+    traces cleared) is noticed at the next export, which starts a new file.
     """
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES):
-        self.directory = Path(directory)
+        # Absolute now: a later chdir() must not move where the spans go.
+        self.directory = Path(directory).absolute()
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._file: Any = None
         self._written = 0
         self._sequence = 0
         self._failed = False
+        self._warned_removed = False
         _live_exporters.add(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         data = (encode_spans_json(spans) + "\n").encode("utf-8")
         with self._lock:
             try:
-                if self._file is None or self._written >= self.max_bytes:
+                if self._file is None or self._written >= self.max_bytes or self._removed():
                     self._rotate()
                 self._file.write(data)
                 self._file.flush()
-            except OSError as error:  # a full disk or a removed folder: drop, say so once
-                if not self._failed:
-                    self._failed = True
-                    _log.warning(
-                        "canarytrace: cannot write traces to %s: %s", self.directory, error
-                    )
+            except OSError as error:  # a full disk or an unwritable folder: drop, say so once
+                self._warn_failed(error)
                 return SpanExportResult.FAILURE
             self._written += len(data)
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
+            try:
+                if self._file is not None:
+                    self._file.flush()
+            except OSError as error:
+                self._warn_failed(error)
+                return False
         return True
 
     def shutdown(self) -> None:
+        """Close the file; a full disk is logged, never raised (this runs at exit)."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
+            try:
+                if self._file is not None:
+                    self._file.close()
+            except OSError as error:
+                self._warn_failed(error)
+            finally:
                 self._file = None
 
     @property
@@ -313,9 +355,28 @@ class OtlpJsonLinesExporter(SpanExporter):
         self._written = 0
         self._lock.release()
 
+    def _removed(self) -> bool:
+        """Whether the open file was deleted (its folder cleared): writes would vanish."""
+        if self._file is None or os.fstat(self._file.fileno()).st_nlink > 0:
+            return False
+        if not self._warned_removed:
+            self._warned_removed = True
+            _log.warning(
+                "canarytrace: %s was removed while in use; writing to a new file in %s",
+                self._file.name,
+                self.directory,
+            )
+        return True
+
+    def _warn_failed(self, error: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            _log.warning("canarytrace: cannot write traces to %s: %s", self.directory, error)
+
     def _rotate(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        previous, self._file = self._file, None  # a close that fails leaves no closed file
+        if previous is not None:
+            previous.close()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -329,6 +390,7 @@ class OtlpJsonLinesExporter(SpanExporter):
 _live_exporters: weakref.WeakSet[OtlpJsonLinesExporter] = weakref.WeakSet()
 _live_processors: weakref.WeakSet[DeliveryCountingProcessor] = weakref.WeakSet()
 _held_for_fork: list[OtlpJsonLinesExporter] = []
+_flush_in_workers_registered = False
 
 
 def _fork_safely() -> None:
@@ -338,6 +400,7 @@ def _fork_safely() -> None:
     the child's counting processors start afresh."""
 
     def before() -> None:
+        _flush_in_multiprocessing_workers()
         _held_for_fork[:] = list(_live_exporters)
         for exporter in _held_for_fork:
             exporter._lock.acquire()
@@ -355,6 +418,24 @@ def _fork_safely() -> None:
             processor._forked()
 
     os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
+
+
+def _flush_in_multiprocessing_workers() -> None:
+    """Have multiprocessing's forked workers flush their spans as they end: they leave
+    with `os._exit()`, which skips the atexit flush, but run multiprocessing's finalizers.
+
+    Registered once, with the first fork after multiprocessing was imported (a fork by
+    multiprocessing implies it), so canarytrace never imports it itself.
+    """
+    global _flush_in_workers_registered
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None or _flush_in_workers_registered:
+        return
+    _flush_in_workers_registered = True
+    # Run in each new worker: its finalizers were cleared just before.
+    mp_util.register_after_fork(
+        sys.modules[__name__], lambda _module: mp_util.Finalize(None, flush, exitpriority=0)
+    )
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
