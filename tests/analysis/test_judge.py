@@ -778,3 +778,16 @@ def test_a_canary_whose_model_changed_in_the_window_holds() -> None:
     assert route.verdict == Verdict.HOLD
     reason = next(r for r in route.reasons if r.startswith("canary: its calls asked for several"))
     assert f"{new} 6" in reason and "%" in reason
+
+
+def test_tiers_that_both_fail_most_calls_are_an_outage_not_a_promotion() -> None:
+    """Every call of both tiers failing (a provider outage, an expired key) read as a
+    canary no worse than production: PROMOTE, exit 0."""
+    calls = synth.calls(synth.aa(users=3000, seed=2)).with_columns(
+        pl.lit("error").alias("status"), pl.lit("RateLimitError").alias("error_type")
+    )
+    route = judge(calls).routes["chat"]
+    assert route.verdict == Verdict.HOLD
+    assert route.reasons[0].startswith(
+        "both tiers fail most of their calls (production 100%, canary 100%): an outage"
+    )

@@ -48,6 +48,24 @@ def service_tier_mismatch(shares: Mapping[str, Mapping[str, float]]) -> str | No
     )
 
 
+#: An error rate from which a tier is down rather than answering.
+OUTAGE_ERROR_RATE = 0.5
+
+
+def outage(errors: MetricResult | None) -> str | None:
+    """Why tiers that both fail most of their calls cannot be compared: equal in failing,
+    the canary would pass every other metric on the few calls that answered."""
+    if errors is None or errors.production is None or errors.canary is None:
+        return None
+    if min(errors.production, errors.canary) < OUTAGE_ERROR_RATE:
+        return None
+    return (
+        f"both tiers fail most of their calls (production {errors.production:.0%}, canary "
+        f"{errors.canary:.0%}): an outage, not a comparison of models; judge a window in "
+        "which production answers"
+    )
+
+
 def mixed_models(mixes: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Why a tier whose calls asked for several models (`metrics.tier_models`), its pin
     changed in the window, does not stand for one model: one reason per such tier."""

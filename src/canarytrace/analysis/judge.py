@@ -777,6 +777,9 @@ def _judge_route(
     mismatch = C.service_tier_mismatch(M.service_tier_shares(lazy, route))
     if mismatch is not None:
         confounders.append(mismatch)
+    outage = C.outage(next((r for r in results if r.name == "error_rate"), None))
+    if outage is not None:
+        confounders.append(outage)
     cost = next((r for r in results if r.name == COST), None)
     # Calls without a cost on a route whose calls have none (its models self-hosted, say)
     # need no more words than "no data".
