@@ -203,9 +203,7 @@ def route_facts(calls: Frame, route: str) -> RouteFacts:
         canary.min().alias("canary_first"),
         canary.max().alias("canary_last"),
     )
-    first, last, without_user, canary_first, canary_last = query.collect(
-        engine="streaming"
-    ).row(0)
+    first, last, without_user, canary_first, canary_last = query.collect(engine="streaming").row(0)
     return RouteFacts(first, last, int(without_user), canary_first, canary_last)
 
 
