@@ -164,3 +164,12 @@ def test_json_registry_keeps_its_order_and_indentation(tmp_path: Path) -> None:
 
     data["routes"]["chat"]["stage"] = 5
     assert path.read_text() == json.dumps(data, indent=4) + "\n"
+
+
+def test_a_second_rollback_keeps_the_first_reason_and_date(registry: Path) -> None:
+    """It overwrote them without a word: the incident's cause and day were lost."""
+    rollback(registry, "chat", "error burst", today=DAY)
+    before = registry.read_bytes()
+    again = rollback(registry, "chat", "still broken?", today=DAY + dt.timedelta(days=2))
+    assert again.summary == f"already rolled back since {DAY} (error burst)"
+    assert registry.read_bytes() == before

@@ -131,7 +131,8 @@ def rollback(path: str | Path, route: str, reason: str, *, today: dt.date | None
     """Set `route`'s rollback flag with its reason and date; every process follows it.
 
     During a canary, rolled-back traffic goes to production; after a completed upgrade it
-    goes to the fallback. Refused when the reason is empty or there is nowhere to go.
+    goes to the fallback. Refused when the reason is empty or there is nowhere to go; a
+    route already rolled back is left as it is, with its first reason and date.
     """
     today = today or dt.date.today()
     path = Path(path)
@@ -143,6 +144,10 @@ def rollback(path: str | Path, route: str, reason: str, *, today: dt.date | None
             raise RoutingError(
                 f"{path}: route '{route}' has neither a canary nor a fallback; nothing to roll back"
             )
+        if before.rollback:  # done already: the first reason and date are the incident's
+            since = before.rolled_back_on or "an unrecorded day"
+            first = before.rollback_reason or "no reason recorded"
+            return Change(route, before, before, f"already rolled back since {since} ({first})")
 
         def edit(doc: Any) -> None:
             node = doc["routes"][route]
