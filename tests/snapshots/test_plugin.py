@@ -181,7 +181,7 @@ def test_without_route_the_registrys_choice_is_said_once_per_test(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Failed inside `except`, the message came twice, chained to the error it came from."""
-    result = run(suite, monkeypatch, "Paris.")
+    result = run(suite, monkeypatch, "Paris.", "-rN")  # no summary line: only the error
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
     assert output.count("models.yaml has routes chat, summarize: choose one with --route") == 1
