@@ -276,7 +276,7 @@ def test_an_answer_that_reaches_the_trace_limit_is_reported(
     reached = load(f"{source}&limit=32")
     assert [p.message for p in reached.problems] == [
         "32 traces, the most the query asked for: the window may hold more, which were "
-        "not read; raise limit= or shorten lookback="
+        "not read; raise limit= or shorten the window (since/until, else lookback=)"
     ]
     assert "limit=32" in reached.problems[0].source or "num_traces=32" in (
         reached.problems[0].source

@@ -11,8 +11,9 @@ Sources (`load(source)`):
   (`GET /api/v3/traces`, OTLP JSON);
 * `tempo+http://HOST:PORT?q=TRACEQL&lookback=1h[&limit=N]`: Tempo's HTTP API
   (`GET /api/search?q=` for trace ids, then `GET /api/traces/{id}` for each trace).
-  Both read at most `limit` traces (default 1,000); an answer that reaches it is a
-  problem to report, since the window may hold more.
+  Both are asked for the window `since`/`until` (what `lookback=` reaches back from its
+  end where `since` leaves it open) and read at most `limit` traces (default 1,000); an
+  answer that reaches it is a problem to report, since the window may hold more.
 
 How JSON is read: lines are taken in chunks of a bounded number of bytes; each line's
 spans become row tuples (`otlp.line_rows`: msgspec into typed OTLP structs that skip
@@ -27,7 +28,11 @@ feedback/outcomes, so memory no longer holds the calls; `scan` reads the finishe
 as it reads Parquet input (see `scan` for their lifetime). Held whole meanwhile: the
 per-call feedback and outcomes (a few dozen bytes for each call that has some). A
 malformed or truncated line costs only that line: it is recorded in `Loaded.problems`
-with its file and line number, every other line kept.
+with its file and line number, every other line kept. A span's unusable values are
+found on the chunk's columns and counted per file (or server answer), one problem per
+kind naming the first line: a numeric attribute that is NaN, infinite or no number
+(read as missing), and an LLM call without a duration (a time missing, or its end
+before its start; judged on everything but latency).
 
 Trace and span ids are normalised to lowercase hex; base64 ids (what Tempo's
 `/api/traces` returns for the proto `bytes` fields) are decoded. An LLM call is a span
@@ -44,6 +49,7 @@ import glob as globlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -53,6 +59,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,7 +68,13 @@ from pathlib import Path
 import polars as pl
 
 from canarytrace import attributes as A
-from canarytrace.analysis.otlp import TRACE_FIELD, line_rows, span_frame, span_rows
+from canarytrace.analysis.otlp import (
+    NUMBER_ATTRIBUTES,
+    TRACE_FIELD,
+    line_rows,
+    span_frame,
+    span_rows,
+)
 from canarytrace.analysis.schema import CALLS_SCHEMA, UTC_TIME, conform, missing_columns
 from canarytrace.errors import TraceSourceError
 
@@ -134,15 +147,26 @@ _RESULT_COLUMNS = (
 )
 
 
+#: An LLM call's span (not a feedback, outcome or background result record).
+_IS_CALL = pl.col("operation").is_not_null() & ~pl.col("name").is_in(_RECORD_NAMES)
+#: The kind of problem of an LLM call without a duration (`_BAD_SPANS`).
+_NO_DURATION = "duration"
+#: What makes a span's values unusable, by kind: each numeric attribute that is no
+#: usable number (`otlp.span_frame` read it as null), and an LLM call without a duration.
+_BAD_SPANS = {
+    **{key: (pl.col("bad_numbers") & (1 << bit)) != 0 for bit, key in enumerate(NUMBER_ATTRIBUTES)},
+    _NO_DURATION: _IS_CALL & pl.col("duration_ms").is_null(),
+}
+
+
 def _calls_of(spans: pl.DataFrame) -> pl.DataFrame:
     """The LLM calls among `spans`, with the hashes of their own and their parent's ids,
     and of their response id when they ran in the background (`_results_of`)."""
-    is_call = pl.col("operation").is_not_null() & ~pl.col("name").is_in(_RECORD_NAMES)
     parent = pl.when(pl.col("parent_span_id").is_not_null()).then(
         _key("trace_id", "parent_span_id")
     )
     result = pl.when(pl.col("background")).then(_RESULT_KEY)
-    return spans.filter(is_call).select(
+    return spans.filter(_IS_CALL).select(
         *_CALL_COLUMNS,
         "background",
         _key("trace_id", "span_id").alias("_key"),
@@ -198,6 +222,51 @@ class _Spill:
 
 
 @dataclass
+class _Origin:
+    """Where a chunk's rows were read: the `scope` its problems are counted in (a file,
+    a server's answer), its `source`, and the line (or document) of each run of rows,
+    so that a row found on the chunk's columns is named without a line number per row."""
+
+    scope: str
+    source: str
+    lines: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def read(self, line: int, rows: int) -> None:
+        """The rows before `rows` not yet accounted for came from `line`."""
+        self.lines.append(line)
+        self.ends.append(rows)
+
+    def line_of(self, row: int) -> int:
+        """The line (or document) the chunk's `row` came from."""
+        return self.lines[bisect_right(self.ends, row)]
+
+
+@dataclass
+class _Tally:
+    """Spans of one kind of unusable value in a scope: where the first was, how many."""
+
+    source: str
+    line: int
+    count: int = 0
+
+    def problem(self, kind: str) -> Problem:
+        plural = "" if self.count == 1 else "s"
+        if kind == _NO_DURATION:
+            message = (
+                f"{self.count:,} LLM call{plural} without a duration (a start or end time "
+                "missing, or the end before the start; the first here): judged on "
+                "everything but latency"
+            )
+        else:
+            message = (
+                f"{kind} is NaN, infinite or not a number on {self.count:,} span{plural} "
+                "(the first here): read as missing"
+            )
+        return Problem(self.source, self.line, message)
+
+
+@dataclass
 class _Parts:
     """Calls and records collected chunk by chunk, joined once at the end.
 
@@ -215,11 +284,13 @@ class _Parts:
     problems: list[Problem] = field(default_factory=list)
     spill: _Spill | None = None
     buffered_calls: int = 0
+    tallies: dict[str, dict[str, _Tally]] = field(default_factory=dict)
 
-    def add_rows(self, rows: list[tuple[object, ...]]) -> None:
+    def add_rows(self, rows: list[tuple[object, ...]], origin: _Origin) -> None:
         if not rows:
             return
         spans = span_frame(rows)
+        self.count_bad(spans, origin)
         calls = _calls_of(spans)
         self.calls.append(calls)
         self.feedback.append(_records_of(spans, A.FEEDBACK_SPAN_NAME, "score"))
@@ -228,6 +299,24 @@ class _Parts:
         self.buffered_calls += calls.height
         if self.buffered_calls >= self.spill_calls:
             self.flush()
+
+    def count_bad(self, spans: pl.DataFrame, origin: _Origin) -> None:
+        """Count the spans with unusable values by kind (`_BAD_SPANS`): a sum per kind on
+        the columns, and only for a kind that has some, where its first one was."""
+        counts = spans.select(**{kind: bad.sum() for kind, bad in _BAD_SPANS.items()})
+        for kind, count in counts.row(0, named=True).items():
+            if not count:
+                continue
+            tallies = self.tallies.setdefault(origin.scope, {})
+            if kind not in tallies:
+                first = spans.select(_BAD_SPANS[kind].arg_true().first()).item()
+                tallies[kind] = _Tally(origin.source, origin.line_of(first))
+            tallies[kind].count += count
+
+    def report(self, scope: str) -> None:
+        """The problems counted in `scope`, one per kind, once it has been read whole."""
+        for kind, tally in self.tallies.pop(scope, {}).items():
+            self.problems.append(tally.problem(kind))
 
     def flush(self) -> None:
         """Write the chunks in memory to the next Parquet parts and let them go."""
@@ -248,6 +337,7 @@ class _Parts:
 def _parse_lines(lines: list[bytes], source: str, first_line: int, parts: _Parts) -> None:
     """Parse JSON lines numbered from `first_line`; a bad line becomes a Problem."""
     rows: list[tuple[object, ...]] = []
+    origin = _Origin(source, source)
     for offset, line in enumerate(lines):
         if not line.strip():
             continue
@@ -255,7 +345,9 @@ def _parse_lines(lines: list[bytes], source: str, first_line: int, parts: _Parts
             rows.extend(line_rows(line))
         except ValueError as exc:
             parts.problems.append(Problem(source, first_line + offset, str(exc)))
-    parts.add_rows(rows)
+            continue
+        origin.read(first_line + offset, len(rows))
+    parts.add_rows(rows, origin)
 
 
 # --- files -----------------------------------------------------------------------------
@@ -301,6 +393,7 @@ def _read_json_file(path: Path, parts: _Parts, chunk_bytes: int) -> None:
         parts.problems.append(
             Problem(source, line, f"compressed stream broken ({exc}); lines before it were kept")
         )
+    parts.report(source)
 
 
 def parse_to_parts(
@@ -452,8 +545,24 @@ def _resource_spans(doc: dict[str, object]) -> list[object] | None:
     return spans if isinstance(spans, list) else None
 
 
-def _lookback(query: dict[str, str], now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    return now - parse_duration(query.get("lookback", "1h")), now
+@dataclass(frozen=True)
+class _Window:
+    """The calls asked for: from `since` until `until` (None: open), read at `now`."""
+
+    since: dt.datetime | None
+    until: dt.datetime | None
+    now: dt.datetime
+
+    def queried(self, query: dict[str, str]) -> tuple[dt.datetime, dt.datetime]:
+        """What a Jaeger or Tempo query asks for: the window, so that the server is asked
+        for every call judged; where `since` leaves it open, the source's `lookback=`
+        (default 1h) back from its end (`until`, else now)."""
+        end = self.until or self.now
+        return self.since or end - parse_duration(query.get("lookback", "1h")), end
+
+
+def _rfc3339(time: dt.datetime) -> str:
+    return time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 #: The traces a Jaeger or Tempo query asks for when the source names no `limit`.
@@ -478,29 +587,31 @@ def _at_limit(url: str, traces: int, limit: int, parts: _Parts) -> None:
                 url,
                 None,
                 f"{traces:,} traces, the most the query asked for: the window may hold more, "
-                "which were not read; raise limit= or shorten lookback=",
+                "which were not read; raise limit= or shorten the window (since/until, "
+                "else lookback=)",
             )
         )
 
 
-def _jaeger(url: str, parts: _Parts, now: dt.datetime) -> None:
+def _jaeger(url: str, parts: _Parts, window: _Window) -> None:
     parsed = urllib.parse.urlsplit(url.removeprefix("jaeger+"))
     query = dict(urllib.parse.parse_qsl(parsed.query))
     if "service" not in query:
         raise TraceSourceError(f"{url}: add ?service=NAME (the service whose traces to read)")
-    start, end = _lookback(query, now)
+    start, end = window.queried(query)
     limit = _trace_limit(url, query)
     params = {
         "query.service_name": query["service"],
-        "query.start_time_min": start.isoformat().replace("+00:00", "Z"),
-        "query.start_time_max": end.isoformat().replace("+00:00", "Z"),
+        "query.start_time_min": _rfc3339(start),
+        "query.start_time_max": _rfc3339(end),
         # Jaeger v2's HTTP gateway (v1.76) reads the limit as query.num_traces and answers
         # 500 without it; checked against the real Jaeger in tests/integration.
         "query.num_traces": str(limit),
     }
     base = f"{parsed.scheme}://{parsed.netloc}"
     api = f"{base}/api/v3/traces?{urllib.parse.urlencode(params)}"
-    traces = _feed_docs(api, _http_json(api), parts)
+    traces = _feed_docs(api, _http_json(api), parts, scope=api)
+    parts.report(api)
     _at_limit(api, traces, limit, parts)
 
 
@@ -509,15 +620,16 @@ def _jaeger_error(doc: dict[str, object]) -> str | None:
     return json.dumps(err) if err else None
 
 
-def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
+def _tempo(url: str, parts: _Parts, window: _Window) -> None:
     parsed = urllib.parse.urlsplit(url.removeprefix("tempo+"))
     query = dict(urllib.parse.parse_qsl(parsed.query))
-    start, end = _lookback(query, now)
+    start, end = window.queried(query)
     limit = _trace_limit(url, query)
     params = {
         "q": query.get("q", DEFAULT_TRACEQL),
-        "start": str(int(start.timestamp())),
-        "end": str(int(end.timestamp())),
+        # Whole seconds, rounded outwards so that the window's ends are asked for.
+        "start": str(math.floor(start.timestamp())),
+        "end": str(math.ceil(end.timestamp())),
         "limit": str(limit),
     }
     base = f"{parsed.scheme}://{parsed.netloc}"
@@ -534,13 +646,15 @@ def _tempo(url: str, parts: _Parts, now: dt.datetime) -> None:
         for api, docs in zip(apis, fetch.map(_http_json, apis), strict=True):
             if not docs:  # listed by the search, gone when fetched (retention, a compaction)
                 parts.problems.append(Problem(api, None, "trace listed by the search not found"))
-            _feed_docs(api, docs, parts)
+            _feed_docs(api, docs, parts, scope=search)
+    parts.report(search)
 
 
-def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> int:
-    """Read the spans of a Jaeger or Tempo answer into `parts`; returns how many traces
-    they belong to."""
+def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts, scope: str) -> int:
+    """Read the spans of a Jaeger or Tempo answer into `parts`, their problems counted in
+    `scope` (a Tempo search's traces together); returns how many traces they belong to."""
     rows: list[tuple[object, ...]] = []
+    origin = _Origin(scope, url)
     for number, doc in enumerate(docs, 1):
         error = _jaeger_error(doc)
         if error:
@@ -554,7 +668,9 @@ def _feed_docs(url: str, docs: list[dict[str, object]], parts: _Parts) -> int:
             rows.extend(span_rows({"resourceSpans": spans}))
         except ValueError as exc:
             parts.problems.append(Problem(url, number, str(exc)))
-    parts.add_rows(rows)
+            continue
+        origin.read(number, len(rows))
+    parts.add_rows(rows, origin)
     return len({row[TRACE_FIELD] for row in rows})
 
 
@@ -816,7 +932,7 @@ def _read_parquet(paths: list[Path], parts: _Parts) -> None:
 def _collect_sources(
     source: str | Path | Iterable[str | Path] | None,
     parts: _Parts,
-    now: dt.datetime,
+    window: _Window,
     chunk_bytes: int,
     workers: int | None,
 ) -> list[str]:
@@ -827,11 +943,11 @@ def _collect_sources(
     for item in items:
         text = str(item)
         if text.startswith(("jaeger+http://", "jaeger+https://")):
-            _jaeger(text, parts, now)
+            _jaeger(text, parts, window)
             names.append(text)
             continue
         if text.startswith(("tempo+http://", "tempo+https://")):
-            _tempo(text, parts, now)
+            _tempo(text, parts, window)
             names.append(text)
             continue
         files = _files(item)
@@ -859,7 +975,7 @@ def _scan(
     start, end = parse_time(since, now), parse_time(until, now)
     parts = _Parts(spill_calls=spill_calls)
     try:
-        names = _collect_sources(source, parts, now, chunk_bytes, workers)
+        names = _collect_sources(source, parts, _Window(start, end, now), chunk_bytes, workers)
         lazies = list(parts.parquet)
         if parts.spill is not None:
             parts.flush()
@@ -917,7 +1033,8 @@ def load(
     * `source`: a file, folder, glob, `.parquet`, `jaeger+http://...`, `tempo+http://...`,
       or a list of them; *(optional)* default the embedded folder.
     * `since` / `until`: *(optional)* keep calls that started in [since, until): a datetime,
-      an ISO time, or a duration back from now such as `"6h"`.
+      an ISO time, or a duration back from now such as `"6h"`; Jaeger and Tempo are asked
+      for this window (their `lookback=` reaches back from its end where `since` is open).
     * `spill_calls`: *(optional)* JSON inputs with more calls than this are staged in
       temporary Parquet files (see `scan`), removed before `load` returns.
     * `workers`: *(optional)* processes that parse JSON files, one file each; default one

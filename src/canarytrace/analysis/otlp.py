@@ -6,12 +6,15 @@ row tuples holding only what the frame needs: a span's ids, names, times and sta
 its first link, and the attributes of `attributes.py` that the analysis reads, by
 column. msgspec decodes the common shape into typed structs that skip every other
 field; a line of another shape falls back to the standard library's decoder, which
-reads it or says why not. `span_frame` turns the rows into typed polars columns.
+reads it or says why not. `span_frame` turns the rows into typed polars columns; a
+numeric attribute that is no usable number (OTLP's double allows NaN and infinities)
+becomes null there, and the span's `bad_numbers` says which, for the loader to report.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -76,6 +79,9 @@ _SPAN_FIELDS = (
 _COLUMNS = (*_SPAN_FIELDS, *_STR_ATTRS, *_BOOL_ATTRS, *_INT_ATTRS, *_FLOAT_ATTRS)
 #: Where a row of `line_rows`/`span_rows` holds its span's trace id (as written).
 TRACE_FIELD = _COLUMNS.index("trace")
+_NUMBER_COLUMNS = (*_INT_ATTRS, *_FLOAT_ATTRS)
+#: The numeric attributes, in the order of the bits of a span's `bad_numbers`.
+NUMBER_ATTRIBUTES = (*_INT_ATTRS.values(), *_FLOAT_ATTRS.values())
 _ATTR_KEYS = (
     *_STR_ATTRS.values(),
     *_BOOL_ATTRS.values(),
@@ -241,16 +247,53 @@ def _hex_id(expr: pl.Expr, nbytes: int) -> pl.Expr:
     )
 
 
+def _bits(flags: Iterable[pl.Expr]) -> pl.Expr:
+    """Flags as the bits of one small integer (bit i: the i-th flag), so that finding
+    the spans with any costs one column, not a loop over rows."""
+    return pl.sum_horizontal(
+        pl.when(flag).then(pl.lit(1 << bit, pl.UInt16)).otherwise(pl.lit(0, pl.UInt16))
+        for bit, flag in enumerate(flags)
+    )
+
+
+def _usable(column: str) -> pl.Expr:
+    """Whether a numeric attribute read as a float is a value the analysis can use:
+    finite, and an integer's within int64 (a NaN cost or time measures nothing, and
+    polars' integer cast fails on NaN)."""
+    value = pl.col(column)
+    return value.abs() < 2.0**63 if column in _INT_ATTRS else value.is_finite()
+
+
+def _typed(raw: pl.DataFrame) -> pl.DataFrame:
+    """`raw`'s attributes as booleans and numbers, a number not `_usable` as null, and
+    `bad_numbers`: bit i set where the i-th of `NUMBER_ATTRIBUTES` was present but not
+    usable (NaN, infinite, not a number, past int64), for the loader to report.
+
+    Two steps so that each string is parsed once: the first marks the numbers present
+    and parses them, the second takes the usable ones off (each of them is present).
+    """
+    raw = raw.with_columns(
+        _bits(pl.col(c).is_not_null() for c in _NUMBER_COLUMNS).alias("bad_numbers"),
+        *(pl.col(c).str.to_lowercase() == "true" for c in _BOOL_ATTRS),
+        *(pl.col(c).cast(pl.Float64, strict=False) for c in _NUMBER_COLUMNS),
+    )
+    return raw.with_columns(
+        pl.col("bad_numbers") - _bits(_usable(c) for c in _NUMBER_COLUMNS),
+        *(pl.when(_usable(c)).then(pl.col(c)).cast(pl.Int64) for c in _INT_ATTRS),
+        *(pl.when(_usable(c)).then(pl.col(c)) for c in _FLOAT_ATTRS),
+    )
+
+
 def span_frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
-    """Row tuples (values as found) → typed span columns the calls and records come from."""
+    """Row tuples (values as found) → typed span columns the calls and records come from.
+
+    A span's duration is null where its start or end is missing or its end is before
+    its start: no duration is better than a negative one clipped into the fastest.
+    """
     raw = pl.DataFrame(rows, schema=dict.fromkeys(_COLUMNS, pl.String), orient="row", strict=False)
     start = raw["start_ns"].cast(pl.Int64, strict=False)
     end = raw["end_ns"].cast(pl.Int64, strict=False)
-    raw = raw.with_columns(
-        *(pl.col(c).str.to_lowercase() == "true" for c in _BOOL_ATTRS),
-        *(pl.col(c).cast(pl.Float64, strict=False).cast(pl.Int64) for c in _INT_ATTRS),
-        *(pl.col(c).cast(pl.Float64, strict=False) for c in _FLOAT_ATTRS),
-    )
+    raw = _typed(raw)
     return raw.select(
         _hex_id(pl.col("trace"), 16).alias("trace_id"),
         _hex_id(pl.col("span"), 8).alias("span_id"),
@@ -258,7 +301,7 @@ def span_frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         "service",
         "name",
         pl.from_epoch(start // 1000, time_unit="us").dt.replace_time_zone("UTC").alias("start"),
-        ((end - start) / 1e6).alias("duration_ms"),
+        pl.when(end >= start).then((end - start) / 1e6).alias("duration_ms"),
         # Enums arrive as numbers (collector) or names (grpc-gateway, e.g. Jaeger's API).
         pl.when(pl.col("code").is_in(["2", "STATUS_CODE_ERROR"]))
         .then(pl.lit("error"))
@@ -295,6 +338,7 @@ def span_frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
         pl.col("background").fill_null(False),
         "background_status",
         "background_ms",
+        "bad_numbers",
     )
 
 
