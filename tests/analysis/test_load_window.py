@@ -7,7 +7,6 @@ import datetime as dt
 import http.server
 import json
 import math
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from analysis.conftest import serving
 from canarytrace import attributes as A
 from canarytrace.analysis import synth
 from canarytrace.analysis.load import load
@@ -92,16 +92,8 @@ def server(frame: pl.DataFrame) -> Iterator[WindowedServer]:
     state = WindowedServer()
     for _, span in synth.spans(frame):
         state.traces.setdefault(span["traceId"], []).append(span)
-    handler = type("Handler", (_Handler,), {"server_state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    state.host = f"127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(type("Handler", (_Handler,), {"server_state": state})) as state.host:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _source(backend: str, server: WindowedServer, lookback: str = "1h") -> str:
