@@ -216,3 +216,18 @@ def test_a_failed_run_never_exits_with_rollbacks_code(
     crashed = runner.invoke(app, ["analyze", str(traces)])
     assert crashed.exit_code == 5
     assert "ZeroDivisionError" in crashed.output and "internal error" in crashed.output
+
+
+def test_a_gzip_file_is_named_as_such_not_read_as_broken_json(tmp_path: Path) -> None:
+    """Read as JSON, it gave a 'malformed JSON' line per chunk and no word of gzip."""
+    import gzip
+
+    plain = _traces(tmp_path, synth.aa(users=30, seed=2), "plain") / "traces-1.jsonl"
+    packed = tmp_path / "traces-1.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    result = runner.invoke(app, ["analyze", str(packed)])
+    assert result.exit_code == 4
+    assert f"{packed}: .gz compression is not read; decompress it" in " ".join(
+        result.output.split()
+    )
+    assert "malformed" not in result.output

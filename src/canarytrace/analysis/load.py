@@ -89,6 +89,8 @@ PARALLEL_BYTES = 64 * 1024 * 1024
 # Calls whose id hashes (or feedback/outcomes) are grouped at once after spilling.
 _CALLS_PER_BUCKET = 1_000_000
 _FILE_SUFFIXES = (".jsonl", ".json", ".zst", ".parquet")
+#: Compressions a named file may come in that are not read: said, not parsed as JSON.
+_OTHER_COMPRESSION = frozenset({".gz", ".gzip", ".bz2", ".xz", ".zip", ".lz4", ".snappy"})
 _HTTP_TIMEOUT_S = 30.0
 #: Tempo's traces fetched at once (one request each).
 _TRACE_FETCHES = 8
@@ -951,6 +953,12 @@ def _collect_sources(
             names.append(text)
             continue
         files = _files(item)
+        unread = [f for f in files if f.suffix in _OTHER_COMPRESSION]
+        if unread:
+            raise TraceSourceError(
+                f"{unread[0]}: {unread[0].suffix} compression is not read; decompress it, or "
+                "have the collector write zstd (`compression: zstd`, read as .zst)"
+            )
         if not files or not all(f.exists() for f in files):
             raise TraceSourceError(
                 f"{text}: no trace files found (looked for {', '.join(_FILE_SUFFIXES)}); "
