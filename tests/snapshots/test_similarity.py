@@ -96,3 +96,19 @@ def test_a_bounded_model_only_gets_what_it_reads_and_pieces_are_cached(tmp_path:
     again = WordModel()
     Similarity(again, EmbeddingCache(tmp_path, again.name))(long, long + " Gift cards too.")
     assert again.embedded == []  # every piece came from the SQLite file
+
+
+def test_a_batch_ahead_embeds_the_pieces_a_long_text_is_compared_by(tmp_path: Path) -> None:
+    """The review and compare embed every text in one batch first: a long text was then
+    embedded whole, for nothing, as its comparison reads only its pieces."""
+    long = "Refunds within 30 days. Keep the receipt.\nSale items get store credit only. " + (
+        "a very long line with no full stop that goes on and on well past twelve words"
+    )
+    changed = long + " Gift cards too."
+    model = WordModel()
+    similarity = Similarity(model, EmbeddingCache(tmp_path, model.name))
+    similarity.prefetch([long, changed, "Refunds within 30 days."])
+    assert max(len(text.split()) for text in model.embedded) <= model.max_tokens
+    batched = list(model.embedded)
+    similarity(long, changed)
+    assert model.embedded == batched  # the comparison found every piece embedded

@@ -209,7 +209,7 @@ def compare(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         answers = list(pool.map(lambda job: _safe_ask(ask, *job), jobs))
     similarity = shared_similarity(embedder)
-    similarity.vectors([a for a in answers if isinstance(a, str)])  # one batch for all texts
+    similarity.prefetch([a for a in answers if isinstance(a, str)])  # one batch for all texts
     results = []
     for i, prompt in enumerate(prompts):
         chunk = answers[i * 2 * runs : (i + 1) * 2 * runs]

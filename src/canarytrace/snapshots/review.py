@@ -132,7 +132,7 @@ def _classify_all(
 ) -> Review:
     similarity = shared_similarity(embedder)
     changed = [(o, w) for _, _, o, w in pairs if o and w and o.text != w.text]
-    similarity.vectors([r.text for pair in changed for r in pair])  # one batch
+    similarity.prefetch([r.text for pair in changed for r in pair])  # one batch
     changes: list[Change] = []
     unchanged = 0
     for file, name, old, new in pairs:

@@ -148,6 +148,15 @@ class Similarity:
                 self.cache.put_many(fresh)
         return [self._memory[k] for k in keys]
 
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Embed in one batch what comparing `texts` will read: a text the model reads
+        whole, else its pieces (a long text is never embedded whole, so a batch of the
+        texts themselves would embed it for nothing)."""
+        model = self.embedder
+        if isinstance(model, BoundedEmbedder):
+            texts = [p for t in texts for p in ([t] if _fits(t, model) else _pieces(t, model))]
+        self.vectors(texts)
+
     def __call__(self, a: str, b: str) -> float:
         """Cosine similarity of two texts, rounded to 4 places so reports and files agree;
         by passage when either is too long for the model to read whole."""
