@@ -448,8 +448,12 @@ def openai_background_end(response: Any) -> dict[str, Any]:
 def _failure(response: Any) -> str:
     """The error type of a Responses API response that failed: its error's code (OpenAI
     reports a failure in the response, not as an HTTP error), else "failed"."""
-    code = getattr(getattr(response, "error", None), "code", None)
-    return code if isinstance(code, str) and code else "failed"
+    return failure_code(getattr(getattr(response, "error", None), "code", None), "failed")
+
+
+def failure_code(code: Any, default: str) -> str:
+    """The `error.type` of a failure a reply reports: its code when it names one."""
+    return code if isinstance(code, str) and code else default
 
 
 def _refuses(message: Any) -> bool:

@@ -6,7 +6,9 @@ embeddings, sync and async.
 The `stream(...)` helpers are not wrapped themselves: the SDK implements them by calling
 `self.create(stream=True)`, which is wrapped, so wrapping both would double the span.
 Only their streams' `close()` is, since it closes the HTTP response past the proxy.
-`with_raw_response` and `with_streaming_response` call the same wrapped methods.
+`with_raw_response` and `with_streaming_response` call the same wrapped methods, as
+bound when the SDK built them (once per resource: one built before `instrument()` keeps
+the method unwrapped).
 """
 
 from __future__ import annotations
@@ -137,8 +139,7 @@ class ResponsesAccumulator(Accumulator):
             if self.capture:
                 self.parts.append(event.delta)
         elif kind == "error":
-            code = getattr(event, "code", None)
-            self.error = code if isinstance(code, str) and code else "error"
+            self.error = X.failure_code(getattr(event, "code", None), "error")
         elif kind in self.late:
             self.response = event.response
 
